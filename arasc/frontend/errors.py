@@ -1,0 +1,47 @@
+"""Errors the frontend reports about the user's model (exit status 2 in the CLI)."""
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+
+_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class FrontendError(ValueError):
+    """The model uses something arasc cannot lower; the message names the op, node and source line."""
+
+
+def source_location(node) -> tuple[str, int] | None:
+    """The user's source line behind an fx node: the innermost stack frame outside torch itself.
+
+    Paths inside this repository (the model zoo) are printed relative to it, so IR dumps are the
+    same bytes on every clone; other paths relative to the working directory when below it."""
+    trace = node.meta.get("stack_trace") or ""
+    frames = [(f, int(line)) for f, line in _FRAME.findall(trace) if not f.startswith(_TORCH_DIR)]
+    if not frames:
+        return None
+    path, line = frames[-1]
+    path = os.path.abspath(path)
+    for root in (_REPO_DIR, os.getcwd()):
+        if path.startswith(root + os.sep):
+            return os.path.relpath(path, root), line
+    return path, line
+
+
+def describe_node(node) -> str:
+    loc = source_location(node)
+    where = f"{loc[0]}:{loc[1]}" if loc else "unknown source line"
+    return f"node %{node.name} ({node.op} {_target_name(node.target)}) at {where}"
+
+
+def _target_name(target) -> str:
+    if isinstance(target, str):
+        return target
+    if isinstance(target, torch._ops.OpOverload):
+        return str(target)
+    module = getattr(target, "__module__", None) or ""
+    return f"{module}.{getattr(target, '__qualname__', repr(target))}".lstrip(".")

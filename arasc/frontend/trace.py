@@ -1,0 +1,88 @@
+"""Capture a PyTorch model as an fx graph with static shapes.
+
+Two front doors (DESIGN.md section 1): `torch.fx.symbolic_trace` keeps module boundaries and
+names; where it cannot trace (data-dependent Python, Hugging Face transformers 5.x),
+`torch.export` captures an fx graph of ATen ops instead. Shapes come from shape propagation in
+both cases (fx `ShapeProp`, or the fake tensors export records), never re-derived by hand.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx
+from torch.fx.passes.shape_prop import ShapeProp
+
+from .errors import FrontendError
+
+
+@dataclass
+class Captured:
+    """An fx graph plus what lowering needs to read it."""
+
+    graph: torch.fx.Graph
+    root: torch.nn.Module            # owner of call_module / get_attr targets
+    constants: dict[str, torch.Tensor]  # placeholder name -> parameter/buffer (export only)
+    param_names: dict[str, str]       # placeholder name -> fully qualified parameter name (export only)
+    kind: str                          # "fx" or "export"
+    source_params: int
+
+
+def node_shape(node: torch.fx.Node):
+    """The propagated tensor metadata of a node: (shape, dtype), or None for non-tensors."""
+    val = node.meta.get("val")
+    if isinstance(val, torch.Tensor):
+        return tuple(val.shape), val.dtype
+    meta = node.meta.get("tensor_meta")
+    if meta is not None and hasattr(meta, "shape"):
+        return tuple(meta.shape), meta.dtype
+    return None
+
+
+def capture_fx(module: torch.nn.Module, example_inputs: tuple) -> Captured:
+    tracer = torch.fx.Tracer()
+    tracer.record_stack_traces = True
+    graph = tracer.trace(module)
+    gm = torch.fx.GraphModule(tracer.root, graph)
+    with torch.no_grad():
+        ShapeProp(gm).propagate(*example_inputs)
+    params = sum(p.numel() for p in module.parameters())
+    return Captured(gm.graph, gm, {}, {}, "fx", params)
+
+
+def capture_export(program: torch.export.ExportedProgram) -> Captured:
+    sig = program.graph_signature
+    sources: dict[str, str] = {}
+    sources.update(sig.inputs_to_parameters)
+    sources.update(sig.inputs_to_buffers)
+    sources.update(getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {})
+    tensors: dict[str, Any] = {**program.state_dict, **program.constants}
+    constants = {ph: tensors[name].detach() for ph, name in sources.items()}
+    params = sum(t.numel() for n, t in program.state_dict.items() if n in set(sig.inputs_to_parameters.values()))
+    return Captured(program.graph, program.graph_module, constants, dict(sources), "export", params)
+
+
+def export_module(module: torch.nn.Module, example_inputs: tuple) -> torch.export.ExportedProgram:
+    return torch.export.export(module, tuple(example_inputs), strict=False)
+
+
+def capture(module: torch.nn.Module, example_inputs: tuple, frontend: str = "auto") -> Captured:
+    """fx first (frontend="auto"), torch.export when fx cannot trace the model."""
+    if frontend not in ("auto", "fx", "export"):
+        raise ValueError(f"frontend must be auto, fx or export, not {frontend!r}")
+    module = module.eval()
+    if frontend in ("auto", "fx"):
+        try:
+            return capture_fx(module, example_inputs)
+        except FrontendError:
+            raise
+        except Exception as err:
+            if frontend == "fx":
+                raise FrontendError(f"torch.fx.symbolic_trace cannot trace {type(module).__name__}: "
+                                    f"{type(err).__name__}: {err}. Try --frontend export.") from None
+    try:
+        return capture_export(export_module(module, example_inputs))
+    except Exception as err:
+        raise FrontendError(f"neither torch.fx nor torch.export can capture {type(module).__name__}: "
+                            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None

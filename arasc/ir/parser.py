@@ -1,0 +1,152 @@
+"""Parser for the textual layer IR (`print_graph` output), with file:line:col errors."""
+from __future__ import annotations
+
+import json
+
+from lark import Lark, Token, Transformer, UnexpectedInput, v_args
+
+from .graph import DTYPES, Graph, Layer, Loc, TensorType, Value, WeightRef
+
+GRAMMAR = r"""
+start: _NL* graph _NL*
+graph: "graph" NAME attrs? _NL+ (input _NL+)* (layer _NL+)* output _NL+ "end"
+input: "input" VAR ":" type
+layer: VAR "=" NAME "(" [VAR ("," VAR)*] ")" attrs? weights? ":" type loc?
+weights: "[" weight ("," weight)* "]"
+weight: NAME "=" WREF ":" type
+output: "output" VAR ("," VAR)*
+attrs: "{" [attr ("," attr)*] "}"
+attr: NAME "=" value
+?value: SIGNED_INT -> int
+      | FLOAT -> float
+      | SPECIAL -> float
+      | STRING -> string
+      | "true" -> true
+      | "false" -> false
+      | "[" [value ("," value)*] "]" -> list
+type: NAME "[" [SIGNED_INT ("," SIGNED_INT)*] "]"
+loc: "loc" "(" STRING ":" SIGNED_INT ")"
+
+VAR: "%" IDENT
+WREF: "@" IDENT
+IDENT: /[A-Za-z0-9_][A-Za-z0-9_.\-]*/
+NAME: /[A-Za-z_][A-Za-z0-9_.\-]*/
+SIGNED_INT.2: /-?[0-9]+(?![0-9.eE])/
+FLOAT: /-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?/
+SPECIAL.3: "nan" | "inf" | "-inf"
+STRING: /"(\\.|[^"\\])*"/
+COMMENT: /#[^\n]*/
+_NL: /\r?\n/
+%ignore /[ \t]+/
+%ignore COMMENT
+"""
+
+
+class IRParseError(ValueError):
+    """A syntax or content error in IR text, rendered as file:line:col with a caret."""
+
+
+def _render(source: str, filename: str, line: int, column: int, message: str) -> str:
+    lines = source.splitlines()
+    text = lines[line - 1] if 0 < line <= len(lines) else ""
+    return f"{filename}:{line}:{column}: {message}\n    {text}\n    {' ' * (column - 1)}^"
+
+
+@v_args(inline=True)
+class _ToGraph(Transformer):
+    def __init__(self, source: str, filename: str):
+        super().__init__()
+        self.source, self.filename = source, filename
+
+    def _fail(self, token: Token, message: str):
+        raise IRParseError(_render(self.source, self.filename, token.line, token.column, message))
+
+    def int(self, tok):
+        return int(tok)
+
+    def float(self, tok):
+        return float(tok)
+
+    def string(self, tok):
+        return json.loads(tok)
+
+    def true(self):
+        return True
+
+    def false(self):
+        return False
+
+    def list(self, *items):
+        return tuple(i for i in items if i is not None)
+
+    def attr(self, name, value):
+        return (str(name), value)
+
+    def attrs(self, *items):
+        return tuple(i for i in items if i is not None)
+
+    def type(self, dtype, *dims):
+        if dtype not in DTYPES:
+            self._fail(dtype, f"unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+        return TensorType(str(dtype), tuple(int(d) for d in dims if d is not None))
+
+    def loc(self, file, line):
+        return Loc(json.loads(file), int(line))
+
+    def weight(self, role, ref, type_):
+        return (str(role), WeightRef(str(ref)[1:], type_))
+
+    def weights(self, *items):
+        return tuple(items)
+
+    def input(self, var, type_):
+        return Value(str(var)[1:], type_)
+
+    def output(self, *vars_):
+        return ("output", tuple(str(v)[1:] for v in vars_))
+
+    def layer(self, var, op, *rest):
+        inputs, attrs, weights, type_, loc = [], (), (), None, None
+        for item in rest:
+            if isinstance(item, Token):
+                inputs.append(str(item)[1:])
+            elif isinstance(item, TensorType):
+                type_ = item
+            elif isinstance(item, Loc):
+                loc = item
+            elif isinstance(item, tuple) and item and isinstance(item[0][1], WeightRef):
+                weights = item
+            elif isinstance(item, tuple):
+                attrs = item
+        return Layer(str(var)[1:], str(op), tuple(inputs), type_, attrs, weights, loc)
+
+    def graph(self, name, *items):
+        meta, inputs, layers, outputs = (), [], [], ()
+        for item in items:
+            if isinstance(item, Value):
+                inputs.append(item)
+            elif isinstance(item, Layer):
+                layers.append(item)
+            elif isinstance(item, tuple) and item and item[0] == "output":
+                outputs = item[1]
+            elif isinstance(item, tuple):
+                meta = item
+        return Graph(str(name), tuple(inputs), tuple(layers), outputs, meta)
+
+    def start(self, graph):
+        return graph
+
+
+_PARSER = Lark(GRAMMAR, parser="lalr", maybe_placeholders=True)
+
+
+def parse_graph(source: str, filename: str = "<ir>") -> Graph:
+    try:
+        tree = _PARSER.parse(source)
+    except UnexpectedInput as err:
+        message = "unexpected end of input" if getattr(err, "token", None) == "" else "syntax error"
+        expected = sorted(getattr(err, "expected", None) or getattr(err, "allowed", None) or ())
+        if expected:
+            message += f"; expected one of: {', '.join(expected[:8])}"
+        raise IRParseError(_render(source, filename, err.line, err.column, message)) from None
+    return _ToGraph(source, filename).transform(tree)

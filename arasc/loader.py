@@ -1,0 +1,79 @@
+"""Turn the MODEL argument of the CLI into a layer-IR model.
+
+MODEL is a zoo name (`arasc models`), `path/to/file.py:factory` (the factory returns a module
+and its example inputs, or a module with an `example_inputs` attribute), or a saved
+`torch.export` archive (`.pt2`)."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import torch
+
+from . import models
+from .frontend import FrontendError, import_exported, import_module
+from .ir import Model
+
+
+class ModelLoadError(ValueError):
+    """MODEL names nothing arasc can load."""
+
+
+def load_model(spec: str, frontend: str = "auto") -> Model:
+    if spec.endswith(".pt2"):
+        return _load_pt2(spec)
+    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
+        module, inputs, name = _load_factory(spec)
+        return import_module(module, inputs, name, frontend)
+    try:
+        entry = models.get(spec)
+    except KeyError:
+        raise ModelLoadError(f"unknown model {spec!r}: give a zoo name ({', '.join(models.ZOO)}), "
+                             f"path/to/file.py:factory, or a torch.export archive ending in .pt2") from None
+    module, inputs = entry.build()
+    return import_module(module, inputs, _ident(spec), frontend)
+
+
+def _ident(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in text)
+
+
+def _load_pt2(path: str) -> Model:
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"{path}: no such file")
+    try:
+        program = torch.export.load(path)
+    except Exception as err:
+        raise ModelLoadError(f"{path}: not a readable torch.export archive ({type(err).__name__}: {err})") from None
+    return import_exported(program, _ident(os.path.splitext(os.path.basename(path))[0]))
+
+
+def _load_factory(spec: str):
+    path, factory_name = spec.rsplit(":", 1)
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"{path}: no such file (from MODEL {spec!r})")
+    name = _ident(os.path.splitext(os.path.basename(path))[0])
+    module_spec = importlib.util.spec_from_file_location(f"arasc_user_{name}", path)
+    source = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = source
+    try:
+        module_spec.loader.exec_module(source)
+    except Exception as err:
+        raise ModelLoadError(f"{path}: importing it failed: {type(err).__name__}: {err}") from None
+    factory = getattr(source, factory_name, None)
+    if not callable(factory):
+        raise ModelLoadError(f"{path} has no callable {factory_name!r}")
+    result = factory()
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module):
+        module, inputs = result
+    elif isinstance(result, torch.nn.Module) and hasattr(result, "example_inputs"):
+        module, inputs = result, result.example_inputs
+    else:
+        raise ModelLoadError(f"{spec}: the factory must return (module, example_inputs), or a module with an "
+                             f"`example_inputs` attribute; it returned {type(result).__name__}")
+    inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    return module, inputs, name
+
+
+__all__ = ["FrontendError", "ModelLoadError", "load_model"]
