@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from lark import Lark, Token, Transformer, UnexpectedInput, v_args
+from lark.exceptions import VisitError
 
 from .graph import DTYPES, Graph, Layer, Loc, TensorType, Value, WeightRef
 
@@ -44,6 +45,12 @@ _NL: /\r?\n/
 
 class IRParseError(ValueError):
     """A syntax or content error in IR text, rendered as file:line:col with a caret."""
+
+
+_TERMINALS = {"VAR": "%value", "WREF": "@weight", "NAME": "name", "IDENT": "name", "SIGNED_INT": "integer",
+              "FLOAT": "number", "STRING": "string", "_NL": "end of line", "END": "'end'", "COMMA": "','",
+              "RSQB": "']'", "LSQB": "'['", "LPAR": "'('", "RPAR": "')'", "LBRACE": "'{'", "RBRACE": "'}'",
+              "COLON": "':'", "EQUAL": "'='"}
 
 
 def _render(source: str, filename: str, line: int, column: int, message: str) -> str:
@@ -87,7 +94,7 @@ class _ToGraph(Transformer):
 
     def type(self, dtype, *dims):
         if dtype not in DTYPES:
-            self._fail(dtype, f"unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+            self._fail(dtype, f"unknown dtype '{dtype}'; allowed: {', '.join(DTYPES)}")
         return TensorType(str(dtype), tuple(int(d) for d in dims if d is not None))
 
     def loc(self, file, line):
@@ -145,8 +152,14 @@ def parse_graph(source: str, filename: str = "<ir>") -> Graph:
         tree = _PARSER.parse(source)
     except UnexpectedInput as err:
         message = "unexpected end of input" if getattr(err, "token", None) == "" else "syntax error"
-        expected = sorted(getattr(err, "expected", None) or getattr(err, "allowed", None) or ())
+        expected = sorted({_TERMINALS.get(t, t.lower()) for t in
+                           getattr(err, "expected", None) or getattr(err, "allowed", None) or ()})
         if expected:
             message += f"; expected one of: {', '.join(expected[:8])}"
         raise IRParseError(_render(source, filename, err.line, err.column, message)) from None
-    return _ToGraph(source, filename).transform(tree)
+    try:
+        return _ToGraph(source, filename).transform(tree)
+    except VisitError as err:
+        if isinstance(err.orig_exc, IRParseError):
+            raise err.orig_exc from None
+        raise

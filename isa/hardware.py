@@ -1,0 +1,351 @@
+"""The ARAS chip as data: a TOML format, a strict loader and one frozen dataclass tree.
+
+The compiler and the runtime both read the chip from here, and the runtime imports only
+``arasc.isa``, so this module uses the standard library alone. The defaults are the ARAS
+paper's (Table II and section VI); docs/hardware.md describes every field, its unit and its
+source, and docs/energy.md derives each energy figure.
+
+A field's TOML type and allowed range live beside it, in its dataclass (`_Rule`), so the
+loader, the error messages and the dataclasses cannot drift apart.
+"""
+
+import difflib
+import functools
+import hashlib
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+_HERE = Path(__file__).resolve().parent
+DEFAULT_HARDWARE = "aras-default"
+BUNDLED_HARDWARE = ("aras-default", "baseline-15x256k")
+
+
+class HardwareConfigError(ValueError):
+    """A hardware file that cannot be used. The message is one paragraph:
+    ``<file>: [table] field: problem; allowed: ...``, ready to show a user as it is."""
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """How the loader checks one field: its TOML type, then its range."""
+
+    kind: type  # int, float (an int is accepted and widened), str, or tuple (array of ints)
+    allowed: str  # shown after "allowed:" in every error about this field
+    accepts: Callable[[Any], bool]
+
+
+def _rule(kind: type, allowed: str, accepts: Callable[[Any], bool]) -> Any:
+    return field(metadata={"rule": _Rule(kind, allowed, accepts)})
+
+
+def _count() -> Any:
+    return _rule(int, "an integer >= 1", lambda v: v >= 1)
+
+
+def _cycles() -> Any:
+    return _rule(int, "an integer >= 0", lambda v: v >= 0)
+
+
+def _positive() -> Any:
+    return _rule(float, "a finite number > 0", lambda v: math.isfinite(v) and v > 0)
+
+
+def _energy() -> Any:
+    return _rule(float, "a finite number >= 0", lambda v: math.isfinite(v) and v >= 0)
+
+
+# Names appear bare in program text (`.hw NAME sha256=...`), so they must be one token.
+_TOKEN = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _token() -> Any:
+    return _rule(str, "a non-empty name of letters, digits, '.', '_' and '-'",
+                 lambda v: _TOKEN.fullmatch(v) is not None)
+
+
+@dataclass(frozen=True)
+class Chip:
+    """Chip organisation: PEs, each a grid of APU rows x APUs (paper III-A, Fig. 4; VI)."""
+
+    name: str = _token()
+    technology_nm: int = _count()
+    clock_hz: float = _positive()
+    pes: int = _count()
+    apu_rows_per_pe: int = _count()
+    apus_per_row: int = _count()
+
+
+@dataclass(frozen=True)
+class Crossbar:
+    """One APU's ReRAM crossbar and its periphery (paper II-A, II-B, III-A; Table II)."""
+
+    rows: int = _count()
+    cols_cells: int = _count()
+    cell_bits: int = _rule(int, "one of 1, 2, 4", lambda v: v in (1, 2, 4))
+    weight_bits: int = _count()
+    compute_cycles_per_window: int = _count()
+    write_cycles_per_crossbar: int = _count()
+    adcs_per_crossbar: int = _count()
+    adc_bits: int = _count()
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Main memory, which holds the weights and feeds every write; the PE buffers (III-B, VI)."""
+
+    kind: str = _token()
+    capacity_bytes: int = _count()
+    bandwidth_bytes_per_s: float = _positive()
+    pe_buffer_bytes: int = _count()
+
+
+@dataclass(frozen=True)
+class Gbuffer:
+    """Global-buffer banks, each powered on only while it holds a layer's activations (V-A, VI)."""
+
+    banks_bytes: tuple[int, ...] = _rule(
+        tuple, "a non-empty array of integers >= 1", lambda v: len(v) > 0 and min(v) >= 1)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Digital latencies the paper does not give; assumptions argued in docs/hardware.md."""
+
+    sfu_lanes: int = _count()
+    sfu_cycles_per_vector: int = _count()
+    accumulate_latency_cycles: int = _cycles()
+    gbuffer_bytes_per_cycle_per_bank: int = _count()
+
+
+@dataclass(frozen=True)
+class Energy:
+    """Energy per event and static power; every figure is derived in docs/energy.md."""
+
+    write_j_per_pulse: float = _energy()
+    compute_j_per_crossbar_window: float = _energy()
+    accumulate_j_per_add: float = _energy()
+    sfu_j_per_op: float = _energy()
+    gbuffer_access_j_per_byte: float = _energy()
+    gbuffer_static_w_per_kib: float = _energy()
+    main_memory_j_per_byte: float = _energy()
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The whole chip, one table of the TOML file per field. Build it with `load_hardware`:
+    the loader checks every value, the constructor and `dataclasses.replace` do not."""
+
+    chip: Chip
+    crossbar: Crossbar
+    memory: Memory
+    gbuffer: Gbuffer
+    latency: Latency
+    energy: Energy
+
+    @property
+    def cells_per_weight(self) -> int:
+        """Consecutive cells holding one weight: 8-bit weights in 2-bit cells = 4 (VI)."""
+        return self.crossbar.weight_bits // self.crossbar.cell_bits
+
+    @property
+    def weights_per_row(self) -> int:
+        """Weights in one crossbar row: 128 cells / 4 = 32 (DESIGN.md section 2)."""
+        return self.crossbar.cols_cells // self.cells_per_weight
+
+    @property
+    def weights_per_crossbar(self) -> int:
+        """128 rows x 32 weights = 4,096."""
+        return self.crossbar.rows * self.weights_per_row
+
+    @property
+    def apu_rows(self) -> int:
+        """APU rows on the chip, the unit a layer is allocated in (IV-C): 96 x 6 = 576."""
+        return self.chip.pes * self.chip.apu_rows_per_pe
+
+    @property
+    def crossbars(self) -> int:
+        """One crossbar per APU: 576 x 4 = 2,304."""
+        return self.apu_rows * self.chip.apus_per_row
+
+    @property
+    def block(self) -> tuple[int, int]:
+        """(rows, weight columns) of the weight-matrix block one APU row holds: its APUs share
+        the same inputs (IV-C), each adding 32 columns, so (128, 128) (Fig. 3)."""
+        return self.crossbar.rows, self.chip.apus_per_row * self.weights_per_row
+
+    @property
+    def weights_per_apu_row(self) -> int:
+        """128 x 128 = 16,384."""
+        rows, cols = self.block
+        return rows * cols
+
+    @property
+    def capacity_weights(self) -> int:
+        """Weights the chip holds at once: 576 x 16,384 = 9,437,184."""
+        return self.apu_rows * self.weights_per_apu_row
+
+    @property
+    def gbuffer_bank_static_w(self) -> tuple[float, ...]:
+        """Static power of each Gbuffer bank while powered on, the ILP's cost (V-A, Eq. 1)."""
+        per_kib = self.energy.gbuffer_static_w_per_kib
+        return tuple(size / 1024 * per_kib for size in self.gbuffer.banks_bytes)
+
+    def seconds(self, cycles: float) -> float:
+        """Wall-clock time of `cycles` clock cycles."""
+        return cycles / self.chip.clock_hz
+
+
+def load_hardware(path: str | os.PathLike | None = None) -> Hardware:
+    """Load and check a hardware file; None loads the bundled aras-default.toml."""
+    path = Path(path) if path is not None else _HERE / f"{DEFAULT_HARDWARE}.toml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise HardwareConfigError(f"{path}: cannot read the hardware file: {error}") from None
+    return loads_hardware(text, source=str(path))
+
+
+def loads_hardware(text: str, source: str = "<string>") -> Hardware:
+    """Parse and check hardware TOML text; `source` names it in error messages."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise HardwareConfigError(f"{source}: TOML syntax error: {error}") from None
+    table_names = [table.name for table in fields(Hardware)]
+    _reject_unknown(source, None, document, table_names)
+    tables = {}
+    for table in fields(Hardware):
+        if table.name not in document:
+            raise _error(source, table.name, None, "missing table",
+                         "the tables " + ", ".join(table_names))
+        raw = document[table.name]
+        if not isinstance(raw, dict):
+            raise _error(source, table.name, None, f"expected a table, got {_toml_type(raw)}",
+                         "a table of the fields " + ", ".join(f.name for f in fields(table.type)))
+        tables[table.name] = _load_table(source, table.name, table.type, raw)
+    hw = Hardware(**tables)
+    _check_cell_packing(source, hw.crossbar)
+    return hw
+
+
+@functools.cache
+def default_hardware() -> Hardware:
+    """The ARAS chip of Table II (bundled aras-default.toml), loaded once."""
+    return load_hardware()
+
+
+def bundled_hardware(name: str) -> Hardware:
+    """A hardware file shipped with arasc, by the name a program gives in `.hw NAME`."""
+    if name not in BUNDLED_HARDWARE:
+        raise HardwareConfigError(f"{name}: no bundled hardware of that name; "
+                                  f"allowed: {', '.join(BUNDLED_HARDWARE)}")
+    return load_hardware(_HERE / f"{name}.toml")
+
+
+def dumps_hardware(hw: Hardware) -> str:
+    """Canonical TOML text: tables and fields in declaration order, shortest round-trip floats,
+    no comments. `loads_hardware(dumps_hardware(hw)) == hw`."""
+    lines = []
+    for table in fields(hw):
+        section = getattr(hw, table.name)
+        lines.append(f"[{table.name}]")
+        lines.extend(f"{f.name} = {_toml_value(getattr(section, f.name))}" for f in fields(section))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def hardware_fingerprint(hw: Hardware) -> str:
+    """sha256 (hex) of the canonical text; a program pins its chip with `.hw NAME sha256=...`."""
+    return hashlib.sha256(dumps_hardware(hw).encode("utf-8")).hexdigest()
+
+
+def _load_table(source: str, table: str, cls: type, raw: dict) -> Any:
+    names = [f.name for f in fields(cls)]
+    _reject_unknown(source, table, raw, names)
+    values = {}
+    for f in fields(cls):
+        rule: _Rule = f.metadata["rule"]
+        if f.name not in raw:
+            raise _error(source, table, f.name, "missing required field", rule.allowed)
+        value = _convert(rule.kind, raw[f.name])
+        if value is None:
+            raise _error(source, table, f.name,
+                         f"expected {_EXPECTED[rule.kind]}, got {_toml_type(raw[f.name])} "
+                         f"{raw[f.name]!r}", rule.allowed)
+        if not rule.accepts(value):
+            raise _error(source, table, f.name, f"{raw[f.name]!r} is not allowed", rule.allowed)
+        values[f.name] = value
+    return cls(**values)
+
+
+def _check_cell_packing(source: str, xbar: Crossbar) -> None:
+    """A weight must fill whole cells, and a crossbar row whole weights (paper VI)."""
+    if xbar.weight_bits % xbar.cell_bits:
+        raise _error(source, "crossbar", "weight_bits",
+                     f"{xbar.weight_bits} is not a multiple of cell_bits = {xbar.cell_bits}",
+                     f"a multiple of {xbar.cell_bits}")
+    cells_per_weight = xbar.weight_bits // xbar.cell_bits
+    if xbar.cols_cells % cells_per_weight:
+        raise _error(source, "crossbar", "cols_cells",
+                     f"{xbar.cols_cells} is not a multiple of weight_bits / cell_bits = "
+                     f"{cells_per_weight} cells per weight", f"a multiple of {cells_per_weight}")
+
+
+def _reject_unknown(source: str, table: str | None, raw: dict, names: list[str]) -> None:
+    """Typo protection: name the first unknown key and the valid name nearest to it."""
+    for key in raw:
+        if key in names:
+            continue
+        nearest = difflib.get_close_matches(key, names, n=1)
+        hint = f" (did you mean '{nearest[0]}'?)" if nearest else ""
+        if table is None:
+            raise _error(source, key, None, f"unknown table{hint}",
+                         "the tables " + ", ".join(names))
+        raise _error(source, table, key, f"unknown field{hint}",
+                     f"the fields of [{table}]: " + ", ".join(names))
+
+
+def _error(source: str, table: str, name: str | None, problem: str,
+           allowed: str) -> HardwareConfigError:
+    where = f"[{table}] {name}" if name else f"[{table}]"
+    return HardwareConfigError(f"{source}: {where}: {problem}; allowed: {allowed}")
+
+
+_EXPECTED = {int: "an integer", float: "a number", str: "a string", tuple: "an array of integers"}
+_TOML_TYPES = {str: "string", int: "integer", float: "float", bool: "boolean", list: "array",
+               dict: "table"}
+
+
+def _toml_type(value: Any) -> str:
+    return _TOML_TYPES.get(type(value), type(value).__name__)
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass in Python, but `true` is never a count in TOML.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _convert(kind: type, value: Any) -> Any:
+    """The value as the field's Python type, or None when its TOML type is wrong."""
+    if kind is int:
+        return value if _is_int(value) else None
+    if kind is float:
+        return float(value) if _is_int(value) or isinstance(value, float) else None
+    if kind is str:
+        return value if isinstance(value, str) else None
+    if isinstance(value, list) and all(_is_int(item) for item in value):
+        return tuple(value)
+    return None
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'  # names are single tokens (_TOKEN): nothing to escape
+    if isinstance(value, tuple):
+        return "[" + ", ".join(str(item) for item in value) + "]"
+    return repr(value)  # int, or a float's shortest round-trip form, which TOML accepts
