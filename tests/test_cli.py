@@ -1,0 +1,64 @@
+"""The `arasc` command line: subcommands, help, exit statuses, no tracebacks."""
+import subprocess
+import sys
+
+import pytest
+
+from arasc.cli import main
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "arasc.cli", *args], capture_output=True, text=True)
+
+
+def test_models_lists_the_zoo(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("vgg16", "resnet50", "densenet161", "bert-base", "bert-large", "digits-cnn", "resnet50-small"):
+        assert name in out
+    assert "138,357,544" in out
+
+
+def test_ir_prints_text_that_parses(capsys):
+    from arasc.ir import parse_graph
+
+    assert main(["ir", "digits-cnn"]) == 0
+    graph = parse_graph(capsys.readouterr().out)
+    assert graph.name == "digits-cnn" and graph.layers
+
+
+def test_ir_summary(capsys):
+    assert main(["ir", "resnet50-small", "--summary"]) == 0
+    out = capsys.readouterr().out
+    assert "layers" in out and "PyTorch parameters" in out and "crossbar weights" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ir", "no-such-model"], "unknown model 'no-such-model'"),
+    (["ir", "digits-cnn", "--after", "nonsense"], "no such pass"),
+    (["ir", "missing.pt2"], "missing.pt2: no such file"),
+    (["ir", "missing.py:factory"], "missing.py: no such file"),
+    (["compile", "digits-cnn", "-o", "out.aras"], "not implemented yet"),
+    (["run", "prog.aras"], "not implemented yet"),
+])
+def test_bad_input_exits_2_with_one_message(args, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "arasc.cli", *args], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out.aras").exists()
+
+
+@pytest.mark.parametrize("command", [[], ["models"], ["ir"], ["compile"], ["run"]])
+def test_help(command):
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0
+    assert "usage: arasc" in result.stdout
+
+
+def test_pt2_that_is_not_an_archive(tmp_path):
+    bogus = tmp_path / "bogus.pt2"
+    bogus.write_text("not a zip")
+    result = run_cli("ir", str(bogus))
+    assert result.returncode == 2 and "not a readable torch.export archive" in result.stderr
