@@ -141,3 +141,13 @@ def test_nan_and_inf_print_and_parse():
     layer = Layer("s", "mul", ("x",), f32(2), {"scalar": math.nan})
     parsed = parse_graph(print_graph(Graph("g", (Value("x", f32(2)),), (layer,), ("s",))))
     assert math.isnan(parsed.layers[0].attr("scalar"))
+
+
+def test_every_op_is_documented():
+    from pathlib import Path
+
+    from arasc.ir import OPS
+
+    docs = "".join(p.read_text() for p in (Path(__file__).parent.parent / "docs").glob("*.md"))
+    missing = [name for name in OPS if f"| `{name}` |" not in docs]
+    assert not missing, f"ops without a row in docs/: {missing}"

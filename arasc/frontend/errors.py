@@ -35,10 +35,10 @@ def source_location(node) -> tuple[str, int] | None:
 def describe_node(node) -> str:
     loc = source_location(node)
     where = f"{loc[0]}:{loc[1]}" if loc else "unknown source line"
-    return f"node %{node.name} ({node.op} {_target_name(node.target)}) at {where}"
+    return f"node %{node.name} ({node.op} {target_name(node.target)}) at {where}"
 
 
-def _target_name(target) -> str:
+def target_name(target) -> str:
     if isinstance(target, str):
         return target
     if isinstance(target, torch._ops.OpOverload):

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import lower_multihead_attention, lower_sdpa
-from .errors import FrontendError, describe_node
+from .errors import FrontendError, describe_node, target_name
 from .lower import Lowerer, Val
 from .trace import node_shape
 
@@ -98,7 +98,7 @@ def lower_node(lw: Lowerer, node):
             return target(*args, **kwargs)
     handler = FUNCTIONS.get(target) or FUNCTIONS.get(getattr(target, "overloadpacket", None))
     if handler is None:
-        return _unsupported(lw, f"function {target}")
+        return _unsupported(lw, f"function {target_name(target)}")
     return handler(lw, args, kwargs)
 
 
