@@ -1,0 +1,119 @@
+"""A small CNN trained on scikit-learn's 8x8 handwritten digits.
+
+The only zoo model with trained weights: scikit-learn bundles the UCI
+optical-recognition digits (1,797 images, Alpaydin & Kaynak 1998), so it can
+be trained offline in seconds and used to check that compiled code keeps the
+accuracy of the float model, not just its outputs on random inputs.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch import nn
+
+SEED = 0
+TEST_FRACTION = 0.2
+EPOCHS = 15
+BATCH = 64
+EXAMPLE_BATCH = 8
+
+
+class DigitsCNN(nn.Module):
+    """conv3x3(1->16)-BN-ReLU-maxpool, conv3x3(16->32)-BN-ReLU-maxpool, linear(128->10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, kernel_size=3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, kernel_size=3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Linear(32 * 2 * 2, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+@functools.cache
+def _split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    data = load_digits()
+    x_train, x_test, y_train, y_test = train_test_split(
+        data.images, data.target, test_size=TEST_FRACTION, random_state=SEED, stratify=data.target
+    )
+    x_train = torch.tensor(x_train, dtype=torch.float32).unsqueeze(1)
+    x_test = torch.tensor(x_test, dtype=torch.float32).unsqueeze(1)
+    # Standardise with training-set statistics only, as a deployed model would.
+    mean, std = x_train.mean(), x_train.std()
+    return (
+        (x_train - mean) / std,
+        torch.tensor(y_train, dtype=torch.int64),
+        (x_test - mean) / std,
+        torch.tensor(y_test, dtype=torch.int64),
+    )
+
+
+def load_digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_train, y_train, x_test, y_test)`` of a fixed stratified 80/20 split (1,437 / 360).
+
+    Images are float32 [N, 1, 8, 8], standardised as for training; labels int64 [N].
+    """
+    return tuple(t.clone() for t in _split())
+
+
+def accuracy(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of ``x`` whose highest logit under ``fn`` is the label in ``y``."""
+    with torch.no_grad():
+        return (fn(x).argmax(dim=1) == y).float().mean().item()
+
+
+def train(seed: int = SEED) -> DigitsCNN:
+    """Train a fresh DigitsCNN; the same seed gives bit-identical weights."""
+    x_train, y_train, _, _ = _split()
+    threads = torch.get_num_threads()
+    # Multi-threaded kernels may split reductions differently depending on
+    # the thread count, which changes the rounding and so the trained weights.
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = DigitsCNN()
+        gen = torch.Generator().manual_seed(seed)
+        optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, EPOCHS)
+        model.train()
+        for _ in range(EPOCHS):
+            for batch in torch.randperm(len(x_train), generator=gen).split(BATCH):
+                optimiser.zero_grad()
+                F.cross_entropy(model(x_train[batch]), y_train[batch]).backward()
+                optimiser.step()
+            schedule.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval()
+
+
+@functools.cache
+def _trained_state() -> dict[str, torch.Tensor]:
+    return train().state_dict()
+
+
+def build_digits_cnn() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """The trained DigitsCNN (trained once per process) and the first test images."""
+    # A fresh copy each time, so a caller that modifies it (e.g. folds its
+    # batch norms in place) cannot corrupt the cached weights. Built on the
+    # meta device so the caller's global RNG is not consumed by a default init.
+    with torch.device("meta"):
+        model = DigitsCNN()
+    model.to_empty(device="cpu").load_state_dict(_trained_state())
+    return model.eval(), (_split()[2][:EXAMPLE_BATCH].clone(),)
