@@ -13,6 +13,10 @@ class VerifyError(ValueError):
     pass
 
 
+# The tile map the tiling pass adds to every crossbar (`mvm`) layer; docs/tiling.md.
+TILE_ATTRS = ("k", "n", "blocks", "apu_rows", "segments")
+
+
 def _where(layer: Layer) -> str:
     return f"layer %{layer.name} ({layer.op})" + (f" at {layer.loc}" if layer.loc else "")
 
@@ -40,7 +44,8 @@ def verify_layer(layer: Layer, types: dict[str, TensorType]) -> None:
             raise VerifyError(f"{where}: reads %{name}, which is not defined before it")
     attrs = dict(layer.attrs)
     missing = [a for a in opdef.attrs if a not in attrs]
-    unknown = [a for a in attrs if a not in opdef.attrs and a not in opdef.defaults]
+    optional = set(opdef.defaults) | (set(TILE_ATTRS) if opdef.kind == "mvm" else set())
+    unknown = [a for a in attrs if a not in opdef.attrs and a not in optional]
     if missing or unknown:
         raise VerifyError(f"{where}: missing attributes {missing}, unknown attributes {unknown}; "
                           f"expected {list(opdef.attrs) + list(opdef.defaults)}")

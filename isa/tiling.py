@@ -1,0 +1,135 @@
+"""Crossbar tiling: where every weight of a layer lives on the ARAS chip (paper II-C and Fig. 3,
+IV-A, IV-C, VI). Pure numpy on weight arrays and a `Hardware`; no IR. docs/tiling.md.
+
+    layer weight --weight_matrix--> K x N matrices, one per conv group
+    K x N matrix --to_cells--> cell levels [blocks, crossbars, rows, cells] --from_cells--> matrix
+
+Mapping. A conv kernel (Cin/groups x kh x kw) is unrolled into one column (II-C), so column n of
+the matrix is weight[n].reshape(-1), in (cin, kh, kw) row-major order: K = Cin/groups*kh*kw rows
+(crossbar inputs), N = Cout columns. A linear weight [N, K] is the same rule with one window.
+The matrix is cut into blocks of `hw.block` (128 x 128), one per APU row, because the 4 APUs of
+a row share their 128 inputs and hold one layer (IV-C). Crossbar c of a block holds block
+columns c*32 .. c*32+31; an 8-bit weight is 4 consecutive 2-bit cells of its crossbar row, the
+first cell holding the least significant bits (VI: "cell 1 = bits 1:0"), so weight column w of
+a crossbar uses cells 4w .. 4w+3. Every size comes from the Hardware.
+
+Block order. Block (i, j) holds matrix rows i*128.. and columns j*128..; blocks are numbered
+column-major, b = j*kb + i. A layer larger than the chip runs in segments of consecutive
+blocks (IV-A); in this order each output column set completes inside one segment except at most
+one per segment boundary, the only one whose partial sums must wait for the next segment.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from .hardware import Hardware
+
+# Level of a cell that holds no weight (edge blocks are partial). Real levels are
+# 0 .. 2**cell_bits - 1 <= 15 (cell_bits is 1, 2 or 4), so 255 can never be one.
+UNUSED = 255
+
+
+def matrix_shape(weight_shape: tuple[int, ...], groups: int = 1) -> tuple[int, int]:
+    """(K, N) of each of a layer's `groups` weight matrices, from its weight shape [Cout, ...]."""
+    return math.prod(weight_shape[1:]), weight_shape[0] // groups
+
+
+def weight_matrix(weight: np.ndarray, attrs: Mapping) -> list[np.ndarray]:
+    """The K x N weight matrices of a conv or linear layer, one per group (views, no copy).
+
+    A grouped conv's groups read different input channels, while an APU row's crossbars share
+    their inputs (IV-C), so each group is a matrix of its own, tiled separately."""
+    groups = attrs.get("groups", 1)
+    columns = weight.reshape(weight.shape[0], -1)  # row n = kernel n unrolled, (cin, kh, kw) row-major
+    per_group = weight.shape[0] // groups
+    return [columns[g * per_group:(g + 1) * per_group].T for g in range(groups)]
+
+
+def block_grid(k: int, n: int, hw: Hardware) -> tuple[int, int]:
+    """(kb, nb): blocks down the K rows and across the N columns of a K x N matrix."""
+    rows, cols = hw.block
+    return -(-k // rows), -(-n // cols)
+
+
+def crossbars_used(k: int, n: int, hw: Hardware) -> int:
+    """Crossbars holding at least one weight of a K x N matrix: each block row of it spans
+    ceil(N / 32) crossbars; the others of a partial block's APU row stay unwritten."""
+    kb, _ = block_grid(k, n, hw)
+    return kb * -(-n // hw.weights_per_row)
+
+
+def segment_count(apu_rows: int, hw: Hardware) -> int:
+    """Segments a layer of `apu_rows` blocks runs in, each at most the chip's APU rows (IV-A)."""
+    return -(-apu_rows // hw.apu_rows)
+
+
+def locate(r, c, k: int, hw: Hardware):
+    """Where weight (r, c) of a K x N matrix lives: (block, crossbar, row, first cell); the
+    weight occupies cells first .. first + cells_per_weight - 1. Vectorised over r and c."""
+    rows, cols = hw.block
+    kb, _ = block_grid(k, 1, hw)
+    i, row = np.divmod(r, rows)
+    j, col = np.divmod(c, cols)
+    crossbar, w = np.divmod(col, hw.weights_per_row)
+    return j * kb + i, crossbar, row, w * hw.cells_per_weight
+
+
+def to_cells(matrix: np.ndarray, hw: Hardware) -> np.ndarray:
+    """The cell levels of a K x N matrix of unsigned weights, as uint8
+    [blocks, crossbars per block, crossbar rows, cells per row]; cells holding no weight are UNUSED."""
+    _check_weights(matrix, hw)
+    k, n = matrix.shape
+    kb, nb = block_grid(k, n, hw)
+    rows, _ = hw.block
+    xbars, per_row, cpw, bits = hw.chip.apus_per_row, hw.weights_per_row, hw.cells_per_weight, hw.crossbar.cell_bits
+    # Lay the cells out in matrix order (row, column, cell) first, so the padding is a single fill.
+    cells = np.full((kb * rows, nb * xbars * per_row, cpw), UNUSED, np.uint8)
+    used = cells[:k, :n]
+    # uint8 shifts keep the arithmetic in uint8: int64 temporaries of VGG-16's fc6 would take 3 GB.
+    np.right_shift(matrix[:, :, None], (bits * np.arange(cpw)).astype(matrix.dtype), out=used, casting="unsafe")
+    np.bitwise_and(used, (1 << bits) - 1, out=used)
+    # (i, row, j, crossbar, w, cell) -> (j, i, crossbar, row, w, cell): blocks column-major.
+    grid = cells.reshape(kb, rows, nb, xbars, per_row, cpw).transpose(2, 0, 3, 1, 4, 5)
+    return grid.reshape(nb * kb, xbars, rows, per_row * cpw)
+
+
+def from_cells(levels: np.ndarray, k: int, n: int, hw: Hardware) -> np.ndarray:
+    """The K x N weight matrix `to_cells` mapped to `levels`: its exact inverse. Raises
+    ValueError if `levels` is not such a map (wrong shape, a weight cell out of range, or a
+    cell outside the matrix not UNUSED)."""
+    kb, nb = block_grid(k, n, hw)
+    rows, _ = hw.block
+    xbars, per_row, cpw, bits = hw.chip.apus_per_row, hw.weights_per_row, hw.cells_per_weight, hw.crossbar.cell_bits
+    expected = (kb * nb, xbars, rows, hw.crossbar.cols_cells)
+    if levels.shape != expected:
+        raise ValueError(f"cell levels of a {k} x {n} matrix have shape {expected}, got {levels.shape}")
+    cells = levels.reshape(nb, kb, xbars, rows, per_row, cpw).transpose(1, 3, 0, 2, 4, 5)
+    cells = cells.reshape(kb * rows, nb * xbars * per_row, cpw)
+    used = cells[:k, :n]
+    if used.max(initial=0) >> bits:
+        raise ValueError(f"a weight cell holds a level above {(1 << bits) - 1}")
+    if np.count_nonzero(cells != UNUSED) != used.size:
+        raise ValueError(f"a cell outside the {k} x {n} matrix is not UNUSED ({UNUSED})")
+    dtype = np.min_scalar_type((1 << hw.crossbar.weight_bits) - 1)
+    matrix = np.zeros((k, n), dtype)
+    for t in range(cpw):
+        matrix |= used[:, :, t].astype(dtype) << dtype.type(bits * t)
+    return matrix
+
+
+def layer_cells(weight: np.ndarray, attrs: Mapping, hw: Hardware) -> np.ndarray:
+    """The cell levels of a whole conv or linear layer: its groups' blocks one after the other,
+    [groups * kb * nb, crossbars, rows, cells], in the order of the layer's APU rows."""
+    return np.concatenate([to_cells(m, hw) for m in weight_matrix(weight, attrs)])
+
+
+def _check_weights(matrix: np.ndarray, hw: Hardware) -> None:
+    bits = hw.crossbar.weight_bits
+    if matrix.ndim != 2 or matrix.dtype.kind != "u":
+        raise TypeError(f"expected a 2-D matrix of unsigned integer weights (quantize first), "
+                        f"got {matrix.dtype}{list(matrix.shape)}")
+    if matrix.max(initial=0) >> bits:
+        raise ValueError(f"weight {matrix.max()} does not fit the chip's {bits}-bit weights")
