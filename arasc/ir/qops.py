@@ -1,0 +1,289 @@
+"""The quantized op set: integer semantics of the INT8 pipeline (DESIGN.md section 3).
+
+Activations are uint8 with a zero point, weights per-layer asymmetric uint8 with a zero point,
+biases int32 at scale s_x * s_w (Jacob et al., "Quantization and Training of Neural Networks
+for Efficient Integer-Arithmetic-Only Inference", CVPR 2018). A real value r is q with
+r = scale * (q - zp). Every op is exact integer arithmetic except `quantize`, `dequantize` and
+`qlayernorm`, whose float steps are spelled out in their docs and in docs/quantization.md.
+
+Rounding, once for all ops:
+- requantization (integer -> integer) rounds half up: `(acc * m + 2^(shift-1)) >> shift`
+  with an arithmetic (flooring) shift, m an int32 multiplier in [2^30, 2^31) and shift >= 1;
+- float -> integer (`quantize`, `qlayernorm`) rounds half to even (torch.round).
+
+Ops here are registered in the same `OPS` table as the float ops, so the float evaluator runs
+them (it is the integer reference executor) and the verifier infers their types on meta
+tensors. Integer products of uint8 values are formed in float64 where torch has no integer
+kernel (conv2d, matmul on CPU): each product is below 2^16 and the sum of K of them below
+K * 2^16, so every partial sum is an integer below 2^53 for any K < 2^37 and float64
+represents it exactly whatever the summation order; the result is exact.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .ops import op
+
+U8_MAX = 255
+MULTIPLIER_BITS = 31     # m in [2^30, 2^31): the int32 fixed-point multiplier of gemmlowp / TFLite
+SOFTMAX_EXP_BITS = 16    # qsoftmax's exponentials: table[0] = 2^16 stands for exp(0) = 1
+SOFTMAX_PROB_BITS = 31   # qsoftmax's probabilities are Q31 integers before requantization
+
+
+def fixed_point(real: float) -> tuple[int, int]:
+    """(m, shift) with real ~= m * 2^-shift, m in [2^30, 2^31), 1 <= shift <= 62."""
+    m, shift = shared_fixed_point((real,))
+    return m[0], shift
+
+
+def shared_fixed_point(reals) -> tuple[tuple[int, ...], int]:
+    """Signed multipliers sharing one shift, chosen so the largest |real| gets m in [2^30, 2^31).
+
+    Sharing the shift lets a sum of several rescaled inputs (qadd) round once."""
+    largest = max(abs(r) for r in reals)
+    if not largest > 0:
+        raise ValueError(f"fixed-point multipliers {tuple(reals)}: need a nonzero one")
+    mantissa, exponent = math.frexp(largest)          # largest = mantissa * 2^exponent, mantissa in [0.5, 1)
+    shift = MULTIPLIER_BITS - exponent
+    if round(mantissa * 2**MULTIPLIER_BITS) == 2**MULTIPLIER_BITS:
+        shift -= 1                                    # rounding reached 2^31: renormalise
+    if not 1 <= shift <= 62:
+        raise ValueError(f"multiplier {largest!r} is outside the fixed-point range [2^-32, 2^30)")
+    return tuple(int(round(r * 2.0**shift)) for r in reals), shift
+
+
+def rounding_shift(acc: torch.Tensor, multiplier: int, shift: int) -> torch.Tensor:
+    """round_half_up(acc * multiplier / 2^shift) in int64. |acc| < 2^32 keeps acc * m below 2^63."""
+    return (acc * multiplier + (1 << (shift - 1))) >> shift
+
+
+def _to_u8(q: torch.Tensor, low: int = 0) -> torch.Tensor:
+    """Saturate integer-valued q (an integer or float64 tensor) to [low, 255] as uint8."""
+    return q.clamp(low, U8_MAX).to(torch.uint8)
+
+
+def _relu_floor(a: dict) -> int:
+    """A fused ReLU clamps at the output zero point, the code of real 0."""
+    return a["out_zp"] if a.get("relu") else 0
+
+
+def requantize(acc: torch.Tensor, a: dict) -> torch.Tensor:
+    """int64 accumulator -> uint8 at the output scale: out_zp + round_half_up(acc * m / 2^shift)."""
+    return _to_u8(a["out_zp"] + rounding_shift(acc, a["multiplier"], a["shift"]), _relu_floor(a))
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.int64)
+
+
+def _exact(x: torch.Tensor) -> torch.Tensor:
+    """Integers as float64, for products torch has no integer kernel for (exact, see module doc)."""
+    return x.to(torch.float64)
+
+
+# ---- boundaries: float <-> uint8 -------------------------------------------------------------
+
+@op("quantize", "sfu", "f32 -> u8: clamp(round_half_even(x / scale) + zp, 0, 255), the division in float64",
+    attrs=("scale", "zp"))
+def _quantize(xs, a, w):
+    return _to_u8(torch.round(xs[0].to(torch.float64) / a["scale"]) + a["zp"])
+
+
+@op("dequantize", "sfu", "u8 -> f32: (q - zp) * scale, in float64 then rounded to f32", attrs=("scale", "zp"))
+def _dequantize(xs, a, w):
+    return ((_wide(xs[0]) - a["zp"]).to(torch.float64) * a["scale"]).to(torch.float32)
+
+
+# ---- crossbar layers ---------------------------------------------------------------------------
+
+MVM_ATTRS = ("x_zp", "w_zp", "out_zp", "multiplier", "shift")
+
+
+def _zero_point_terms(xw, x_sum, w_sum, k, a, bias):
+    """sum((q_x - z_x)(q_w - z_w)) + bias from the crossbar's unsigned sum(q_x q_w) (DESIGN.md 3).
+
+    x_sum is sum(q_x) over each window, w_sum sum(q_w) per output channel, k the window size,
+    bias (int32, or None) shaped to broadcast like w_sum."""
+    acc = xw - a["w_zp"] * x_sum - a["x_zp"] * w_sum + k * a["x_zp"] * a["w_zp"]
+    return acc if bias is None else acc + _wide(bias)
+
+
+@op("qconv2d", "mvm", "uint8 conv2d: crossbar sum(q_x q_w), digital zero-point correction, + int32 bias, "
+    "requantized by multiplier/shift; padding feeds x_zp (real 0); relu clamps at out_zp",
+    attrs=("stride", "padding", "dilation", "groups") + MVM_ATTRS, defaults={"relu": False},
+    weights=("weight",), optional_weights=("bias",))
+def _qconv2d(xs, a, w):
+    weight, groups = w["weight"], a["groups"]
+    pad_h, pad_w = a["padding"]
+    x = F.pad(_wide(xs[0]), (pad_w, pad_w, pad_h, pad_h), value=a["x_zp"])
+    conv = lambda inp, kernel, g: F.conv2d(inp, kernel, None, a["stride"], 0, a["dilation"], g)  # noqa: E731
+    xw = conv(_exact(x), _exact(weight), groups).to(torch.int64)
+    # sum(q_x) per window and group: channel sums of each group, then a conv with a ones kernel.
+    n, c, h, wd = x.shape
+    group_sums = _exact(x).reshape(n, groups, c // groups, h, wd).sum(2)
+    ones = torch.ones((groups, 1) + tuple(weight.shape[2:]), dtype=torch.float64, device=x.device)
+    x_sum = conv(group_sums, ones, groups).to(torch.int64).repeat_interleave(weight.shape[0] // groups, dim=1)
+    channel = lambda t: t.reshape(1, -1, 1, 1)  # noqa: E731
+    w_sum = channel(_wide(weight).sum((1, 2, 3)))
+    bias = channel(w["bias"]) if "bias" in w else None
+    k = weight.shape[1] * weight.shape[2] * weight.shape[3]
+    return requantize(_zero_point_terms(xw, x_sum, w_sum, k, a, bias), a)
+
+
+@op("qlinear", "mvm", "uint8 linear over the last dimension (weight u8 [N, K], bias i32 [N]): as qconv2d",
+    attrs=MVM_ATTRS, defaults={"relu": False}, weights=("weight",), optional_weights=("bias",))
+def _qlinear(xs, a, w):
+    x, weight = xs[0], w["weight"]
+    xw = torch.matmul(_exact(x), _exact(weight).T).to(torch.int64)
+    x_sum = _wide(x).sum(-1, keepdim=True)
+    w_sum = _wide(weight).sum(1)
+    return requantize(_zero_point_terms(xw, x_sum, w_sum, weight.shape[1], a, w.get("bias")), a)
+
+
+@op("qmatmul", "matmul", "product of two uint8 activations: sum((a - a_zp)(b - b_zp)) over the inner "
+    "dimension, requantized by multiplier/shift", min_inputs=2, max_inputs=2,
+    attrs=("a_zp", "b_zp", "out_zp", "multiplier", "shift"))
+def _qmatmul(xs, a, w):
+    left, right = xs
+    ab = torch.matmul(_exact(left), _exact(right)).to(torch.int64)
+    k = left.shape[-1]
+    acc = (ab - a["b_zp"] * _wide(left).sum(-1, keepdim=True) - a["a_zp"] * _wide(right).sum(-2, keepdim=True)
+           + k * a["a_zp"] * a["b_zp"])
+    return requantize(acc, a)
+
+
+# ---- elementwise arithmetic --------------------------------------------------------------------
+
+def _rescaled_sum(xs, a):
+    """sum_i (x_i - zps[i]) * multipliers[i], the common fixed-point numerator of qadd / qconcat."""
+    terms = [(_wide(x) - zp) * m for x, zp, m in zip(xs, a["zps"], a["multipliers"], strict=True)]
+    return sum(terms[1:], terms[0])
+
+
+@op("qadd", "sfu", "sum of uint8 inputs at their own scales: out_zp + round_half_up(sum_i (x_i - zps[i]) * "
+    "multipliers[i] / 2^shift); multipliers are signed (sub), broadcasting; relu clamps at out_zp",
+    max_inputs=None, attrs=("zps", "multipliers", "shift", "out_zp"), defaults={"relu": False})
+def _qadd(xs, a, w):
+    return _to_u8(a["out_zp"] + rounding_shift(_rescaled_sum(xs, a), 1, a["shift"]), _relu_floor(a))
+
+
+@op("qmul", "sfu", "product of two uint8 inputs: out_zp + round_half_up((a - zps[0])(b - zps[1]) * "
+    "multiplier / 2^shift), broadcasting", min_inputs=2, max_inputs=2,
+    attrs=("zps", "multiplier", "shift", "out_zp"))
+def _qmul(xs, a, w):
+    left, right = ((_wide(x) - zp) for x, zp in zip(xs, a["zps"], strict=True))
+    return requantize(left * right, a)
+
+
+@op("qconcat", "sfu", "concatenation along `dim`, each input requantized to the output scale: "
+    "out_zp + round_half_up((x_i - zps[i]) * multipliers[i] / 2^shift)",
+    max_inputs=None, attrs=("dim", "zps", "multipliers", "shift", "out_zp"))
+def _qconcat(xs, a, w):
+    parts = [_to_u8(a["out_zp"] + rounding_shift((_wide(x) - zp) * m, 1, a["shift"]))
+             for x, zp, m in zip(xs, a["zps"], a["multipliers"], strict=True)]
+    return torch.cat(parts, dim=a["dim"])
+
+
+@op("qrelu", "sfu", "uint8 ReLU at an unchanged scale: max(x, zp)", attrs=("zp",))
+def _qrelu(xs, a, w):
+    return xs[0].clamp_min(a["zp"])
+
+
+@op("qlut", "sfu", "table lookup y = table[x] (table u8 [256]); per channel y = table[c, x] (table u8 [C, 256], "
+    "c the index along `dim`): any elementwise function of one uint8 input, exact by construction",
+    defaults={"dim": 1}, weights=("table",))
+def _qlut(xs, a, w):
+    x, table = _wide(xs[0]), w["table"]
+    if table.dim() == 1:
+        return table[x]
+    dim = a["dim"] % x.dim()
+    if table.shape[0] != x.shape[dim]:
+        raise ValueError(f"per-channel table has {table.shape[0]} rows, input has {x.shape[dim]} channels")
+    channel = torch.arange(x.shape[dim], device=x.device).reshape([-1 if d == dim else 1 for d in range(x.dim())])
+    return table.reshape(-1)[channel * (U8_MAX + 1) + x]
+
+
+# ---- pooling: integer sums, division rounded half up --------------------------------------------
+
+def _divide_rounded(total: torch.Tensor, count) -> torch.Tensor:
+    """round_half_up(total / count) for integer tensors, count > 0."""
+    return torch.div(2 * total + count, 2 * count, rounding_mode="floor")
+
+
+@op("qavgpool2d", "sfu", "uint8 average pooling at an unchanged scale: zp + round_half_up(sum(x - zp) / d), "
+    "d torch's divisor; padding counts as zp (real 0)",
+    attrs=("kernel", "stride", "padding", "ceil_mode", "count_include_pad", "zp"))
+def _qavgpool2d(xs, a, w):
+    pool = lambda t, **kw: F.avg_pool2d(t, a["kernel"], a["stride"], a["padding"], a["ceil_mode"], **kw)  # noqa: E731
+    total = pool(_exact(_wide(xs[0]) - a["zp"]), divisor_override=1).to(torch.int64)
+    # torch's divisor per window, which depends on padding and ceil_mode: (cells inside) / (mean of ones).
+    ones = torch.ones(xs[0].shape, dtype=torch.float64, device=xs[0].device)
+    inside = pool(ones, divisor_override=1)
+    divisor = torch.round(inside / pool(ones, count_include_pad=a["count_include_pad"])).to(torch.int64)
+    return _to_u8(a["zp"] + _divide_rounded(total, divisor))
+
+
+def _adaptive_bounds(size: int, out: int) -> list[tuple[int, int]]:
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+@op("qadaptive_avgpool2d", "sfu", "uint8 adaptive average pooling at an unchanged scale: round_half_up of "
+    "each window's integer mean (torch's windows)", attrs=("output_size",))
+def _qadaptive_avgpool2d(xs, a, w):
+    x = _wide(xs[0])
+    h, wd = x.shape[-2:]
+    out_h, out_w = (s if s is not None else d for s, d in zip(a["output_size"], (h, wd)))
+    rows = []
+    for h0, h1 in _adaptive_bounds(h, out_h):
+        cells = [_divide_rounded(x[..., h0:h1, w0:w1].sum((-2, -1)), (h1 - h0) * (w1 - w0))
+                 for w0, w1 in _adaptive_bounds(wd, out_w)]
+        rows.append(torch.stack(cells, -1))
+    return _to_u8(torch.stack(rows, -2))
+
+
+@op("qmean", "sfu", "uint8 mean over dimensions at an unchanged scale: round_half_up(sum(x) / n)",
+    attrs=("dims", "keepdim"))
+def _qmean(xs, a, w):
+    x = _wide(xs[0])
+    count = math.prod(x.shape[d] for d in a["dims"])
+    return _to_u8(_divide_rounded(x.sum(a["dims"], keepdim=a["keepdim"]), count))
+
+
+# ---- SFU normalisations ------------------------------------------------------------------------
+
+def softmax_table(x_scale: float) -> torch.Tensor:
+    """qsoftmax's exponential table: round(2^16 exp(-d * x_scale)) for d = max(x) - x in 0..255."""
+    d = torch.arange(U8_MAX + 1, dtype=torch.float64)
+    return torch.round(torch.exp(-d * x_scale) * 2**SOFTMAX_EXP_BITS).to(torch.int32)
+
+
+@op("qsoftmax", "sfu", "integer softmax along `dim`: e = table[max(x) - x] (i32 [256], round(2^16 exp(-d s_x))), "
+    "p = floor(e 2^31 / sum e), out_zp + round_half_up(p * multiplier / 2^shift)",
+    attrs=("dim", "out_zp", "multiplier", "shift"), weights=("table",))
+def _qsoftmax(xs, a, w):
+    x, dim = _wide(xs[0]), a["dim"]
+    e = _wide(w["table"])[x.amax(dim, keepdim=True) - x]
+    p = torch.div(e << SOFTMAX_PROB_BITS, e.sum(dim, keepdim=True), rounding_mode="floor")
+    return requantize(p, a)
+
+
+@op("qlayernorm", "sfu", "layer norm of a uint8 input over the last `ndim` dimensions: exact integer sums, "
+    "then float64 with correctly rounded + - * / sqrt only, rounded half to even at out_scale/out_zp",
+    attrs=("ndim", "eps", "x_scale", "x_zp", "out_scale", "out_zp"), optional_weights=("weight", "bias"))
+def _qlayernorm(xs, a, w):
+    dims = tuple(range(-a["ndim"], 0))
+    d = _wide(xs[0]) - a["x_zp"]
+    n = math.prod(d.shape[i] for i in dims)
+    s1, s2 = d.sum(dims, keepdim=True), (d * d).sum(dims, keepdim=True)
+    # (x - mean) / sqrt(var + eps) with x = s_x d, multiplied through by n so that the centred
+    # values n d - s1 and n^2 var / s_x^2 = n s2 - s1^2 are exact integers.
+    centred, spread = _exact(n * d - s1), _exact(n * s2 - s1 * s1)
+    y = centred * a["x_scale"] / torch.sqrt(spread * (a["x_scale"] * a["x_scale"]) + a["eps"] * n * n)
+    if "weight" in w:
+        y = y * w["weight"].to(torch.float64)
+    if "bias" in w:
+        y = y + w["bias"].to(torch.float64)
+    return _to_u8(torch.round(y / a["out_scale"]).to(torch.int64) + a["out_zp"])
