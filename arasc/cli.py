@@ -31,25 +31,55 @@ def cmd_models(args, out: Console) -> int:
     return EXIT_OK
 
 
+def calibration_inputs(args, example_inputs) -> list[tuple]:
+    """--calib FILE.npy (one sample per row, single-input models), else the example inputs."""
+    if not getattr(args, "calib", None):
+        return [tuple(example_inputs)]
+    import numpy as np
+
+    try:
+        samples = np.load(args.calib, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{args.calib}: not a readable .npy array ({err})") from None
+    if len(example_inputs) != 1:
+        raise UsageError(f"--calib {args.calib}: the model takes {len(example_inputs)} inputs; --calib holds one")
+    shape = tuple(example_inputs[0].shape)
+    if tuple(samples.shape[1:]) == shape[1:]:
+        return [(samples[i:i + 1],) for i in range(len(samples))]
+    raise UsageError(f"--calib {args.calib}: shape {list(samples.shape)}, expected [N, {', '.join(map(str, shape[1:]))}]")
+
+
+def hardware(args):
+    from .isa.hardware import default_hardware, load_hardware
+
+    return load_hardware(args.hw) if getattr(args, "hw", None) else default_hardware()
+
+
 def cmd_ir(args, out: Console) -> int:
     from .ir import print_graph
-    from .loader import load_model
-    from .passes import pass_names, run_pipeline
+    from .loader import load
+    from .passes import default_pipeline, pass_names, run_pipeline
+    from .passes.tile import summarize_tiling
     from .summary import summarize
 
     names = pass_names()
-    after = args.after or names[-1]
+    after = args.after or "frontend"
     if after not in names + ["all"]:
         raise UsageError(f"--after {after}: no such pass; passes in order: {', '.join(names)}, or all")
-    stages = run_pipeline(load_model(args.model, args.frontend), stop_after=None if after == "all" else after)
+    loaded = load(args.model, args.frontend)
+    hw = hardware(args)
+    stages = run_pipeline(loaded.model, hw, default_pipeline(calibration_inputs(args, loaded.example_inputs)),
+                          stop_after=None if after == "all" else after)
     if after != "all":
         stages = [s for s in stages if s.name == after]
     for stage in stages:
         if args.summary:
-            summary = summarize(stage.model)
-            table = Table(title=f"{summary.name} after {stage.name}", title_justify="left", show_header=False)
-            for key, value in summary.rows():
+            table = Table(title=f"{stage.model.graph.name} after {stage.name}", title_justify="left", show_header=False)
+            for key, value in summarize(stage.model).rows():
                 table.add_row(key, value)
+            if stage.name == "tile":
+                for key, value in summarize_tiling(stage.model, hw).rows():
+                    table.add_row(key, value)
             out.print(table)
         else:
             text = print_graph(stage.model.graph)
@@ -59,11 +89,70 @@ def cmd_ir(args, out: Console) -> int:
     return EXIT_OK
 
 
-def cmd_not_yet(what: str, issue: str):
-    def run(args, out):
-        raise UsageError(f"`arasc {what}` is not implemented yet ({issue}); nothing was written. "
-                         f"`arasc ir MODEL` shows what the compiler does today.")
-    return run
+def cmd_compile(args, out: Console) -> int:
+    from .compile import compile_model, weights_name, write_compiled
+    from .loader import load
+
+    if not args.output.endswith(".aras"):
+        raise UsageError(f"-o {args.output}: the program file must end in .aras")
+    loaded = load(args.model, args.frontend)
+    compiled = compile_model(loaded.model, hardware(args), calibration_inputs(args, loaded.example_inputs),
+                             loaded.example_inputs, weights_name(args.output), args.scheduler)
+    weights_path = write_compiled(compiled, args.output)
+    p = compiled.program
+    out.print(f"wrote {args.output} ({len(p.write) + len(p.compute):,} instructions: {len(p.write):,} write, "
+              f"{len(p.compute):,} compute) and {weights_path} ({len(compiled.weights):,} bytes)")
+    return EXIT_OK
+
+
+def cmd_run(args, out: Console) -> int:
+    from .runtime.report import print_run
+    from .runtime.run import run_file
+
+    result = run_file(args.program, args.input, args.hw, adc_bits=args.adc_bits, adc_lsb=args.adc_lsb)
+    if args.output:
+        result.save_output(args.output)
+    print_run(result, out)
+    return EXIT_OK
+
+
+def cmd_demo(args, out: Console) -> int:
+    """The main job on one model: compile, run on the interpreter, compare with PyTorch."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from .compile import compile_model, weights_name, write_compiled
+    from .frontend import import_module
+    from .loader import load_module
+    from .runtime.report import print_run
+    from .runtime.run import run_file
+
+    module, inputs, name = load_module(args.model)
+    model = import_module(module, inputs, name)
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/{name}.aras"
+        compiled = compile_model(model, hardware(args), [tuple(inputs)], inputs, weights_name(path))
+        write_compiled(compiled, path)
+        out.print(f"compiled {name}: {len(compiled.program.layers)} crossbar layers, "
+                  f"{len(compiled.program.write):,} write and {len(compiled.program.compute):,} compute instructions")
+        result = run_file(path, None, None)
+    print_run(result, out)
+    with torch.no_grad():
+        expected = module(*inputs)
+    expected = list(expected) if isinstance(expected, (tuple, list)) else [expected]
+    table = Table(title="interpreter vs PyTorch float", title_justify="left")
+    for column in ("output", "shape", "cosine", "max |diff|", "argmax agrees"):
+        table.add_column(column)
+    for (port, got), want in zip(result.outputs.items(), expected):
+        want = want.numpy().astype(np.float64).ravel()
+        got64 = got.astype(np.float64).ravel()
+        cosine = float(want @ got64 / (np.linalg.norm(want) * np.linalg.norm(got64)))
+        table.add_row(port, str(list(got.shape)), f"{cosine:.5f}", f"{np.abs(want - got64).max():.4f}",
+                      str(bool(np.argmax(want) == np.argmax(got64))))
+    out.print(table)
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,31 +168,59 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ir", help="print a model's layer IR", description="Print the layer IR of MODEL after "
                        "the frontend or after a compiler pass.")
     p.add_argument("model", metavar="MODEL", help=model_help)
-    p.add_argument("--after", metavar="PASS", help="show the IR after this pass (default: the last); 'all' shows "
-                   "every stage")
+    p.add_argument("--after", metavar="PASS", help="show the IR after this pass: frontend (default), quantize, "
+                   "tile; 'all' shows every stage")
     p.add_argument("--summary", action="store_true", help="print layer and weight counts instead of the IR text")
     p.add_argument("--frontend", choices=("auto", "fx", "export"), default="auto", help=frontend_help)
+    p.add_argument("--hw", metavar="FILE", help="hardware description (default: the bundled ARAS chip)")
+    p.add_argument("--calib", metavar="FILE.npy", help="calibration inputs, one per row (default: example inputs)")
     p.set_defaults(run=cmd_ir)
 
     p = sub.add_parser("compile", help="compile a model to a .aras program", description="Compile MODEL to an "
-                       ".aras program and its weight file.")
+                       ".aras program and its weight file (OUT.arasw beside it).")
     p.add_argument("model", metavar="MODEL", help=model_help)
     p.add_argument("-o", "--output", metavar="OUT.aras", required=True, help="program to write")
-    p.set_defaults(run=cmd_not_yet("compile", "the .aras backend lands with the ISA issue"))
+    p.add_argument("--hw", metavar="FILE", help="hardware description (default: the bundled ARAS chip)")
+    p.add_argument("--calib", metavar="FILE.npy", help="calibration inputs, one per row (default: example inputs)")
+    p.add_argument("--scheduler", choices=("naive",), default="naive", help="how weights are written (paper IV)")
+    p.add_argument("--frontend", choices=("auto", "fx", "export"), default="auto", help=frontend_help)
+    p.set_defaults(run=cmd_compile)
 
     p = sub.add_parser("run", help="run a .aras program on the interpreter-simulator",
-                       description="Execute an .aras program: outputs, cycles and energy.")
+                       description="Verify and execute an .aras program: outputs and write statistics.")
     p.add_argument("program", metavar="PROG.aras")
-    p.set_defaults(run=cmd_not_yet("run", "the interpreter-simulator lands with the ISA issue"))
+    p.add_argument("--input", metavar="X.npy", help="model input as given to PyTorch (float image, int64 ids); "
+                   "default: the example input stored with the program")
+    p.add_argument("--output", metavar="Y.npy", help="write the dequantized float output here")
+    p.add_argument("--hw", metavar="FILE", help="hardware description, if not a bundled one")
+    p.add_argument("--adc-bits", type=int, metavar="N", help="model a finite ADC of N bits (default: ideal)")
+    p.add_argument("--adc-lsb", type=int, default=1, metavar="L", help="ADC step in partial-sum units (default 1)")
+    p.set_defaults(run=cmd_run)
+
+    p = sub.add_parser("demo", help="compile and run a model, compare with PyTorch",
+                       description="Compile MODEL, run it on the interpreter-simulator and compare its outputs "
+                       "with PyTorch float.")
+    p.add_argument("model", metavar="MODEL", nargs="?", default="resnet50", help=model_help)
+    p.add_argument("--hw", metavar="FILE", help="hardware description (default: the bundled ARAS chip)")
+    p.set_defaults(run=cmd_demo)
     return parser
 
 
 def bad_input_errors() -> tuple[type[BaseException], ...]:
+    from .backend.banks import BankError
+    from .backend.emit import BackendError
     from .frontend import FrontendError
     from .ir import IRParseError, VerifyError
+    from .isa.hardware import HardwareConfigError
+    from .isa.parser import ProgramError
+    from .isa.weights import WeightFileError
     from .loader import ModelLoadError
+    from .passes.quantize import QuantizeError
+    from .runtime.run import RuntimeInputError
+    from .runtime.verify import VerifyError as ProgramVerifyError
 
-    return UsageError, FrontendError, ModelLoadError, IRParseError, VerifyError
+    return (UsageError, FrontendError, ModelLoadError, IRParseError, VerifyError, HardwareConfigError, ProgramError,
+            WeightFileError, RuntimeInputError, ProgramVerifyError, QuantizeError, BackendError, BankError)
 
 
 def main(argv: list[str] | None = None) -> int:

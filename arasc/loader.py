@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from dataclasses import dataclass
 
 import torch
 
@@ -16,37 +17,57 @@ from .frontend import FrontendError, import_exported, import_module
 from .ir import Model
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A lowered model and the example inputs it was traced with (the default calibration)."""
+
+    model: Model
+    example_inputs: tuple
+
+
 class ModelLoadError(ValueError):
     """MODEL names nothing arasc can load."""
 
 
 def load_model(spec: str, frontend: str = "auto") -> Model:
+    return load(spec, frontend).model
+
+
+def load(spec: str, frontend: str = "auto") -> Loaded:
+    module, inputs, name = load_module(spec)
+    if isinstance(module, torch.export.ExportedProgram):
+        return Loaded(import_exported(module, name), inputs)
+    return Loaded(import_module(module, inputs, name, frontend), inputs)
+
+
+def load_module(spec: str):
+    """(torch module or ExportedProgram, example inputs, name) for a MODEL argument."""
     if spec.endswith(".pt2"):
         return _load_pt2(spec)
     if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
-        module, inputs, name = _load_factory(spec)
-        return import_module(module, inputs, name, frontend)
+        return _load_factory(spec)
     try:
         entry = models.get(spec)
     except KeyError:
         raise ModelLoadError(f"unknown model {spec!r}: give a zoo name ({', '.join(models.ZOO)}), "
                              f"path/to/file.py:factory, or a torch.export archive ending in .pt2") from None
     module, inputs = entry.build()
-    return import_module(module, inputs, _ident(spec), frontend)
+    return module, tuple(inputs), _ident(spec)
 
 
 def _ident(text: str) -> str:
     return "".join(c if c.isalnum() or c in "_.-" else "_" for c in text)
 
 
-def _load_pt2(path: str) -> Model:
+def _load_pt2(path: str):
     if not os.path.isfile(path):
         raise ModelLoadError(f"{path}: no such file")
     try:
         program = torch.export.load(path)
     except Exception as err:
         raise ModelLoadError(f"{path}: not a readable torch.export archive ({type(err).__name__}: {err})") from None
-    return import_exported(program, _ident(os.path.splitext(os.path.basename(path))[0]))
+    args, _ = program.example_inputs or ((), {})
+    return program, tuple(args), _ident(os.path.splitext(os.path.basename(path))[0])
 
 
 def _load_factory(spec: str):
@@ -76,4 +97,4 @@ def _load_factory(spec: str):
     return module, inputs, name
 
 
-__all__ = ["FrontendError", "ModelLoadError", "load_model"]
+__all__ = ["FrontendError", "Loaded", "ModelLoadError", "load", "load_model", "load_module"]

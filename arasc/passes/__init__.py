@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..ir import Model, verify_model
+from ..ir import Model, VerifyError, verify_model
 
 
 class Pass(Protocol):
@@ -32,14 +32,17 @@ class Stage:
     model: Model
 
 
-def default_pipeline() -> list[Pass]:
-    """The passes `arasc compile` runs, in order. Quantization and tiling join in later issues."""
-    return []
+def default_pipeline(calibration=None) -> list[Pass]:
+    """The passes `arasc compile` runs, in order (calibration: input tuples for quantize)."""
+    from .quantize import Quantize
+    from .tile import Tile
+
+    return [Quantize(calibration=tuple(calibration or ())), Tile()]
 
 
 def run_pipeline(model: Model, hw=None, passes: list[Pass] | None = None, stop_after: str | None = None) -> list[Stage]:
     """Run the passes; return the model after the frontend and after every pass (up to stop_after)."""
-    passes = default_pipeline() if passes is None else passes
+    passes = [] if passes is None else passes
     stages = [Stage("frontend", model)]
     properties: set[str] = {"traced"}
     for done, p in enumerate(passes):
@@ -52,6 +55,11 @@ def run_pipeline(model: Model, hw=None, passes: list[Pass] | None = None, stop_a
         try:
             model = p.run(model, hw)
             verify_model(model)
+        except VerifyError as err:  # a pass broke the IR: an arasc bug
+            raise PassError(f"pass {p.name} produced invalid IR (after {', '.join(s.name for s in stages)}): "
+                            f"{err}") from err
+        except ValueError:  # the model asks for something the pass does not support: the user's to fix
+            raise
         except Exception as err:
             raise PassError(f"pass {p.name} failed (after {', '.join(s.name for s in stages)}): {err}") from err
         properties.update(p.ensures)

@@ -1,0 +1,78 @@
+"""The compiler driver, top to bottom: frontend model -> passes -> schedule -> `.aras` program.
+
+    quantize (INT8, DESIGN.md 3) -> tile (128x128 blocks) -> schedule (paper IV) -> emit
+
+Writing is atomic: the weight file and the program text go to temporary names first and are
+renamed into place only when both are complete, so a failure never leaves a half-written file."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backend.emit import assemble, emit_compute, program_tensors
+from .ir import Model
+from .isa.hardware import Hardware
+from .isa.printer import print_program
+from .isa.program import Program
+from .isa.weights import weights_bytes
+from .passes import Stage, run_pipeline
+from .passes.quantize import Quantize
+from .passes.tile import Tile
+from .schedule.naive import naive_schedule
+
+SCHEDULERS = {"naive": naive_schedule}
+INPUT_PREFIX = "input:"  # example inputs travel in the weight file under this prefix
+
+
+@dataclass
+class Compiled:
+    program: Program
+    text: str
+    weights: bytes
+    stages: list[Stage]
+
+
+def passes(calibration):
+    return [Quantize(calibration=tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration)), Tile()]
+
+
+def compile_model(model: Model, hw: Hardware, calibration, example_inputs, weights_file: str,
+                  scheduler: str = "naive") -> Compiled:
+    stages = run_pipeline(model, hw, passes(calibration))
+    final = stages[-1].model
+    schedule = SCHEDULERS[scheduler](final, hw)
+    compute = emit_compute(final, hw, schedule.bindings, schedule.write_tokens.get)
+    tensors = program_tensors(final)
+    for value, x in zip(final.graph.inputs, example_inputs):
+        tensors[INPUT_PREFIX + value.name] = np.ascontiguousarray(np.asarray(x))
+    data = weights_bytes(tensors)
+    program = assemble(final, hw, schedule.write, compute, weights_file, hashlib.sha256(data).hexdigest())
+    return Compiled(program, print_program(program), data, stages)
+
+
+def weights_name(program_path: str) -> str:
+    return os.path.splitext(os.path.basename(program_path))[0] + ".arasw"
+
+
+def write_compiled(compiled: Compiled, program_path: str) -> str:
+    """Write the program and its weight file side by side, atomically; return the weight path."""
+    folder = os.path.dirname(os.path.abspath(program_path))
+    weights_path = os.path.join(folder, compiled.program.weights[0])
+    temps = []
+    try:
+        for data, final in ((compiled.weights, weights_path), (compiled.text.encode(), program_path)):
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".arasc-", suffix=".tmp")
+            temps.append((tmp, final))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        for tmp, final in temps:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return weights_path
