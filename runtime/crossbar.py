@@ -7,8 +7,8 @@ weight (cell t holds bits 2t+1:2t, so significance 2^b * 4^t).
 
 `BitSerial` emulates exactly that, with an optional finite ADC that saturates (and, with an LSB
 above 1, quantizes) each partial sum and counts the clipped samples. With an ideal ADC the
-result equals the integer product of the inputs with the weights the cells encode, so
-`exact_product` computes it directly as a matrix product (float32 BLAS is exact here: every
+result equals the integer product of the inputs with the weights the cells encode, so the
+machine's fast path multiplies by `cell_weights` directly (float32 BLAS is exact here: every
 product is below 2^16 and 128 rows keep sums below 2^23). Tests show the two agree on every
 small zoo model.
 """
@@ -28,12 +28,6 @@ def cell_weights(levels: np.ndarray, cell_bits: int, cells_per_weight: int) -> n
     significance = (2.0 ** (cell_bits * np.arange(cells_per_weight))).astype(np.float32)
     weights = per_cell @ significance                      # [xbars, rows, weights]
     return weights.transpose(1, 0, 2).reshape(rows, -1)
-
-
-def exact_product(x: np.ndarray, levels: np.ndarray, cell_bits: int, cells_per_weight: int) -> np.ndarray:
-    """Ideal-ADC fast path: x [windows, rows] (uint8 as float32) times the row's weights -> int64
-    [windows, crossbars * weights]."""
-    return (x @ cell_weights(levels, cell_bits, cells_per_weight)).astype(np.int64)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import numpy as np
 from ..isa.hardware import Hardware
 from ..isa.program import Instr, LayerDef, Program
 from ..isa.tiling import UNUSED, layer_cells, matrix_shape
-from .crossbar import BitSerial, exact_product
+from .crossbar import BitSerial, cell_weights
 from .sfu import SFU_OPS
 from .verify import layer_blocks
 from .windows import conv_windows
@@ -34,7 +34,7 @@ class WriteStats:
 
 @dataclass
 class _Accumulator:
-    acc: np.ndarray                      # int64 [groups, windows, N]: sum(q_x q_w) so far
+    acc: np.ndarray                      # float64 [groups, windows, N]: sum(q_x q_w) so far, exact
     windows: list[np.ndarray]            # per group [windows, K] uint8 inputs
     out_hw: tuple[int, ...]
     lead: tuple[int, ...]
@@ -55,6 +55,8 @@ class Machine:
         self.bit_serial = BitSerial(xbar.weight_bits, xbar.cell_bits, hw.cells_per_weight, adc_bits, adc_lsb)
         self.use_bit_serial = adc_bits is not None if bit_serial is None else bit_serial
         self._cells_cache: dict[str, np.ndarray] = {}
+        self._row_weights: dict[int, np.ndarray] = {}
+        self._used_counts: dict[tuple[str, int], int] = {}
         self._acc: dict[str, _Accumulator] = {}
         self.handlers = {"wr": self.wr, "signal": self.nop, "wait": self.nop, "load": self.load, "store": self.store,
                          "bank": self.nop, "mvm": self.mvm, "sfu": self.sfu, "release": self.release}
@@ -88,16 +90,25 @@ class Machine:
         layer = self.layers[instr["layer"]]
         new = self.layer_cells(layer)[instr["block"]]
         used = new != UNUSED
+        target = np.where(used, new, 0)
         for row in instr["rows"]:
             old = self.cells[row]
-            delta = np.abs(new.astype(np.int16) - old)[used]
-            self.writes.pulses += int(delta.sum())
+            stale = np.where(used, old, 0)  # cells outside the block are not written: no pulses
+            delta = np.maximum(target, stale) - np.minimum(target, stale)
+            self.writes.pulses += int(delta.sum(dtype=np.int64))
             changed = int(np.count_nonzero(delta))
             self.writes.cells_written += changed
-            self.writes.cells_skipped += int(used.sum()) - changed
+            self.writes.cells_skipped += self._used_count(instr["layer"], instr["block"], used) - changed
             self.writes.blocks += 1
-            old[used] = new[used]
+            np.copyto(old, new, where=used)
             self.owner[row] = (layer.name, instr["block"])
+            self._row_weights.pop(row, None)
+
+    def _used_count(self, layer: str, block: int, used: np.ndarray) -> int:
+        key = (layer, block)
+        if key not in self._used_counts:
+            self._used_counts[key] = int(np.count_nonzero(used))
+        return self._used_counts[key]
 
     def release(self, instr: Instr) -> None:
         for row in instr["rows"]:
@@ -112,25 +123,38 @@ class Machine:
         rows = instr["rows"][: last - first + 1]  # replicas hold the same blocks: read the first copy
         k, n = matrix_shape(self.w[layer.weight("weight")[0]].shape, groups)
         block_rows, block_cols = self.hw.block
+        # Blocks sharing a K-chunk read the same inputs: one product over all their columns.
+        chunks: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for block, row in zip(range(first, last + 1), rows):
             if self.owner[row] != (layer.name, block):
                 raise ExecutionError(f"line {instr.line}: APU row {row} holds {self.owner[row]}, not "
                                      f"{layer.name}[{block}]")
             g, local = divmod(block, kb * nb)
             j, i = divmod(local, kb)
-            r0, c0 = i * block_rows, j * block_cols
-            x = state.windows[g][:, r0:r0 + block_rows]
-            if x.shape[1] < block_rows:  # rows past K get no input
-                x = np.pad(x, ((0, 0), (0, block_rows - x.shape[1])))
-            product = (self.bit_serial.product(x, self.cells[row]) if self.use_bit_serial else
-                       exact_product(x.astype(np.float32), self.cells[row], self.hw.crossbar.cell_bits,
-                                     self.hw.cells_per_weight))
-            width = min(block_cols, n - c0)
-            state.acc[g][:, c0:c0 + width] += product[:, :width]
+            chunks.setdefault((g, i), []).append((j, row))
             state.done.add(block)
+        for (g, i), columns in chunks.items():
+            r0 = i * block_rows
+            x = state.windows[g][:, r0:r0 + block_rows]
+            if self.use_bit_serial:
+                x = np.pad(x, ((0, 0), (0, block_rows - x.shape[1])))  # rows past K get no input
+                products = [self.bit_serial.product(x, self.cells[row]) for _, row in columns]
+            else:
+                weights = np.hstack([self.row_weights(row)[:x.shape[1]] for _, row in columns])
+                products = np.split(x.astype(np.float32) @ weights, len(columns), axis=1)
+            for (j, _), product in zip(columns, products):
+                c0 = j * block_cols
+                width = min(block_cols, n - c0)
+                state.acc[g][:, c0:c0 + width] += product[:, :width]
         if len(state.done) == total:
             self.values[instr["out"]] = self._finish(layer, attrs, state, k, n)
             del self._acc[layer.name]
+
+    def row_weights(self, row: int) -> np.ndarray:
+        """The weights an APU row's cells encode, [rows, weights], cached until the row is rewritten."""
+        if row not in self._row_weights:
+            self._row_weights[row] = cell_weights(self.cells[row], self.hw.crossbar.cell_bits, self.hw.cells_per_weight)
+        return self._row_weights[row]
 
     def _start(self, layer: LayerDef, attrs: dict, x: np.ndarray) -> _Accumulator:
         weight = self.w[layer.weight("weight")[0]]
@@ -141,7 +165,8 @@ class Machine:
         else:
             windows, out_hw, lead = [x.reshape(-1, x.shape[-1])], (), x.shape[:-1]
         _, n = matrix_shape(weight.shape, groups)
-        state = _Accumulator(np.zeros((groups, windows[0].shape[0], n), np.int64), windows, out_hw, lead)
+        # float64 holds every partial sum exactly (below 2^53), and adds float32 products without a cast
+        state = _Accumulator(np.zeros((groups, windows[0].shape[0], n), np.float64), windows, out_hw, lead)
         self._acc[layer.name] = state
         return state
 
@@ -151,7 +176,7 @@ class Machine:
         weight = self.w[layer.weight("weight")[0]].astype(np.int64).reshape(groups, n, k)
         x_sum = np.stack([win.sum(1, dtype=np.int64) for win in state.windows])[:, :, None]
         w_sum = weight.sum(2)[:, None, :]
-        acc = state.acc - attrs["w_zp"] * x_sum - attrs["x_zp"] * w_sum + k * attrs["x_zp"] * attrs["w_zp"]
+        acc = np.rint(state.acc).astype(np.int64) - attrs["w_zp"] * x_sum - attrs["x_zp"] * w_sum + k * attrs["x_zp"] * attrs["w_zp"]
         acc = acc.transpose(1, 0, 2).reshape(acc.shape[1], groups * n)
         bias = layer.weight("bias")
         if bias is not None:

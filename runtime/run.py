@@ -101,10 +101,13 @@ def _bundled(program: Program, path: str) -> Hardware:
                                 f"pass its file with --hw") from None
 
 
-def execute(program: Program, weights: dict, hw: Hardware, inputs: dict[str, np.ndarray], **machine_options) -> Result:
-    """Run both streams to completion in an order their tokens allow."""
-    machine = Machine(program, weights, hw, **machine_options)
+def execute(program: Program, weights: dict, hw: Hardware, inputs: dict[str, np.ndarray],
+            machine: Machine | None = None, **machine_options) -> Result:
+    """Run both streams to completion in an order their tokens allow. Pass the `machine` of an
+    earlier run to start from the crossbar contents it left (steady state)."""
+    machine = machine or Machine(program, weights, hw, **machine_options)
     machine.inputs = inputs
+    machine.outputs = {}
     streams = {"write": list(program.write), "compute": list(program.compute)}
     pc = {"write": 0, "compute": 0}
     raised: set[str] = set()

@@ -25,3 +25,19 @@ def lowered(name, frontend="auto"):
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     torch.manual_seed(0)
+
+
+@functools.cache
+def compiled(name):
+    """(compiled program, its path, the quantized tiled model) for a small zoo model, once per process."""
+    import tempfile
+
+    from arasc.compile import compile_model, weights_name, write_compiled
+    from arasc.isa.hardware import default_hardware
+
+    module, inputs = built(name)
+    folder = tempfile.mkdtemp(prefix="arasc-test-")
+    path = f"{folder}/{name}.aras"
+    result = compile_model(lowered(name), default_hardware(), [inputs], inputs, weights_name(path))
+    write_compiled(result, path)
+    return result, path

@@ -38,8 +38,9 @@ def test_ir_summary(capsys):
     (["ir", "digits-cnn", "--after", "nonsense"], "no such pass"),
     (["ir", "missing.pt2"], "missing.pt2: no such file"),
     (["ir", "missing.py:factory"], "missing.py: no such file"),
-    (["compile", "digits-cnn", "-o", "out.aras"], "not implemented yet"),
-    (["run", "prog.aras"], "not implemented yet"),
+    (["compile", "no-such-model", "-o", "out.aras"], "unknown model"),
+    (["compile", "digits-cnn", "-o", "out.txt"], "must end in .aras"),
+    (["run", "prog.aras"], "cannot read the program"),
 ])
 def test_bad_input_exits_2_with_one_message(args, message, tmp_path):
     result = subprocess.run([sys.executable, "-m", "arasc.cli", *args], capture_output=True, text=True,
@@ -50,7 +51,7 @@ def test_bad_input_exits_2_with_one_message(args, message, tmp_path):
     assert not (tmp_path / "out.aras").exists()
 
 
-@pytest.mark.parametrize("command", [[], ["models"], ["ir"], ["compile"], ["run"]])
+@pytest.mark.parametrize("command", [[], ["models"], ["ir"], ["compile"], ["run"], ["demo"]])
 def test_help(command):
     result = run_cli(*command, "--help")
     assert result.returncode == 0

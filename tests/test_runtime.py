@@ -1,0 +1,100 @@
+"""The interpreter-simulator against the integer reference executor and against PyTorch."""
+import numpy as np
+import pytest
+import torch
+
+from arasc.ir import evaluate
+from arasc.runtime.run import run_file
+
+from conftest import SMALL_MODELS, built, compiled
+
+
+def cosine(a, b):
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.mark.parametrize("name", SMALL_MODELS)
+def test_interpreter_equals_reference_bit_for_bit(name):
+    result, path = compiled(name)
+    module, inputs = built(name)
+    reference = evaluate(result.stages[-1].model, inputs)
+    fast = run_file(path)
+    serial = run_file(path, bit_serial=True)
+    for got, bit, want in zip(fast.outputs.values(), serial.outputs.values(), reference):
+        assert np.array_equal(got, want.numpy())
+        assert np.array_equal(bit, got)  # the fast path is the bit-serial emulation with an ideal ADC
+    with torch.no_grad():
+        expected = module(*inputs)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    for got, want in zip(fast.outputs.values(), expected):
+        assert cosine(got, want) >= 0.99
+
+
+def test_digits_accuracy_on_the_interpreter(tmp_path):
+    from arasc.models.digits import load_digits_split
+
+    _, path = compiled("digits-cnn")
+    module, inputs = built("digits-cnn")
+    _, _, x_test, y_test = load_digits_split()
+    batch = inputs[0].shape[0]
+    correct_int = correct_float = 0
+    count = (len(x_test) // batch) * batch
+    for start in range(0, count, batch):
+        x = x_test[start:start + batch].numpy()
+        np.save(tmp_path / "x.npy", x)
+        out = run_file(path, str(tmp_path / "x.npy")).outputs
+        logits = next(iter(out.values()))
+        labels = y_test[start:start + batch].numpy()
+        correct_int += int((logits.argmax(1) == labels).sum())
+        with torch.no_grad():
+            correct_float += int((module(torch.from_numpy(x)).argmax(1).numpy() == labels).sum())
+    assert abs(correct_int - correct_float) / count <= 0.005
+    assert correct_int / count >= 0.95
+
+
+def test_finite_adc_clips_and_says_so():
+    _, path = compiled("resnet50-small")
+    ideal = run_file(path)
+    clipped = run_file(path, adc_bits=6)
+    assert clipped.machine.bit_serial.clipped > 0
+    assert clipped.machine.bit_serial.samples > clipped.machine.bit_serial.clipped
+    got, want = next(iter(clipped.outputs.values())), next(iter(ideal.outputs.values()))
+    assert not np.array_equal(got, want)
+    wide = run_file(path, adc_bits=9)  # 128 rows x level 3 = 384 < 2^9: nothing clips
+    assert wide.machine.bit_serial.clipped == 0
+    assert np.array_equal(next(iter(wide.outputs.values())), want)
+
+
+def test_write_pulses_count_level_changes():
+    result, path = compiled("digits-cnn")
+    run = run_file(path)
+    writes = run.machine.writes
+    assert writes.blocks == sum(layer.attr("apu_rows") for layer in result.program.layers)
+    assert writes.cells_written + writes.cells_skipped == sum(
+        np.asarray(run.machine.w[layer.weight("weight")[0]]).size * 4 for layer in result.program.layers)
+    assert writes.cells_written <= writes.pulses <= 3 * writes.cells_written
+
+
+def test_cli_run_writes_output_and_reads_input(tmp_path):
+    from arasc.cli import main
+
+    _, path = compiled("bert-base-small")
+    module, inputs = built("bert-base-small")
+    ids = inputs[0].numpy()
+    np.save(tmp_path / "ids.npy", ids)
+    assert main(["run", path, "--input", str(tmp_path / "ids.npy"), "--output", str(tmp_path / "y.npz")]) == 0
+    saved = np.load(tmp_path / "y.npz")
+    assert len(saved.files) == 2
+    with torch.no_grad():
+        expected = module(*inputs)
+    for name, want in zip(saved.files, expected):
+        assert cosine(saved[name], want) >= 0.99
+
+
+def test_cli_rejects_input_of_wrong_shape(tmp_path):
+    from arasc.cli import main
+
+    _, path = compiled("digits-cnn")
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 9, 9), np.float32))
+    assert main(["run", path, "--input", str(tmp_path / "x.npy")]) == 2
