@@ -106,12 +106,21 @@ def cmd_compile(args, out: Console) -> int:
 
 
 def cmd_run(args, out: Console) -> int:
-    from .runtime.report import print_run
+    from .runtime.report import print_run, write_plot, write_report, write_trace
     from .runtime.run import run_file
 
-    result = run_file(args.program, args.input, args.hw, adc_bits=args.adc_bits, adc_lsb=args.adc_lsb)
+    if args.inferences < 1:
+        raise UsageError("--inferences must be at least 1")
+    result = run_file(args.program, args.input, args.hw, inferences=args.inferences, adc_bits=args.adc_bits,
+                      adc_lsb=args.adc_lsb)
     if args.output:
         result.save_output(args.output)
+    if args.report:
+        write_report(result, args.report)
+    if args.trace:
+        write_trace(result, args.trace)
+    if args.plot:
+        write_plot(result, args.plot)
     print_run(result, out)
     return EXIT_OK
 
@@ -137,7 +146,7 @@ def cmd_demo(args, out: Console) -> int:
         write_compiled(compiled, path)
         out.print(f"compiled {name}: {len(compiled.program.layers)} crossbar layers, "
                   f"{len(compiled.program.write):,} write and {len(compiled.program.compute):,} compute instructions")
-        result = run_file(path, None, None)
+        result = run_file(path, None, None, inferences=2)
     print_run(result, out)
     with torch.no_grad():
         expected = module(*inputs)
@@ -182,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT.aras", required=True, help="program to write")
     p.add_argument("--hw", metavar="FILE", help="hardware description (default: the bundled ARAS chip)")
     p.add_argument("--calib", metavar="FILE.npy", help="calibration inputs, one per row (default: example inputs)")
-    p.add_argument("--scheduler", choices=("naive",), default="naive", help="how weights are written (paper IV)")
+    p.add_argument("--scheduler", choices=("aras", "naive"), default="aras", help="aras: write released rows at once, "
+                   "overlapping compute (paper IV, Fig. 8); naive: write a layer, compute it, next (Fig. 7)")
     p.add_argument("--frontend", choices=("auto", "fx", "export"), default="auto", help=frontend_help)
     p.set_defaults(run=cmd_compile)
 
@@ -195,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hw", metavar="FILE", help="hardware description, if not a bundled one")
     p.add_argument("--adc-bits", type=int, metavar="N", help="model a finite ADC of N bits (default: ideal)")
     p.add_argument("--adc-lsb", type=int, default=1, metavar="L", help="ADC step in partial-sum units (default 1)")
+    p.add_argument("--inferences", type=int, default=2, metavar="N", help="run N inferences on one chip and report "
+                   "the last (default 2: steady state, the cells start as the first inference left them)")
+    p.add_argument("--report", metavar="R.json", help="write cycles, inferences/s, energy and write figures as JSON")
+    p.add_argument("--trace", metavar="T.json", help="write a Chrome/Perfetto trace (open in ui.perfetto.dev)")
+    p.add_argument("--plot", metavar="P.png", help="draw the schedule as a Gantt chart and the energy breakdown")
     p.set_defaults(run=cmd_run)
 
     p = sub.add_parser("demo", help="compile and run a model, compare with PyTorch",

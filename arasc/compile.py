@@ -22,9 +22,10 @@ from .isa.weights import weights_bytes
 from .passes import Stage, run_pipeline
 from .passes.quantize import Quantize
 from .passes.tile import Tile
+from .schedule.aras import aras_schedule
 from .schedule.naive import naive_schedule
 
-SCHEDULERS = {"naive": naive_schedule}
+SCHEDULERS = {"naive": naive_schedule, "aras": aras_schedule}
 INPUT_PREFIX = "input:"  # example inputs travel in the weight file under this prefix
 
 
@@ -41,7 +42,7 @@ def passes(calibration):
 
 
 def compile_model(model: Model, hw: Hardware, calibration, example_inputs, weights_file: str,
-                  scheduler: str = "naive") -> Compiled:
+                  scheduler: str = "aras") -> Compiled:
     stages = run_pipeline(model, hw, passes(calibration))
     final = stages[-1].model
     schedule = SCHEDULERS[scheduler](final, hw)

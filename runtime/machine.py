@@ -118,6 +118,8 @@ class Machine:
         layer = self.layers[instr["layer"]]
         attrs = dict(layer.attrs)
         state = self._acc.get(layer.name) or self._start(layer, attrs, self.values[instr["input"]])
+        self.last_windows = state.windows[0].shape[0]  # for the timing model
+        self.last_in_bytes = self.values[instr["input"]].nbytes
         groups, kb, nb, total = layer_blocks(layer, self.hw)
         first, last = instr["blocks"]
         rows = instr["rows"][: last - first + 1]  # replicas hold the same blocks: read the first copy

@@ -1,9 +1,19 @@
-"""What a run shows its user: outputs and the chip's write activity."""
+"""What a run shows its user: outputs, time, energy and write activity; JSON report, Chrome /
+Perfetto trace, and a Gantt + energy plot."""
 from __future__ import annotations
+
+import json
+import os
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from .timing import chrome_trace, summary
+
+
+def run_summary(result) -> dict:
+    return summary(result.timing, result.machine, result.program, result.machine.hw, result.inference)
 
 
 def print_run(result, out: Console) -> None:
@@ -14,15 +24,68 @@ def print_run(result, out: Console) -> None:
         table.add_row(name, str(list(value.shape)), f"{value.min():.4g}", f"{value.max():.4g}",
                       str(int(np.argmax(value.reshape(value.shape[0], -1)[0]))))
     out.print(table)
-    m = result.machine
-    writes = m.writes
-    stats = Table(title="crossbar activity (one inference from empty crossbars)", title_justify="left",
-                  show_header=False)
-    stats.add_row("blocks written", f"{writes.blocks:,}")
-    stats.add_row("write pulses", f"{writes.pulses:,}")
-    stats.add_row("cells written / skipped", f"{writes.cells_written:,} / {writes.cells_skipped:,}")
-    if m.bit_serial.adc_bits is not None:
-        share = m.bit_serial.clipped / max(m.bit_serial.samples, 1)
-        stats.add_row(f"ADC {m.bit_serial.adc_bits}-bit samples clipped",
-                      f"{m.bit_serial.clipped:,} of {m.bit_serial.samples:,} ({share:.2%})")
+    s = run_summary(result)
+    stats = Table(title=f"ARAS chip, {s['note']}", title_justify="left", show_header=False)
+    stats.add_row("cycles", f"{s['cycles']:,} ({s['seconds'] * 1e3:.3f} ms)")
+    stats.add_row("inferences / s", f"{s['inferences_per_second']:.1f} (upper bound "
+                  f"{s['upper_bound_inferences_per_second']:.1f}: {s['fraction_of_upper_bound']:.0%} of it)")
+    e = s["energy_joules"]
+    stats.add_row("energy", f"{e['total'] * 1e3:.3f} mJ = write {e['write'] * 1e3:.3f} + compute "
+                  f"{e['compute'] * 1e3:.3f} + static {e['static'] * 1e3:.3f} + memory {e['memory'] * 1e3:.3f}")
+    stats.add_row("blocks written", f"{s['blocks_written']:,} (at most {s['peak_blocks_writing']:,} at once)")
+    stats.add_row("write pulses", f"{s['write_pulses']:,}")
+    stats.add_row("cells written / skipped", f"{s['cells_written']:,} / {s['cells_skipped']:,}")
+    bs = result.machine.bit_serial
+    if bs.adc_bits is not None:
+        stats.add_row(f"ADC {bs.adc_bits}-bit samples clipped",
+                      f"{bs.clipped:,} of {bs.samples:,} ({bs.clipped / max(bs.samples, 1):.2%})")
     out.print(stats)
+
+
+def _atomic_write(path: str, write) -> None:
+    tmp = f"{path}.tmp"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_report(result, path: str) -> None:
+    data = run_summary(result)
+    bs = result.machine.bit_serial
+    data["adc"] = {"bits": bs.adc_bits, "samples": bs.samples, "clipped": bs.clipped}
+    _atomic_write(path, lambda tmp: open(tmp, "w").write(json.dumps(data, indent=2) + "\n"))
+
+
+def write_trace(result, path: str) -> None:
+    trace = chrome_trace(result.timing, result.machine.hw)
+    _atomic_write(path, lambda tmp: open(tmp, "w").write(json.dumps(trace)))
+
+
+def write_plot(result, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timing, hw = result.timing, result.machine.hw
+    ms = 1e3 / hw.chip.clock_hz
+    fig, (gantt, bars) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 1]})
+    rows = sorted({int(s.track.split()[1]) for s in timing.spans if s.track.startswith("row")})
+    for span in timing.spans:
+        if span.track.startswith("row"):
+            y = int(span.track.split()[1])
+            color = "tab:red" if span.name.startswith("write") else "tab:blue"
+            gantt.broken_barh([(span.start * ms, (span.end - span.start) * ms)], (y - 0.4, 0.8), color=color)
+        elif span.track == "compute":
+            gantt.broken_barh([(span.start * ms, (span.end - span.start) * ms)], (-8, 6), color="tab:green")
+    gantt.set_xlabel("time (ms)")
+    gantt.set_ylabel("APU row (compute stream below)")
+    gantt.set_ylim(-10, (max(rows) if rows else 0) + 2)
+    gantt.set_title(f"{result.program.name}: writes (red), crossbar compute (blue), compute stream (green)")
+    e = run_summary(result)["energy_joules"]
+    parts = ["write", "compute", "static", "memory"]
+    bars.bar(parts, [e[p] * 1e3 for p in parts], color=["tab:red", "tab:blue", "tab:gray", "tab:orange"])
+    bars.set_ylabel("energy (mJ)")
+    bars.set_title(f"energy, total {e['total'] * 1e3:.2f} mJ")
+    fig.tight_layout()
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)

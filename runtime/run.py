@@ -10,7 +10,8 @@ from ..isa.hardware import Hardware, bundled_hardware, hardware_fingerprint, loa
 from ..isa.parser import parse_program
 from ..isa.program import Program
 from ..isa.weights import load_weights
-from .machine import Machine
+from .machine import Machine, WriteStats
+from .timing import Timing
 from .verify import Verifier
 
 
@@ -26,6 +27,8 @@ class Result:
     program: Program
     outputs: dict[str, np.ndarray]
     machine: Machine
+    timing: Timing
+    inference: int = 1
 
     def save_output(self, path: str) -> None:
         """One output: a .npy of it; several: an .npz keyed by output name. Written atomically."""
@@ -70,9 +73,17 @@ def read_inputs(program: Program, weights: dict, input_path: str | None) -> dict
     return {p.name: given[p.name].astype(np.float32 if p.type.dtype == "f32" else np.int64) for p in program.inputs}
 
 
-def run_file(path: str, input_path: str | None = None, hw_path: str | None = None, **machine_options) -> Result:
+def run_file(path: str, input_path: str | None = None, hw_path: str | None = None, inferences: int = 1,
+             **machine_options) -> Result:
+    """Load, verify and run a program `inferences` times on one machine; the last run is returned
+    (with 2, its write pulses are the steady state: counted against the cells the first run left)."""
     program, weights, hw = load_program(path, hw_path)
-    return execute(program, weights, hw, read_inputs(program, weights, input_path), **machine_options)
+    inputs = read_inputs(program, weights, input_path)
+    result = execute(program, weights, hw, inputs, **machine_options)
+    for _ in range(inferences - 1):
+        result = execute(program, weights, hw, inputs, machine=result.machine)
+    result.inference = inferences
+    return result
 
 
 def load_program(path: str | os.PathLike, hw_path: str | None = None) -> tuple[Program, dict, Hardware]:
@@ -103,11 +114,13 @@ def _bundled(program: Program, path: str) -> Hardware:
 
 def execute(program: Program, weights: dict, hw: Hardware, inputs: dict[str, np.ndarray],
             machine: Machine | None = None, **machine_options) -> Result:
-    """Run both streams to completion in an order their tokens allow. Pass the `machine` of an
-    earlier run to start from the crossbar contents it left (steady state)."""
+    """Run both streams to completion in an order their tokens allow, timing every instruction.
+    Pass the `machine` of an earlier run to start from the crossbar contents it left (steady state)."""
     machine = machine or Machine(program, weights, hw, **machine_options)
     machine.inputs = inputs
     machine.outputs = {}
+    machine.writes = WriteStats()
+    timing = Timing(program, hw)
     streams = {"write": list(program.write), "compute": list(program.compute)}
     pc = {"write": 0, "compute": 0}
     raised: set[str] = set()
@@ -119,6 +132,7 @@ def execute(program: Program, weights: dict, hw: Hardware, inputs: dict[str, np.
                 if instr.opcode == "wait" and instr["token"] not in raised:
                     break
                 machine.execute(instr)
+                timing.record(s, instr, machine)
                 if instr.opcode == "signal":
                     raised.add(instr["token"])
                 pc[s] += 1
@@ -127,4 +141,5 @@ def execute(program: Program, weights: dict, hw: Hardware, inputs: dict[str, np.
                     break  # let compute use what was just written before writing on
         if not progressed:
             raise RuntimeError("deadlock the verifier did not catch")
-    return Result(program, machine.outputs, machine)
+    timing.finish(machine)
+    return Result(program, machine.outputs, machine, timing)

@@ -1,0 +1,74 @@
+"""The five zoo models at full size under the naive and ARAS baseline schedulers: inferences/s,
+fraction of the upper bound (paper VII-B), energy breakdown and write pulses, each the steady
+state (second inference on one chip).
+
+    .venv/bin/python benchmarks/schedulers.py [MODEL ...] [--markdown docs/results.md]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import tempfile
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from arasc import models
+from arasc.compile import compile_model, weights_name, write_compiled
+from arasc.frontend import import_module
+from arasc.isa.hardware import default_hardware
+from arasc.runtime.report import run_summary
+from arasc.runtime.run import run_file
+
+MODELS = ["vgg16", "resnet50", "densenet161", "bert-base", "bert-large"]
+COLUMNS = ("model", "scheduler", "inf/s", "upper bound inf/s", "of bound", "energy mJ", "write", "compute",
+           "static", "memory", "write pulses", "cells skipped", "run s")
+
+
+def measure(name: str, hw) -> list[tuple]:
+    module, inputs = models.get(name).build()
+    model = import_module(module, inputs, name)
+    del module
+    rows = []
+    for scheduler in ("naive", "aras"):
+        with tempfile.TemporaryDirectory() as folder:
+            path = f"{folder}/{name}.aras"
+            write_compiled(compile_model(model, hw, [inputs], inputs, weights_name(path), scheduler), path)
+            start = time.perf_counter()
+            s = run_summary(run_file(path, inferences=2))
+            seconds = time.perf_counter() - start
+        e = s["energy_joules"]
+        skipped = s["cells_skipped"] / max(s["cells_written"] + s["cells_skipped"], 1)
+        rows.append((name, scheduler, f"{s['inferences_per_second']:.1f}", f"{s['upper_bound_inferences_per_second']:.1f}",
+                     f"{s['fraction_of_upper_bound']:.0%}", f"{e['total'] * 1e3:.2f}", f"{e['write'] * 1e3:.2f}",
+                     f"{e['compute'] * 1e3:.2f}", f"{e['static'] * 1e3:.2f}", f"{e['memory'] * 1e3:.2f}",
+                     f"{s['write_pulses']:,}", f"{skipped:.1%}", f"{seconds:.1f}"))
+        gc.collect()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", default=MODELS)
+    parser.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown")
+    args = parser.parse_args()
+    hw = default_hardware()
+    table = Table(title="steady-state inference on the default ARAS chip")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column in ("model", "scheduler") else "right")
+    rows = []
+    for name in args.models:
+        for row in measure(name, hw):
+            rows.append(row)
+            table.add_row(*row)
+    Console().print(table)
+    if args.markdown:
+        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        with open(args.markdown, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""Time and energy of a run (paper III-B, IV, VII; DESIGN.md section 2): an event-driven model of
+the two streams, fed each instruction as the interpreter executes it.
+
+Each stream has its own clock. `wait` moves a stream's clock to the time the token was raised.
+The compute stream runs one instruction after another:
+- `mvm`: compute_cycles_per_window per activation window, every crossbar of the segment in
+  parallel, windows shared among replicas; the accumulation unit adds its latency.
+- `sfu`: output elements (multiply-accumulates for `qmatmul`) over the SFU lanes.
+- `load`/`store`: bytes at the main-memory bandwidth.
+The write stream issues `wr`s without waiting for them: a block's 4 crossbars are written row
+by row in write_cycles_per_crossbar, in parallel with every other block in flight. Main memory
+streams each crossbar's 4,096 weight bytes during its write, so at most
+floor(bandwidth / (bytes per block / write cycles)) blocks can be in flight; a further `wr`
+waits for the earliest to finish. A write-stream `signal` raises its token when every write issued
+before it has finished; the stream itself goes on issuing.
+
+Energy: write pulses x write_j_per_pulse; weight and activation bytes x main_memory_j_per_byte;
+crossbar activations (used crossbars x windows) x compute_j_per_crossbar_window plus one
+accumulation per output per extra K-block; SFU element-operations x sfu_j_per_op; Gbuffer bytes
+read and written x gbuffer_access_j_per_byte; and the static power of the banks each `bank`
+instruction turns on, for as long as they stay on (all others are power-gated).
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..isa.hardware import Hardware
+from ..isa.program import Instr, Program
+from ..isa.tiling import block_grid, matrix_shape
+
+
+@dataclass
+class Span:
+    track: str
+    name: str
+    start: float
+    end: float
+
+
+@dataclass
+class Energy:
+    write: float = 0.0
+    compute: float = 0.0
+    static: float = 0.0
+    memory: float = 0.0
+    sfu: float = 0.0
+    gbuffer: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.write + self.compute + self.static + self.memory + self.sfu + self.gbuffer
+
+
+@dataclass
+class Timing:
+    program: Program
+    hw: Hardware
+    clock: dict = field(default_factory=lambda: {"write": 0.0, "compute": 0.0})
+    raised: dict = field(default_factory=dict)
+    inflight: list = field(default_factory=list)       # completion times of block writes in flight
+    last_write_done: float = 0.0
+    spans: list = field(default_factory=list)
+    marks: list = field(default_factory=list)          # (track, name, time): token raises
+    energy: Energy = field(default_factory=Energy)
+    peak_inflight: int = 0
+    banks: tuple = ()
+    banks_since: float = 0.0
+
+    def __post_init__(self):
+        xbar, hw = self.hw.crossbar, self.hw
+        block_bytes = hw.chip.apus_per_row * hw.weights_per_crossbar * xbar.weight_bits / 8
+        bytes_per_cycle = hw.memory.bandwidth_bytes_per_s / hw.chip.clock_hz
+        self.max_inflight = max(1, math.floor(bytes_per_cycle / (block_bytes / xbar.write_cycles_per_crossbar)))
+        self.layers = {layer.name: layer for layer in self.program.layers}
+
+    # ---- streams ------------------------------------------------------------------------------
+    def record(self, stream: str, instr: Instr, machine) -> None:
+        getattr(self, "_" + instr.opcode)(stream, instr, machine)
+
+    def _advance(self, stream: str, cycles: float, name: str, tracks=()) -> None:
+        start = self.clock[stream]
+        self.clock[stream] = start + cycles
+        if cycles > 0:
+            self.spans.append(Span(stream, name, start, start + cycles))
+            for track in tracks:
+                self.spans.append(Span(track, name, start, start + cycles))
+
+    def _wait(self, stream, instr, machine):
+        self.clock[stream] = max(self.clock[stream], self.raised[instr["token"]])
+
+    def _signal(self, stream, instr, machine):
+        # writes run in the background: the token waits for them, the write stream does not
+        done = self.last_write_done if stream == "write" else 0.0
+        self.raised[instr["token"]] = max(self.clock[stream], done)
+        self.marks.append((stream, f"signal {instr['token']}", self.raised[instr["token"]]))
+
+    def _wr(self, stream, instr, machine):
+        cycles = self.hw.crossbar.write_cycles_per_crossbar
+        layer = self.layers[instr["layer"]]
+        weights = self._block_weights(layer, instr["block"])
+        for row in instr["rows"]:
+            while self.inflight and self.inflight[0] <= self.clock[stream]:
+                heapq.heappop(self.inflight)
+            if len(self.inflight) >= self.max_inflight:
+                self.clock[stream] = heapq.heappop(self.inflight)
+            start = self.clock[stream]
+            heapq.heappush(self.inflight, start + cycles)
+            self.peak_inflight = max(self.peak_inflight, len(self.inflight))
+            self.last_write_done = max(self.last_write_done, start + cycles)
+            self.spans.append(Span(f"row {row}", f"write {layer.name}[{instr['block']}]", start, start + cycles))
+            self.energy.memory += weights * self.hw.energy.main_memory_j_per_byte
+
+    def _block_shape(self, layer, block) -> tuple[int, int]:
+        """(matrix rows, matrix columns) a block of `layer` holds: edge blocks are partial."""
+        _, spec = layer.weight("weight")
+        k, n = matrix_shape(spec.shape, layer.attr("groups", 1))
+        kb, nb = block_grid(k, n, self.hw)
+        rows, cols = self.hw.block
+        j, i = divmod(block % (kb * nb), kb)
+        return min(rows, k - i * rows), min(cols, n - j * cols)
+
+    def _block_weights(self, layer, block) -> int:
+        rows, cols = self._block_shape(layer, block)
+        return rows * cols
+
+    def _mvm(self, stream, instr, machine):
+        layer = self.layers[instr["layer"]]
+        first, last = instr["blocks"]
+        replicas = len(instr["rows"]) // (last - first + 1)
+        windows = machine.last_windows
+        cycles = math.ceil(windows / replicas) * self.hw.crossbar.compute_cycles_per_window
+        cycles += self.hw.latency.accumulate_latency_cycles
+        self._advance(stream, cycles, f"mvm {layer.name}", [f"row {r}" for r in instr["rows"]])
+        crossbars = sum(math.ceil(self._block_shape(layer, b)[1] / self.hw.weights_per_row) for b in range(first, last + 1))
+        e = self.hw.energy
+        self.energy.compute += crossbars * windows * e.compute_j_per_crossbar_window
+        self.energy.compute += (last - first + 1) * windows * self.hw.block[1] * e.accumulate_j_per_add
+        self._gbuffer(machine.last_in_bytes + instr["type"].nbytes)
+
+    def _sfu(self, stream, instr, machine):
+        out = instr["type"]
+        elements = math.prod(out.shape)
+        if instr["op"] == "qmatmul":
+            inner = machine.values[instr["inputs"][0]].shape[-1]
+            elements *= inner
+        lanes, per = self.hw.latency.sfu_lanes, self.hw.latency.sfu_cycles_per_vector
+        self._advance(stream, math.ceil(elements / lanes) * per, f"sfu {instr['op']} {instr['out']}")
+        self.energy.sfu += elements * self.hw.energy.sfu_j_per_op
+        in_bytes = sum(machine.values[name].nbytes for name in instr["inputs"])
+        self._gbuffer(in_bytes + out.nbytes)
+
+    def _transfer(self, stream, nbytes, name):
+        cycles = nbytes / (self.hw.memory.bandwidth_bytes_per_s / self.hw.chip.clock_hz)
+        self._advance(stream, math.ceil(cycles), name)
+        self.energy.memory += nbytes * self.hw.energy.main_memory_j_per_byte
+        self._gbuffer(nbytes)
+
+    def _load(self, stream, instr, machine):
+        self._transfer(stream, instr["type"].nbytes, f"load {instr['port']}")
+
+    def _store(self, stream, instr, machine):
+        self._transfer(stream, machine.values[instr["value"]].nbytes, f"store {instr['port']}")
+
+    def _bank(self, stream, instr, machine):
+        self._close_banks(self.clock[stream])
+        self.banks = instr["in"] + instr["out"]
+
+    def _release(self, stream, instr, machine):
+        pass
+
+    def _gbuffer(self, nbytes):
+        self.energy.gbuffer += nbytes * self.hw.energy.gbuffer_access_j_per_byte
+
+    def _close_banks(self, now):
+        watts = sum(self.hw.gbuffer_bank_static_w[b] for b in self.banks)
+        self.energy.static += watts * self.hw.seconds(now - self.banks_since)
+        self.banks_since = now
+
+    # ---- results ------------------------------------------------------------------------------
+    def finish(self, machine) -> None:
+        end = max(self.clock["compute"], self.last_write_done)
+        self._close_banks(end)
+        self.energy.write = machine.writes.pulses * self.hw.energy.write_j_per_pulse
+        self.cycles = end
+
+
+def upper_bound_cycles(program: Program, hw: Hardware) -> float:
+    """Paper VII-B: the time to write every weight of the DNN once with all crossbars busy (and at
+    least one crossbar write: a block takes that long however few there are)."""
+    from .verify import layer_blocks
+
+    blocks = sum(layer_blocks(layer, hw)[3] for layer in program.layers)
+    slots = min(hw.apu_rows, Timing(program, hw).max_inflight)
+    return max(blocks / slots, 1.0) * hw.crossbar.write_cycles_per_crossbar
+
+
+def summary(timing: Timing, machine, program: Program, hw: Hardware, inference: int) -> dict:
+    cycles = timing.cycles
+    seconds = hw.seconds(cycles)
+    bound = upper_bound_cycles(program, hw)
+    e = timing.energy
+    w = machine.writes
+    return {
+        "program": program.name,
+        "hardware": program.hw[0],
+        "inference": inference,
+        "note": "steady state: the second of two inferences, starting from the cells the first left"
+        if inference == 2 else "first inference, from empty crossbars",
+        "cycles": int(round(cycles)),
+        "seconds": seconds,
+        "inferences_per_second": 1.0 / seconds if seconds else math.inf,
+        "upper_bound_inferences_per_second": 1.0 / hw.seconds(bound),
+        "fraction_of_upper_bound": bound / cycles if cycles else 0.0,
+        "energy_joules": {"write": e.write, "compute": e.compute + e.sfu, "static": e.static,
+                          "memory": e.memory + e.gbuffer, "total": e.total},
+        "write_pulses": w.pulses,
+        "cells_written": w.cells_written,
+        "cells_skipped": w.cells_skipped,
+        "blocks_written": w.blocks,
+        "peak_blocks_writing": timing.peak_inflight,
+        "max_blocks_writing_by_bandwidth": timing.max_inflight,
+    }
+
+
+def chrome_trace(timing: Timing, hw: Hardware) -> dict:
+    """Chrome / Perfetto JSON: one track per stream and per APU row (pid 0), times in microseconds.
+    Row tracks hold block writes and layer computes; stream tracks hold computes and token raises."""
+    used = {s.track for s in timing.spans} | {track for track, _, _ in timing.marks}
+    tracks = sorted(used, key=lambda t: (t not in ("compute", "write"), int(t.split()[1]) if t.startswith("row") else 0, t))
+    tid = {t: i for i, t in enumerate(tracks)}
+    us = 1e6 / hw.chip.clock_hz
+    events = [{"name": "thread_name", "ph": "M", "pid": 0, "tid": tid[t], "args": {"name": t}} for t in tracks]
+    events += [{"name": s.name, "ph": "X", "pid": 0, "tid": tid[s.track], "ts": s.start * us,
+                "dur": (s.end - s.start) * us} for s in timing.spans]
+    events += [{"name": name, "ph": "i", "s": "t", "pid": 0, "tid": tid[track], "ts": t * us}
+               for track, name, t in timing.marks]
+    return {"traceEvents": events, "displayTimeUnit": "ms"}
+
