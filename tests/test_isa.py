@@ -86,9 +86,9 @@ SEMANTIC = {
     "row out of range": (lambda t: t.replace("wr features.0[0] -> rows(0)", "wr features.0[0] -> rows(999)", 1),
                          r"APU row 999 is out of range"),
     "block out of range": (lambda t: t.replace("wr features.4[1]", "wr features.4[7]", 1), r"block 7 out of range"),
-    "write while computing": (lambda t: t.replace("    wait $c.features.0\n", "", 1),
-                              r"APU row 0 (may be written here while|must hold)"),
-    "deadlock": (lambda t: t.replace("    wait $w.features.0\n", "    wait $w.features.4\n", 1), r"deadlock"),
+    "write while computing": (lambda t: t.replace("wr features.4[0] -> rows(1)", "wr features.4[0] -> rows(0)", 1),
+                              r"APU row (0|1) (may be written here while|must hold)"),
+    "deadlock": (lambda t: t.replace("    wait $w.features.0\n", "    wait $c.features.4\n", 1), r"deadlock"),
     "undefined value": (lambda t: t.replace("(%x.q)", "(%nothing)", 1), r"%nothing is read before"),
 }
 
