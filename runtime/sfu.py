@@ -5,7 +5,8 @@ independent implementation of the compiler's integer reference executor (the tor
 of arasc/ir/qops.py and arasc/ir/ops.py) and matches it bit for bit (tests/test_runtime_sfu.py).
 Integer steps are exact int64 arithmetic, so any exact formula gives the reference's result;
 the float steps (quantize, dequantize, qlayernorm) repeat the reference's float64 operations in
-the same order, each correctly rounded (IEEE + - * / sqrt), so they give the same bits.
+the same order, each correctly rounded (IEEE + - * / sqrt), so they give the same bits. (torch's
+CPU float64 sqrt is not always correctly rounded; qlayernorm here is the documented semantics.)
 
 Rounding, as in qops: requantization rounds half up, `(acc * m + 2^(shift-1)) >> shift` with a
 flooring shift; averages round half up; float -> integer rounds half to even (np.rint).
@@ -305,10 +306,20 @@ def _integer_operand(name: str, x: np.ndarray, scalar) -> np.ndarray | int:
     return scalar if x.dtype == np.bool_ else np.array(scalar).astype(x.dtype)
 
 
+def _zero_dim_cast(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """torch lets a tensor with dimensions set the integer dtype over a 0-d one (wrapping it); numpy
+    promotes both. Same outcome for every other pair, bools included."""
+    if x.dtype.kind in "iu" and y.dtype.kind in "iu" and (x.ndim == 0) != (y.ndim == 0):
+        dtype = y.dtype if x.ndim == 0 else x.dtype
+        return x.astype(dtype), y.astype(dtype)
+    return x, y
+
+
 def _integer_binary(name: str, ufunc) -> Callable:
     def run(xs, a, w):
-        other = xs[1] if len(xs) == 2 else _integer_operand(name, xs[0], a.get("scalar"))
-        return ufunc(xs[0], other)
+        if len(xs) == 2:
+            return ufunc(*_zero_dim_cast(*xs))
+        return ufunc(xs[0], _integer_operand(name, xs[0], a.get("scalar")))
     return run
 
 
