@@ -222,7 +222,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def bad_input_errors() -> tuple[type[BaseException], ...]:
-    from .backend.banks import BankError
     from .backend.emit import BackendError
     from .frontend import FrontendError
     from .ir import IRParseError, VerifyError
@@ -235,7 +234,7 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     from .runtime.verify import VerifyError as ProgramVerifyError
 
     return (UsageError, FrontendError, ModelLoadError, IRParseError, VerifyError, HardwareConfigError, ProgramError,
-            WeightFileError, RuntimeInputError, ProgramVerifyError, QuantizeError, BackendError, BankError)
+            WeightFileError, RuntimeInputError, ProgramVerifyError, QuantizeError, BackendError)
 
 
 def main(argv: list[str] | None = None) -> int:

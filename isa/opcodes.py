@@ -83,7 +83,7 @@ OPCODES: dict[str, Opcode] = {op.name: op for op in [
     Opcode("store", ("compute",), "send a Gbuffer value to main memory as a model output, dequantized",
            lambda i: f"store %{i['value']} -> {i['port']}"),
     Opcode("bank", ("compute",), "power the Gbuffer banks holding the next layer's inputs and outputs",
-           lambda i: f"bank {fmt_attrs((('in', i['in']), ('out', i['out'])))}"),
+           lambda i: f"bank {fmt_attrs((('in', i['in']), ('out', i['out'])) + ((('spill', i['spill']),) if i['spill'] else ()))}"),
     Opcode("mvm", ("compute",), "compute blocks of a crossbar layer over all its windows; the last "
            "segment requantizes", _mvm),
     Opcode("sfu", ("compute",), "a special-function-unit step (pooling, LUT, softmax, add, ...)", _sfu),

@@ -200,9 +200,10 @@ class _Build(Transformer):
     @v_args(inline=True, meta=True)
     def bank(self, meta, attrs):
         given = dict(attrs[1])
-        if set(given) != {"in", "out"}:
-            raise _Positioned(meta, "bank takes exactly {in=[...], out=[...]}")
-        return self._instr("bank", meta, **{"in": tuple(given["in"]), "out": tuple(given["out"])})
+        if not {"in", "out"} <= set(given) <= {"in", "out", "spill"}:
+            raise _Positioned(meta, "bank takes {in=[...], out=[...]} and optionally spill=BYTES")
+        return self._instr("bank", meta, **{"in": tuple(given["in"]), "out": tuple(given["out"]),
+                                            "spill": int(given.get("spill", 0))})
 
     @v_args(inline=True, meta=True)
     def mvm(self, meta, out, layer, inp, a, b, rows, spec):

@@ -5,8 +5,7 @@ independent implementation of the compiler's integer reference executor (the tor
 of arasc/ir/qops.py and arasc/ir/ops.py) and matches it bit for bit (tests/test_runtime_sfu.py).
 Integer steps are exact int64 arithmetic, so any exact formula gives the reference's result;
 the float steps (quantize, dequantize, qlayernorm) repeat the reference's float64 operations in
-the same order, each correctly rounded (IEEE + - * / sqrt), so they give the same bits. (torch's
-CPU float64 sqrt is not always correctly rounded; qlayernorm here is the documented semantics.)
+the same order, each correctly rounded (IEEE + - * / sqrt), so they give the same bits.
 
 Rounding, as in qops: requantization rounds half up, `(acc * m + 2^(shift-1)) >> shift` with a
 flooring shift; averages round half up; float -> integer rounds half to even (np.rint).
@@ -247,7 +246,7 @@ def qlayernorm(xs, a, w):
     s1, s2 = d.sum(dims, keepdims=True), (d * d).sum(dims, keepdims=True)
     centred, spread = (n * d - s1).astype(np.float64), (n * s2 - s1 * s1).astype(np.float64)
     # The reference's float64 operations in its order; the scalar products are Python floats there too.
-    # np.sqrt is IEEE's correctly rounded sqrt, as qops documents (torch's CPU sqrt is at times an ulp off).
+    # np.sqrt is IEEE's correctly rounded sqrt, as the reference's (torch.sqrt on CPU is at times an ulp off).
     y = centred * a["x_scale"] / np.sqrt(spread * (a["x_scale"] * a["x_scale"]) + a["eps"] * n * n)
     if "weight" in w:
         y = y * w["weight"].astype(np.float64)

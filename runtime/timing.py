@@ -18,7 +18,8 @@ Energy: write pulses x write_j_per_pulse; weight and activation bytes x main_mem
 crossbar activations (used crossbars x windows) x compute_j_per_crossbar_window plus one
 accumulation per output per extra K-block; SFU element-operations x sfu_j_per_op; Gbuffer bytes
 read and written x gbuffer_access_j_per_byte; and the static power of the banks each `bank`
-instruction turns on, for as long as they stay on (all others are power-gated).
+instruction turns on, for as long as they stay on (all others are power-gated). Activations a
+`bank` spills (they exceed the Gbuffer) cost a round trip through main memory.
 """
 from __future__ import annotations
 
@@ -168,6 +169,8 @@ class Timing:
     def _bank(self, stream, instr, machine):
         self._close_banks(self.clock[stream])
         self.banks = instr["in"] + instr["out"]
+        if instr["spill"]:  # partitioned activations go out to main memory and come back
+            self._transfer(stream, 2 * instr["spill"], "spill")
 
     def _release(self, stream, instr, machine):
         pass

@@ -158,8 +158,7 @@ class Verifier:
                     self.fail(instr, f"%{name} is read before any instruction defines it")
             if op in ("mvm", "sfu") and pending_bank is not None:
                 need_in = sum(defined[n].nbytes for n in reads[op](instr))
-                self.check_capacity(pending_bank, "in", need_in, instr)
-                self.check_capacity(pending_bank, "out", instr["type"].nbytes, instr)
+                self.check_capacity(pending_bank, need_in, instr["type"].nbytes, instr)
             if op in ("load", "sfu") or (op == "mvm" and instr["out"] not in defined):
                 if op != "mvm" and instr["out"] in defined:
                     self.fail(instr, f"%{instr['out']} is defined twice")
@@ -172,11 +171,13 @@ class Verifier:
                 self.fail_line(port.line, f".output {port.name}: %{port.value} is not a defined value of shape "
                                           f"{list(port.type.shape)}")
 
-    def check_capacity(self, bank: Instr, side: str, need: int, instr: Instr) -> None:
-        have = sum(self.hw.gbuffer.banks_bytes[b] for b in bank[side])
-        if need > have:
-            self.fail(instr, f"the {'inputs' if side == 'in' else 'output'} need {need:,} bytes but the banks "
-                             f"{list(bank[side])} chosen by the bank instruction at line {bank.line} hold {have:,}")
+    def check_capacity(self, bank: Instr, need_in: int, need_out: int, instr: Instr) -> None:
+        banks = self.hw.gbuffer.banks_bytes
+        have_in, have_out = (sum(banks[b] for b in bank[side]) for side in ("in", "out"))
+        short = max(0, need_in - have_in) + max(0, need_out - have_out)
+        if short > bank["spill"]:
+            self.fail(instr, f"inputs {need_in:,} B and output {need_out:,} B do not fit the banks chosen at line "
+                             f"{bank.line} (in {have_in:,} B, out {have_out:,} B) plus spill={bank['spill']:,} B")
 
     # ---- concurrency --------------------------------------------------------------------------
     def check_concurrency(self) -> None:

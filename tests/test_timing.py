@@ -1,6 +1,8 @@
 """Schedulers and the timing model: the invariants of paper IV on every small zoo model."""
 import json
 
+import numpy as np
+
 import pytest
 
 from arasc.compile import compile_model, weights_name, write_compiled
@@ -91,3 +93,33 @@ def test_report_trace_and_plot_files(tmp_path):
     names = {e["args"]["name"] for e in trace["traceEvents"] if e["ph"] == "M"}
     assert {"compute", "write"} <= names and any(n.startswith("row ") for n in names)
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_activations_larger_than_the_gbuffer_spill_to_main_memory(tmp_path):
+    import dataclasses
+
+    from arasc.backend.banks import choose_banks
+
+    banks = (1024, 2048, 4096)
+    assert choose_banks(1000, 3000, banks) == ((0,), (2,), 0)
+    banks_in, banks_out, spill = choose_banks(6000, 5000, banks)
+    assert not set(banks_in) & set(banks_out)
+    cap_in, cap_out = (sum(banks[b] for b in side) for side in (banks_in, banks_out))
+    assert spill == max(0, 6000 - cap_in) + max(0, 5000 - cap_out) >= 6000 + 5000 - sum(banks)
+
+    module, inputs = built("vgg16-small")
+    hw = default_hardware()
+    small = dataclasses.replace(hw, gbuffer=dataclasses.replace(hw.gbuffer, banks_bytes=(4096, 8192)))
+    from arasc.isa.hardware import dumps_hardware
+
+    hw_file = tmp_path / "tiny-gbuffer.toml"
+    hw_file.write_text(dumps_hardware(small))
+    path = str(tmp_path / "v.aras")
+    write_compiled(compile_model(lowered("vgg16-small"), small, [inputs], inputs, weights_name(path)), path)
+    assert "spill=" in open(path).read()
+    spilled = run_file(path, hw_path=str(hw_file))
+    roomy_path = str(tmp_path / "roomy.aras")
+    write_compiled(compile_model(lowered("vgg16-small"), hw, [inputs], inputs, weights_name(roomy_path)), roomy_path)
+    roomy = run_file(roomy_path)
+    assert np.array_equal(next(iter(spilled.outputs.values())), next(iter(roomy.outputs.values())))
+    assert spilled.timing.energy.memory > roomy.timing.energy.memory

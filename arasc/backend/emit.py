@@ -16,7 +16,7 @@ import numpy as np
 from ..ir import OPS, Layer, Model
 from ..isa.hardware import Hardware, hardware_fingerprint
 from ..isa.program import Instr, LayerDef, Port, Program, TensorSpec
-from .banks import greedy_banks
+from .banks import choose_banks
 from .segments import Segment
 
 
@@ -58,9 +58,8 @@ def emit_compute(model: Model, hw: Hardware, bindings: dict[str, list[tuple[Segm
         if layer.op == "dequantize" and layer.name in outputs:
             continue
         in_bytes = sum(spec(types[name]).nbytes for name in layer.inputs)
-        banks_in, banks_out = greedy_banks(in_bytes, spec(layer.type).nbytes, hw.gbuffer.banks_bytes,
-                                           f"layer {layer.name}")
-        stream.append(Instr("bank", {"in": banks_in, "out": banks_out}))
+        banks_in, banks_out, spill = choose_banks(in_bytes, spec(layer.type).nbytes, hw.gbuffer.banks_bytes)
+        stream.append(Instr("bank", {"in": banks_in, "out": banks_out, "spill": spill}))
         if OPS[layer.op].kind == "mvm":
             for segment, rows in bindings[layer.name]:
                 token = write_tokens(segment)
