@@ -133,3 +133,32 @@ def _check_weights(matrix: np.ndarray, hw: Hardware) -> None:
                         f"got {matrix.dtype}{list(matrix.shape)}")
     if matrix.max(initial=0) >> bits:
         raise ValueError(f"weight {matrix.max()} does not fit the chip's {bits}-bit weights")
+
+
+def layer_blocks(weight: np.ndarray, attrs: Mapping, hw: Hardware) -> tuple[np.ndarray, np.ndarray]:
+    """A whole layer's blocks as the weights each APU row holds, [blocks, rows, block columns]
+    (column c*32 + w is weight w of crossbar c, so its cells are `to_cells`'s 4w..4w+3 of
+    crossbar c), in the order of `layer_cells`, with a mask of the positions that hold a weight.
+    The same content as the cell levels, four 2-bit cells packed per byte."""
+    rows, cols = hw.block
+    blocks, masks = [], []
+    for matrix in weight_matrix(weight, attrs):
+        k, n = matrix.shape
+        kb, nb = block_grid(k, n, hw)
+        padded = np.zeros((kb * rows, nb * cols), matrix.dtype)
+        padded[:k, :n] = matrix
+        used = np.zeros(padded.shape, bool)
+        used[:k, :n] = True
+        for grid, out in ((padded, blocks), (used, masks)):
+            # (i, row, j, col) -> (j, i, row, col): blocks column-major, as to_cells numbers them
+            out.append(grid.reshape(kb, rows, nb, cols).transpose(2, 0, 1, 3).reshape(nb * kb, rows, cols))
+    return np.concatenate(blocks), np.concatenate(masks)
+
+
+def cell_levels(weights: np.ndarray, hw: Hardware) -> np.ndarray:
+    """Packed weights [..., crossbars * weights per row] -> their cell levels
+    [..., crossbars * cells per row], cell t of a weight holding bits (t+1)*cell_bits-1 .. t*cell_bits."""
+    bits, cpw = hw.crossbar.cell_bits, hw.cells_per_weight
+    shifts = (bits * np.arange(cpw)).astype(weights.dtype)
+    levels = (weights[..., None] >> shifts) & ((1 << bits) - 1)
+    return levels.reshape(*weights.shape[:-1], weights.shape[-1] * cpw)

@@ -8,7 +8,7 @@ weight (cell t holds bits 2t+1:2t, so significance 2^b * 4^t).
 `BitSerial` emulates exactly that, with an optional finite ADC that saturates (and, with an LSB
 above 1, quantizes) each partial sum and counts the clipped samples. With an ideal ADC the
 result equals the integer product of the inputs with the weights the cells encode, so the
-machine's fast path multiplies by `cell_weights` directly (float32 BLAS is exact here: every
+machine's fast path multiplies by those weights directly (float32 BLAS is exact here: every
 product is below 2^16 and 128 rows keep sums below 2^23). Tests show the two agree on every
 small zoo model.
 """
@@ -19,15 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 
 WINDOW_CHUNK = 2048  # windows per bit-serial step, bounding the [bits, windows, cells] temporary
-
-
-def cell_weights(levels: np.ndarray, cell_bits: int, cells_per_weight: int) -> np.ndarray:
-    """The weights encoded by APU-row cell levels [crossbars, rows, cells] -> [rows, crossbars * weights]."""
-    xbars, rows, cells = levels.shape
-    per_cell = levels.reshape(xbars, rows, cells // cells_per_weight, cells_per_weight).astype(np.float32)
-    significance = (2.0 ** (cell_bits * np.arange(cells_per_weight))).astype(np.float32)
-    weights = per_cell @ significance                      # [xbars, rows, weights]
-    return weights.transpose(1, 0, 2).reshape(rows, -1)
 
 
 @dataclass
@@ -43,11 +34,12 @@ class BitSerial:
     clipped: int = 0
 
     def product(self, x: np.ndarray, levels: np.ndarray) -> np.ndarray:
-        xbars, rows, cells = levels.shape
-        conductance = levels.transpose(1, 0, 2).reshape(rows, xbars * cells).astype(np.float32)
+        """x [windows, rows] uint8 codes; levels [rows, crossbars * cells per row], crossbar-major
+        -> int64 [windows, crossbars * weights per row]."""
+        conductance = levels.astype(np.float32)
         bit_weight = 2.0 ** np.arange(self.input_bits)
         cell_weight = 2.0 ** (self.cell_bits * np.arange(self.cells_per_weight))
-        out = np.empty((x.shape[0], xbars * cells // self.cells_per_weight), np.int64)
+        out = np.empty((x.shape[0], levels.shape[1] // self.cells_per_weight), np.int64)
         codes = x.astype(np.uint8)
         for start in range(0, x.shape[0], WINDOW_CHUNK):
             chunk = codes[start:start + WINDOW_CHUNK]

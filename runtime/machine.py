@@ -1,9 +1,13 @@
 """The ARAS machine state and one handler per opcode (the interpreter half of the simulator).
 
-State: the Gbuffer values, the cell levels of every APU row's four crossbars, which layer block
+State: the Gbuffer values, the contents of every APU row's four crossbars, which layer block
 each row holds, and per-layer partial-sum accumulators for layers computed in segments. The two
 streams run as the program orders them (`run.py` interleaves them); every `wr` changes cells
 and counts pulses against what the cells held, every `mvm` computes from the cells it finds.
+
+A crossbar row's cells are stored packed, the 4 two-bit cells of a weight in one byte
+(`isa.tiling.cell_levels` unpacks them): lossless, a quarter of the memory traffic, and pulse
+counts come from a 256 x 256 table of per-cell level differences.
 """
 from __future__ import annotations
 
@@ -13,8 +17,8 @@ import numpy as np
 
 from ..isa.hardware import Hardware
 from ..isa.program import Instr, LayerDef, Program
-from ..isa.tiling import UNUSED, layer_cells, matrix_shape
-from .crossbar import BitSerial, cell_weights
+from ..isa.tiling import cell_levels, layer_blocks as tile_blocks, matrix_shape
+from .crossbar import BitSerial
 from .sfu import SFU_OPS
 from .verify import layer_blocks
 from .windows import conv_windows
@@ -22,6 +26,15 @@ from .windows import conv_windows
 
 class ExecutionError(RuntimeError):
     pass
+
+
+def _level_tables(hw: Hardware) -> tuple[np.ndarray, np.ndarray]:
+    """For packed (new << 8 | old) weight pairs: write pulses sum |new level - old level| over the
+    cells, and the number of cells whose level changes."""
+    codes = np.arange(1 << hw.crossbar.weight_bits, dtype=np.uint8)
+    levels = cell_levels(codes[:, None], hw).astype(np.int16)       # [256, cells]
+    diff = np.abs(levels[:, None, :] - levels[None, :, :])           # [new, old, cells]
+    return diff.sum(-1).astype(np.uint8).reshape(-1), (diff > 0).sum(-1).astype(np.uint8).reshape(-1)
 
 
 @dataclass
@@ -43,10 +56,12 @@ class _Accumulator:
 
 class Machine:
     def __init__(self, program: Program, weights: dict[str, np.ndarray], hw: Hardware, adc_bits: int | None = None,
-                 adc_lsb: int = 1, bit_serial: bool | None = None):
+                 adc_lsb: int = 1, bit_serial: bool | None = None, compute: bool = True):
         self.p, self.w, self.hw = program, weights, hw
         xbar = hw.crossbar
-        self.cells = np.zeros((hw.apu_rows, hw.chip.apus_per_row, xbar.rows, xbar.cols_cells), np.uint8)
+        rows, cols = hw.block
+        self.cells = np.zeros((hw.apu_rows, rows, cols), np.uint8)  # packed: one weight's cells per byte
+        self.pulse_table, self.change_table = _level_tables(hw)
         self.owner: list[tuple[str, int] | None] = [None] * hw.apu_rows
         self.values: dict[str, np.ndarray] = {}
         self.outputs: dict[str, np.ndarray] = {}
@@ -54,12 +69,12 @@ class Machine:
         self.writes = WriteStats()
         self.bit_serial = BitSerial(xbar.weight_bits, xbar.cell_bits, hw.cells_per_weight, adc_bits, adc_lsb)
         self.use_bit_serial = adc_bits is not None if bit_serial is None else bit_serial
-        self._cells_cache: dict[str, np.ndarray] = {}
-        self._row_weights: dict[int, np.ndarray] = {}
-        self._used_counts: dict[tuple[str, int], int] = {}
+        self._blocks_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._acc: dict[str, _Accumulator] = {}
         self.handlers = {"wr": self.wr, "signal": self.nop, "wait": self.nop, "load": self.load, "store": self.store,
                          "bank": self.nop, "mvm": self.mvm, "sfu": self.sfu, "release": self.release}
+        if not compute:  # timing and write activity only: activations change neither
+            self.handlers.update(load=self.nop, store=self.nop, mvm=self.nop, sfu=self.nop)
 
     def execute(self, instr: Instr) -> None:
         self.handlers[instr.opcode](instr)
@@ -80,35 +95,39 @@ class Machine:
         self.outputs[port.name] = SFU_OPS["dequantize"]([self.values[instr["value"]]], dict(port.attrs), {})
 
     # ---- crossbars ----------------------------------------------------------------------------
-    def layer_cells(self, layer: LayerDef) -> np.ndarray:
-        if layer.name not in self._cells_cache:
+    def layer_blocks(self, layer: LayerDef) -> tuple[np.ndarray, np.ndarray]:
+        """(packed blocks [B, rows, cols], mask of the cells that hold a weight), computed once."""
+        if layer.name not in self._blocks_cache:
             name, _ = layer.weight("weight")
-            self._cells_cache[layer.name] = layer_cells(self.w[name], dict(layer.attrs), self.hw)
-        return self._cells_cache[layer.name]
+            self._blocks_cache[layer.name] = tile_blocks(self.w[name], dict(layer.attrs), self.hw)
+        return self._blocks_cache[layer.name]
 
     def wr(self, instr: Instr) -> None:
-        layer = self.layers[instr["layer"]]
-        new = self.layer_cells(layer)[instr["block"]]
-        used = new != UNUSED
-        target = np.where(used, new, 0)
-        for row in instr["rows"]:
-            old = self.cells[row]
-            stale = np.where(used, old, 0)  # cells outside the block are not written: no pulses
-            delta = np.maximum(target, stale) - np.minimum(target, stale)
-            self.writes.pulses += int(delta.sum(dtype=np.int64))
-            changed = int(np.count_nonzero(delta))
-            self.writes.cells_written += changed
-            self.writes.cells_skipped += self._used_count(instr["layer"], instr["block"], used) - changed
-            self.writes.blocks += 1
-            np.copyto(old, new, where=used)
-            self.owner[row] = (layer.name, instr["block"])
-            self._row_weights.pop(row, None)
+        self.write_blocks([instr])
 
-    def _used_count(self, layer: str, block: int, used: np.ndarray) -> int:
-        key = (layer, block)
-        if key not in self._used_counts:
-            self._used_counts[key] = int(np.count_nonzero(used))
-        return self._used_counts[key]
+    def write_blocks(self, instrs: list[Instr]) -> None:
+        """Execute `wr` instructions together (one vectorised pass when no row repeats): each
+        cell of a block moves to its new level at |new - old| pulses; cells outside a partial
+        block keep their level and cost nothing."""
+        targets = [(instr, row) for instr in instrs for row in instr["rows"]]
+        rows = [row for _, row in targets]
+        if len(set(rows)) < len(rows):  # a later write overwrites an earlier one: keep their order
+            for instr in instrs:
+                self.write_blocks([instr])
+            return
+        parts = [self.layer_blocks(self.layers[i["layer"]]) for i, _ in targets]
+        new = np.stack([blocks[i["block"]] for (i, _), (blocks, _) in zip(targets, parts)])
+        used = np.stack([mask[i["block"]] for (i, _), (_, mask) in zip(targets, parts)])
+        old = self.cells[rows]
+        pair = (new.astype(np.uint16) << 8 | old)[used]
+        self.writes.pulses += int(self.pulse_table[pair].sum(dtype=np.int64))
+        changed = int(self.change_table[pair].sum(dtype=np.int64))
+        self.writes.cells_written += changed
+        self.writes.cells_skipped += pair.size * self.hw.cells_per_weight - changed
+        self.writes.blocks += len(targets)
+        self.cells[rows] = np.where(used, new, old)
+        for instr, row in targets:
+            self.owner[row] = (instr["layer"], instr["block"])
 
     def release(self, instr: Instr) -> None:
         for row in instr["rows"]:
@@ -118,8 +137,6 @@ class Machine:
         layer = self.layers[instr["layer"]]
         attrs = dict(layer.attrs)
         state = self._acc.get(layer.name) or self._start(layer, attrs, self.values[instr["input"]])
-        self.last_windows = state.windows[0].shape[0]  # for the timing model
-        self.last_in_bytes = self.values[instr["input"]].nbytes
         groups, kb, nb, total = layer_blocks(layer, self.hw)
         first, last = instr["blocks"]
         rows = instr["rows"][: last - first + 1]  # replicas hold the same blocks: read the first copy
@@ -140,9 +157,9 @@ class Machine:
             x = state.windows[g][:, r0:r0 + block_rows]
             if self.use_bit_serial:
                 x = np.pad(x, ((0, 0), (0, block_rows - x.shape[1])))  # rows past K get no input
-                products = [self.bit_serial.product(x, self.cells[row]) for _, row in columns]
-            else:
-                weights = np.hstack([self.row_weights(row)[:x.shape[1]] for _, row in columns])
+                products = [self.bit_serial.product(x, cell_levels(self.cells[row], self.hw)) for _, row in columns]
+            else:  # the ideal ADC: the product with the weights the cells encode, exactly
+                weights = np.hstack([self.cells[row][:x.shape[1]] for _, row in columns]).astype(np.float32)
                 products = np.split(x.astype(np.float32) @ weights, len(columns), axis=1)
             for (j, _), product in zip(columns, products):
                 c0 = j * block_cols
@@ -151,12 +168,6 @@ class Machine:
         if len(state.done) == total:
             self.values[instr["out"]] = self._finish(layer, attrs, state, k, n)
             del self._acc[layer.name]
-
-    def row_weights(self, row: int) -> np.ndarray:
-        """The weights an APU row's cells encode, [rows, weights], cached until the row is rewritten."""
-        if row not in self._row_weights:
-            self._row_weights[row] = cell_weights(self.cells[row], self.hw.crossbar.cell_bits, self.hw.cells_per_weight)
-        return self._row_weights[row]
 
     def _start(self, layer: LayerDef, attrs: dict, x: np.ndarray) -> _Accumulator:
         weight = self.w[layer.weight("weight")[0]]

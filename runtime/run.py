@@ -131,6 +131,16 @@ def execute(program: Program, weights: dict, hw: Hardware, inputs: dict[str, np.
                 instr = streams[s][pc[s]]
                 if instr.opcode == "wait" and instr["token"] not in raised:
                     break
+                if instr.opcode == "wr":  # a run of writes executes as one vectorised batch
+                    end = pc[s]
+                    while end < len(streams[s]) and streams[s][end].opcode == "wr":
+                        end += 1
+                    machine.write_blocks(streams[s][pc[s]:end])
+                    for write in streams[s][pc[s]:end]:
+                        timing.record(s, write, machine)
+                    pc[s] = end
+                    progressed = True
+                    continue
                 machine.execute(instr)
                 timing.record(s, instr, machine)
                 if instr.opcode == "signal":

@@ -77,6 +77,8 @@ class Timing:
         bytes_per_cycle = hw.memory.bandwidth_bytes_per_s / hw.chip.clock_hz
         self.max_inflight = max(1, math.floor(bytes_per_cycle / (block_bytes / xbar.write_cycles_per_crossbar)))
         self.layers = {layer.name: layer for layer in self.program.layers}
+        # declared types of every value: the timing model needs shapes, never values
+        self.types = {i["out"]: i["type"] for i in self.program.compute if i.opcode in ("load", "mvm", "sfu")}
 
     # ---- streams ------------------------------------------------------------------------------
     def record(self, stream: str, instr: Instr, machine) -> None:
@@ -132,7 +134,8 @@ class Timing:
         layer = self.layers[instr["layer"]]
         first, last = instr["blocks"]
         replicas = len(instr["rows"]) // (last - first + 1)
-        windows = machine.last_windows
+        shape = instr["type"].shape
+        windows = shape[0] * shape[2] * shape[3] if layer.op == "qconv2d" else math.prod(shape[:-1])
         cycles = math.ceil(windows / replicas) * self.hw.crossbar.compute_cycles_per_window
         cycles += self.hw.latency.accumulate_latency_cycles
         self._advance(stream, cycles, f"mvm {layer.name}", [f"row {r}" for r in instr["rows"]])
@@ -140,18 +143,18 @@ class Timing:
         e = self.hw.energy
         self.energy.compute += crossbars * windows * e.compute_j_per_crossbar_window
         self.energy.compute += (last - first + 1) * windows * self.hw.block[1] * e.accumulate_j_per_add
-        self._gbuffer(machine.last_in_bytes + instr["type"].nbytes)
+        self._gbuffer(self.types[instr["input"]].nbytes + instr["type"].nbytes)
 
     def _sfu(self, stream, instr, machine):
         out = instr["type"]
         elements = math.prod(out.shape)
         if instr["op"] == "qmatmul":
-            inner = machine.values[instr["inputs"][0]].shape[-1]
+            inner = self.types[instr["inputs"][0]].shape[-1]
             elements *= inner
         lanes, per = self.hw.latency.sfu_lanes, self.hw.latency.sfu_cycles_per_vector
         self._advance(stream, math.ceil(elements / lanes) * per, f"sfu {instr['op']} {instr['out']}")
         self.energy.sfu += elements * self.hw.energy.sfu_j_per_op
-        in_bytes = sum(machine.values[name].nbytes for name in instr["inputs"])
+        in_bytes = sum(self.types[name].nbytes for name in instr["inputs"])
         self._gbuffer(in_bytes + out.nbytes)
 
     def _transfer(self, stream, nbytes, name):
@@ -164,7 +167,7 @@ class Timing:
         self._transfer(stream, instr["type"].nbytes, f"load {instr['port']}")
 
     def _store(self, stream, instr, machine):
-        self._transfer(stream, machine.values[instr["value"]].nbytes, f"store {instr['port']}")
+        self._transfer(stream, self.types[instr["value"]].nbytes, f"store {instr['port']}")
 
     def _bank(self, stream, instr, machine):
         self._close_banks(self.clock[stream])

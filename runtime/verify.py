@@ -98,6 +98,8 @@ class Verifier:
                         self.fail(instr, f"token ${instr['token']} is signalled twice")
                     signals[instr["token"]] = instr
                 rows = instr.get("rows", ())
+                if len(set(rows)) != len(rows):
+                    self.fail(instr, "an APU row is listed twice")
                 bad = [r for r in rows if not 0 <= r < rows_total]
                 if bad:
                     self.fail(instr, f"APU row {bad[0]} is out of range: the chip has rows 0..{rows_total - 1}")
