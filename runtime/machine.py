@@ -157,7 +157,8 @@ class Machine:
             x = state.windows[g][:, r0:r0 + block_rows]
             if self.use_bit_serial:
                 x = np.pad(x, ((0, 0), (0, block_rows - x.shape[1])))  # rows past K get no input
-                products = [self.bit_serial.product(x, cell_levels(self.cells[row], self.hw)) for _, row in columns]
+                levels = np.hstack([cell_levels(self.cells[row], self.hw) for _, row in columns])
+                products = np.split(self.bit_serial.product(x, levels), len(columns), axis=1)
             else:  # the ideal ADC: the product with the weights the cells encode, exactly
                 weights = np.hstack([self.cells[row][:x.shape[1]] for _, row in columns]).astype(np.float32)
                 products = np.split(x.astype(np.float32) @ weights, len(columns), axis=1)
