@@ -111,8 +111,10 @@ def cmd_run(args, out: Console) -> int:
 
     if args.inferences < 1:
         raise UsageError("--inferences must be at least 1")
+    if args.timing_only and (args.output or args.adc_bits):
+        raise UsageError("--timing-only computes no activations: it cannot write --output or model an ADC")
     result = run_file(args.program, args.input, args.hw, inferences=args.inferences, adc_bits=args.adc_bits,
-                      adc_lsb=args.adc_lsb)
+                      adc_lsb=args.adc_lsb, compute=not args.timing_only)
     if args.output:
         result.save_output(args.output)
     if args.report:
@@ -207,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adc-lsb", type=int, default=1, metavar="L", help="ADC step in partial-sum units (default 1)")
     p.add_argument("--inferences", type=int, default=2, metavar="N", help="run N inferences on one chip and report "
                    "the last (default 2: steady state, the cells start as the first inference left them)")
+    p.add_argument("--timing-only", action="store_true", help="simulate time, energy and writes without computing "
+                   "activations (they change none of them); no outputs")
     p.add_argument("--report", metavar="R.json", help="write cycles, inferences/s, energy and write figures as JSON")
     p.add_argument("--trace", metavar="T.json", help="write a Chrome/Perfetto trace (open in ui.perfetto.dev)")
     p.add_argument("--plot", metavar="P.png", help="draw the schedule as a Gantt chart and the energy breakdown")

@@ -1,6 +1,7 @@
 """The five zoo models at full size under the naive and ARAS baseline schedulers: inferences/s,
 fraction of the upper bound (paper VII-B), energy breakdown and write pulses, each the steady
-state (second inference on one chip).
+state (second inference on one chip). 'run s' is the wall time of `arasc run` (load, verify,
+two inferences with outputs); 'timing-only s' the same with --timing-only.
 
     .venv/bin/python benchmarks/schedulers.py [MODEL ...] [--markdown docs/results.md]
 """
@@ -23,7 +24,7 @@ from arasc.runtime.run import run_file
 
 MODELS = ["vgg16", "resnet50", "densenet161", "bert-base", "bert-large"]
 COLUMNS = ("model", "scheduler", "inf/s", "upper bound inf/s", "of bound", "energy mJ", "write", "compute",
-           "static", "memory", "write pulses", "cells skipped", "run s")
+           "static", "memory", "write pulses", "cells skipped", "run s", "timing-only s")
 
 
 def measure(name: str, hw) -> list[tuple]:
@@ -38,12 +39,16 @@ def measure(name: str, hw) -> list[tuple]:
             start = time.perf_counter()
             s = run_summary(run_file(path, inferences=2))
             seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            timed = run_summary(run_file(path, inferences=2, compute=False))
+            timing_only = time.perf_counter() - start
+            assert timed["cycles"] == s["cycles"] and timed["write_pulses"] == s["write_pulses"]
         e = s["energy_joules"]
         skipped = s["cells_skipped"] / max(s["cells_written"] + s["cells_skipped"], 1)
         rows.append((name, scheduler, f"{s['inferences_per_second']:.1f}", f"{s['upper_bound_inferences_per_second']:.1f}",
                      f"{s['fraction_of_upper_bound']:.0%}", f"{e['total'] * 1e3:.2f}", f"{e['write'] * 1e3:.2f}",
                      f"{e['compute'] * 1e3:.2f}", f"{e['static'] * 1e3:.2f}", f"{e['memory'] * 1e3:.2f}",
-                     f"{s['write_pulses']:,}", f"{skipped:.1%}", f"{seconds:.1f}"))
+                     f"{s['write_pulses']:,}", f"{skipped:.1%}", f"{seconds:.1f}", f"{timing_only:.1f}"))
         gc.collect()
     return rows
 

@@ -17,13 +17,14 @@ def run_summary(result) -> dict:
 
 
 def print_run(result, out: Console) -> None:
-    table = Table(title=f"{result.program.name}: outputs", title_justify="left")
-    for column in ("output", "shape", "min", "max", "argmax"):
-        table.add_column(column)
-    for name, value in result.outputs.items():
-        table.add_row(name, str(list(value.shape)), f"{value.min():.4g}", f"{value.max():.4g}",
-                      str(int(np.argmax(value.reshape(value.shape[0], -1)[0]))))
-    out.print(table)
+    if result.outputs:
+        table = Table(title=f"{result.program.name}: outputs", title_justify="left")
+        for column in ("output", "shape", "min", "max", "argmax"):
+            table.add_column(column)
+        for name, value in result.outputs.items():
+            table.add_row(name, str(list(value.shape)), f"{value.min():.4g}", f"{value.max():.4g}",
+                          str(int(np.argmax(value.reshape(value.shape[0], -1)[0]))))
+        out.print(table)
     s = run_summary(result)
     stats = Table(title=f"ARAS chip, {s['note']}", title_justify="left", show_header=False)
     stats.add_row("cycles", f"{s['cycles']:,} ({s['seconds'] * 1e3:.3f} ms)")

@@ -123,3 +123,13 @@ def test_activations_larger_than_the_gbuffer_spill_to_main_memory(tmp_path):
     roomy = run_file(roomy_path)
     assert np.array_equal(next(iter(spilled.outputs.values())), next(iter(roomy.outputs.values())))
     assert spilled.timing.energy.memory > roomy.timing.energy.memory
+
+
+def test_timing_only_gives_the_same_time_energy_and_writes(tmp_path):
+    module, inputs = built("densenet161-small")
+    path = str(tmp_path / "d.aras")
+    write_compiled(compile_model(lowered("densenet161-small"), default_hardware(), [inputs], inputs,
+                                 weights_name(path)), path)
+    full, timed = run_file(path, inferences=2), run_file(path, inferences=2, compute=False)
+    assert timed.outputs == {}
+    assert run_summary(timed) == run_summary(full)
