@@ -4,11 +4,10 @@ semantics, latency, energy). The parser has one grammar rule per opcode, the bac
 each, the runtime has one handler per opcode; tests check all four agree with this table."""
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from typing import Callable
 
+from .literals import format_attrs as fmt_attrs
 from .program import Instr
 
 
@@ -18,26 +17,6 @@ class Opcode:
     streams: tuple[str, ...]
     summary: str
     format: Callable[[Instr], str]
-
-
-def fmt_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        return ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, tuple):
-        return "[" + ", ".join(fmt_value(x) for x in v) + "]"
-    raise TypeError(f"cannot print {v!r}")
-
-
-def fmt_attrs(attrs) -> str:
-    return "{" + ", ".join(f"{k}={fmt_value(v)}" for k, v in attrs) + "}"
 
 
 def fmt_weights(weights) -> str:

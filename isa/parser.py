@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 
-from lark import Lark, Token, Transformer, UnexpectedInput, v_args
+from lark import Lark, Token, UnexpectedInput, v_args
 from lark.exceptions import VisitError
 
 from .diagnostics import render_error
+from .literals import VALUE_GRAMMAR, LiteralTransformer
 from .opcodes import OPCODES
 from .program import DTYPES, Instr, LayerDef, Port, Program, TensorSpec
 
@@ -42,15 +43,6 @@ rows: "rows" "(" span ("," span)* ")"
 span: INT (".." INT)?
 weights: "[" weight ("," weight)* "]"
 weight: NAME "=" WREF ":" type
-attrs: "{" [attr ("," attr)*] "}"
-attr: NAME "=" value
-?value: SIGNED_INT -> int
-      | FLOAT -> float
-      | SPECIAL -> float
-      | STRING -> string
-      | "true" -> true
-      | "false" -> false
-      | "[" [value ("," value)*] "]" -> list
 type: NAME "[" [INT ("," INT)*] "]"
 
 VAR: "%" IDENT
@@ -62,15 +54,11 @@ PATH: /[^\s;]+/
 VERSION: /[0-9]+\.[0-9]+/
 HEX: /[0-9a-f]{64}/
 INT: /[0-9]+/
-SIGNED_INT.2: /-?[0-9]+(?![0-9.eE])/
-FLOAT: /-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?/
-SPECIAL.3: "nan" | "inf" | "-inf"
-STRING: /"(\\.|[^"\\])*"/
 COMMENT: /;[^\n]*/
 _NL: /\r?\n/
 %ignore /[ \t]+/
 %ignore COMMENT
-"""
+""" + VALUE_GRAMMAR
 
 _TERMINALS = {"VAR": "%value", "WREF": "@weight", "TOKEN": "$token", "NAME": "name", "INT": "integer",
               "SIGNED_INT": "integer", "FLOAT": "number", "STRING": "string", "HEX": "64 hex digits",
@@ -96,30 +84,9 @@ def _spans_to_rows(spans) -> tuple[int, ...]:
 
 
 @v_args(inline=True)
-class _Build(Transformer):
-    def int(self, t):
-        return int(t)
-
-    def float(self, t):
-        return float(t)
-
-    def string(self, t):
-        return json.loads(t)
-
-    def true(self):
-        return True
-
-    def false(self):
-        return False
-
-    def list(self, *items):
-        return tuple(i for i in items if i is not None)
-
-    def attr(self, k, v):
-        return (str(k), v)
-
+class _Build(LiteralTransformer):
     def attrs(self, *items):
-        return ("attrs", tuple(i for i in items if i is not None))
+        return ("attrs", super().attrs(*items))
 
     def type(self, dtype, *dims):
         if dtype not in DTYPES:

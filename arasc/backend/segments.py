@@ -25,3 +25,18 @@ class Segment:
 def segments_of(layer: str, blocks: int, apu_rows: int) -> list[Segment]:
     count = -(-blocks // apu_rows)
     return [Segment(layer, s, s * apu_rows, min(blocks, (s + 1) * apu_rows) - 1, count) for s in range(count)]
+
+
+def crossbar_segments(model, hw) -> list[Segment]:
+    """Every segment of every crossbar layer, in compute order (the tile pass sized them)."""
+    from ..ir import OPS
+
+    segments = []
+    for layer in model.graph.layers:
+        if OPS[layer.op].kind != "mvm":
+            continue
+        blocks = layer.attr("apu_rows")
+        if blocks is None:
+            raise ValueError(f"layer {layer.name} has no tile map: run the tile pass first")
+        segments += segments_of(layer.name, blocks, hw.apu_rows)
+    return segments

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 
-from lark import Lark, Token, Transformer, UnexpectedInput, v_args
+from lark import Lark, Token, UnexpectedInput, v_args
 from lark.exceptions import VisitError
 
+from ..isa.diagnostics import render_error
+from ..isa.literals import VALUE_GRAMMAR, LiteralTransformer
 from .graph import DTYPES, Graph, Layer, Loc, TensorType, Value, WeightRef
 
 GRAMMAR = r"""
@@ -16,15 +18,6 @@ layer: VAR "=" NAME "(" [VAR ("," VAR)*] ")" attrs? weights? ":" type loc?
 weights: "[" weight ("," weight)* "]"
 weight: NAME "=" WREF ":" type
 output: "output" VAR ("," VAR)*
-attrs: "{" [attr ("," attr)*] "}"
-attr: NAME "=" value
-?value: SIGNED_INT -> int
-      | FLOAT -> float
-      | SPECIAL -> float
-      | STRING -> string
-      | "true" -> true
-      | "false" -> false
-      | "[" [value ("," value)*] "]" -> list
 type: NAME "[" [SIGNED_INT ("," SIGNED_INT)*] "]"
 loc: "loc" "(" STRING ":" SIGNED_INT ")"
 
@@ -32,15 +25,11 @@ VAR: "%" IDENT
 WREF: "@" IDENT
 IDENT: /[A-Za-z0-9_][A-Za-z0-9_.\-]*/
 NAME: /[A-Za-z_][A-Za-z0-9_.\-]*/
-SIGNED_INT.2: /-?[0-9]+(?![0-9.eE])/
-FLOAT: /-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?/
-SPECIAL.3: "nan" | "inf" | "-inf"
-STRING: /"(\\.|[^"\\])*"/
 COMMENT: /#[^\n]*/
 _NL: /\r?\n/
 %ignore /[ \t]+/
 %ignore COMMENT
-"""
+""" + VALUE_GRAMMAR
 
 
 class IRParseError(ValueError):
@@ -53,44 +42,14 @@ _TERMINALS = {"VAR": "%value", "WREF": "@weight", "NAME": "name", "IDENT": "name
               "COLON": "':'", "EQUAL": "'='"}
 
 
-def _render(source: str, filename: str, line: int, column: int, message: str) -> str:
-    lines = source.splitlines()
-    text = lines[line - 1] if 0 < line <= len(lines) else ""
-    return f"{filename}:{line}:{column}: {message}\n    {text}\n    {' ' * (column - 1)}^"
-
-
 @v_args(inline=True)
-class _ToGraph(Transformer):
+class _ToGraph(LiteralTransformer):
     def __init__(self, source: str, filename: str):
         super().__init__()
         self.source, self.filename = source, filename
 
     def _fail(self, token: Token, message: str):
-        raise IRParseError(_render(self.source, self.filename, token.line, token.column, message))
-
-    def int(self, tok):
-        return int(tok)
-
-    def float(self, tok):
-        return float(tok)
-
-    def string(self, tok):
-        return json.loads(tok)
-
-    def true(self):
-        return True
-
-    def false(self):
-        return False
-
-    def list(self, *items):
-        return tuple(i for i in items if i is not None)
-
-    def attr(self, name, value):
-        return (str(name), value)
-
-    def attrs(self, *items):
-        return tuple(i for i in items if i is not None)
+        raise IRParseError(render_error(self.source, self.filename, token.line, token.column, message))
 
     def type(self, dtype, *dims):
         if dtype not in DTYPES:
@@ -156,7 +115,7 @@ def parse_graph(source: str, filename: str = "<ir>") -> Graph:
                            getattr(err, "expected", None) or getattr(err, "allowed", None) or ()})
         if expected:
             message += f"; expected one of: {', '.join(expected[:8])}"
-        raise IRParseError(_render(source, filename, err.line, err.column, message)) from None
+        raise IRParseError(render_error(source, filename, err.line, err.column, message)) from None
     try:
         return _ToGraph(source, filename).transform(tree)
     except VisitError as err:

@@ -6,31 +6,9 @@ round-tripping repr, and nothing depends on dict order or object ids.
 from __future__ import annotations
 
 import json
-import math
 
+from ..isa.literals import format_attrs
 from .graph import Graph, Layer
-
-
-def format_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, tuple):
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
-    raise TypeError(f"cannot print attribute value {value!r}")
-
-
-def format_attrs(attrs) -> str:
-    return "{" + ", ".join(f"{k}={format_value(v)}" for k, v in attrs) + "}"
 
 
 def format_layer(layer: Layer) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from ..backend.segments import segments_of
-from ..ir import OPS, Model
+from ..backend.segments import crossbar_segments
+from ..ir import Model
 from ..isa.hardware import Hardware
 from ..isa.program import Instr
 from . import Schedule
@@ -19,14 +19,7 @@ from . import Schedule
 
 def aras_schedule(model: Model, hw: Hardware) -> Schedule:
     schedule = Schedule()
-    segments = []
-    for layer in model.graph.layers:
-        if OPS[layer.op].kind != "mvm":
-            continue
-        blocks = layer.attr("apu_rows")
-        if blocks is None:
-            raise ValueError(f"layer {layer.name} has no tile map: run the tile pass first")
-        segments += segments_of(layer.name, blocks, hw.apu_rows)
+    segments = crossbar_segments(model, hw)
     free = deque(range(hw.apu_rows))
     held: deque = deque()   # (segment, rows) written and not yet taken back, in compute order
     for segment in segments:

@@ -3,8 +3,8 @@ layer. Every segment starts at APU row 0, so each write waits for the previous s
 to release the rows; nothing overlaps."""
 from __future__ import annotations
 
-from ..backend.segments import segments_of
-from ..ir import OPS, Model
+from ..backend.segments import crossbar_segments
+from ..ir import Model
 from ..isa.hardware import Hardware
 from ..isa.program import Instr
 from . import Schedule
@@ -13,22 +13,14 @@ from . import Schedule
 def naive_schedule(model: Model, hw: Hardware) -> Schedule:
     schedule = Schedule()
     previous = None
-    for layer in model.graph.layers:
-        if OPS[layer.op].kind != "mvm":
-            continue
-        blocks = layer.attr("apu_rows")
-        if blocks is None:
-            raise ValueError(f"layer {layer.name} has no tile map: run the tile pass first")
-        bound = []
-        for segment in segments_of(layer.name, blocks, hw.apu_rows):
-            rows = tuple(range(len(segment.blocks)))
-            if previous is not None:
-                schedule.write.append(Instr("wait", {"token": f"c.{previous.token}"}))
-            for row, block in zip(rows, segment.blocks):
-                schedule.write.append(Instr("wr", {"layer": layer.name, "block": block, "rows": (row,)}))
-            schedule.write.append(Instr("signal", {"token": f"w.{segment.token}"}))
-            schedule.write_tokens[segment] = f"w.{segment.token}"
-            bound.append((segment, rows))
-            previous = segment
-        schedule.bindings[layer.name] = bound
+    for segment in crossbar_segments(model, hw):
+        rows = tuple(range(len(segment.blocks)))
+        if previous is not None:
+            schedule.write.append(Instr("wait", {"token": f"c.{previous.token}"}))
+        for row, block in zip(rows, segment.blocks):
+            schedule.write.append(Instr("wr", {"layer": segment.layer, "block": block, "rows": (row,)}))
+        schedule.write.append(Instr("signal", {"token": f"w.{segment.token}"}))
+        schedule.write_tokens[segment] = f"w.{segment.token}"
+        schedule.bindings.setdefault(segment.layer, []).append((segment, rows))
+        previous = segment
     return schedule
