@@ -70,6 +70,7 @@ class Machine:
         self.bit_serial = BitSerial(xbar.weight_bits, xbar.cell_bits, hw.cells_per_weight, adc_bits, adc_lsb)
         self.use_bit_serial = adc_bits is not None if bit_serial is None else bit_serial
         self._blocks_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._weight_sums: dict[str, np.ndarray] = {}
         self._acc: dict[str, _Accumulator] = {}
         self.handlers = {"wr": self.wr, "signal": self.nop, "wait": self.nop, "load": self.load, "store": self.store,
                          "bank": self.nop, "mvm": self.mvm, "sfu": self.sfu, "release": self.release}
@@ -187,9 +188,11 @@ class Machine:
     def _finish(self, layer: LayerDef, attrs: dict, state: _Accumulator, k: int, n: int) -> np.ndarray:
         """Digital zero-point correction, bias, requantization (DESIGN.md section 3)."""
         groups = state.acc.shape[0]
-        weight = self.w[layer.weight("weight")[0]].astype(np.int64).reshape(groups, n, k)
+        if layer.name not in self._weight_sums:  # a digital constant of the layer, known offline
+            weight = self.w[layer.weight("weight")[0]].reshape(groups, n, k)
+            self._weight_sums[layer.name] = weight.sum(2, dtype=np.int64)[:, None, :]
+        w_sum = self._weight_sums[layer.name]
         x_sum = np.stack([win.sum(1, dtype=np.int64) for win in state.windows])[:, :, None]
-        w_sum = weight.sum(2)[:, None, :]
         acc = np.rint(state.acc).astype(np.int64) - attrs["w_zp"] * x_sum - attrs["x_zp"] * w_sum + k * attrs["x_zp"] * attrs["w_zp"]
         acc = acc.transpose(1, 0, 2).reshape(acc.shape[1], groups * n)
         bias = layer.weight("bias")
