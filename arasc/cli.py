@@ -44,9 +44,11 @@ def calibration_inputs(args, example_inputs) -> list[tuple]:
     if len(example_inputs) != 1:
         raise UsageError(f"--calib {args.calib}: the model takes {len(example_inputs)} inputs; --calib holds one")
     shape = tuple(example_inputs[0].shape)
-    if tuple(samples.shape[1:]) == shape[1:]:
-        return [(samples[i:i + 1],) for i in range(len(samples))]
-    raise UsageError(f"--calib {args.calib}: shape {list(samples.shape)}, expected [N, {', '.join(map(str, shape[1:]))}]")
+    batch = shape[0]  # the graph was traced at this batch size: calibrate in batches of it
+    if tuple(samples.shape[1:]) != shape[1:] or len(samples) < batch:
+        raise UsageError(f"--calib {args.calib}: shape {list(samples.shape)}, expected [N, "
+                         f"{', '.join(map(str, shape[1:]))}] with N >= {batch} (the traced batch size)")
+    return [(samples[i:i + batch],) for i in range(0, len(samples) - batch + 1, batch)]
 
 
 def hardware(args):
@@ -95,6 +97,9 @@ def cmd_compile(args, out: Console) -> int:
 
     if not args.output.endswith(".aras"):
         raise UsageError(f"-o {args.output}: the program file must end in .aras")
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        raise UsageError(f"-o {args.output}: folder {folder} does not exist")
     loaded = load(args.model, args.frontend)
     compiled = compile_model(loaded.model, hardware(args), calibration_inputs(args, loaded.example_inputs),
                              loaded.example_inputs, weights_name(args.output), args.scheduler)
@@ -192,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help=model_help)
     p.add_argument("-o", "--output", metavar="OUT.aras", required=True, help="program to write")
     p.add_argument("--hw", metavar="FILE", help="hardware description (default: the bundled ARAS chip)")
-    p.add_argument("--calib", metavar="FILE.npy", help="calibration inputs, one per row (default: example inputs)")
+    p.add_argument("--calib", metavar="FILE.npy", help="calibration inputs, one sample per row, used in batches of "
+                   "the traced batch size (default: the example inputs)")
     p.add_argument("--scheduler", choices=("aras", "naive"), default="aras", help="aras: write released rows at once, "
                    "overlapping compute (paper IV, Fig. 8); naive: write a layer, compute it, next (Fig. 7)")
     p.add_argument("--frontend", choices=("auto", "fx", "export"), default="auto", help=frontend_help)

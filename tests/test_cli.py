@@ -40,6 +40,7 @@ def test_ir_summary(capsys):
     (["ir", "missing.py:factory"], "missing.py: no such file"),
     (["compile", "no-such-model", "-o", "out.aras"], "unknown model"),
     (["compile", "digits-cnn", "-o", "out.txt"], "must end in .aras"),
+    (["compile", "digits-cnn", "-o", "no/such/folder/out.aras"], "does not exist"),
     (["run", "prog.aras"], "cannot read the program"),
 ])
 def test_bad_input_exits_2_with_one_message(args, message, tmp_path):
@@ -63,3 +64,16 @@ def test_pt2_that_is_not_an_archive(tmp_path):
     bogus.write_text("not a zip")
     result = run_cli("ir", str(bogus))
     assert result.returncode == 2 and "not a readable torch.export archive" in result.stderr
+
+
+def test_compile_with_calibration_file(tmp_path, capsys):
+    import numpy as np
+
+    from arasc.models.digits import load_digits_split
+
+    x_train = load_digits_split()[0].numpy()[:24]
+    np.save(tmp_path / "calib.npy", x_train)
+    assert main(["compile", "digits-cnn", "-o", str(tmp_path / "d.aras"), "--calib", str(tmp_path / "calib.npy")]) == 0
+    np.save(tmp_path / "bad.npy", x_train[:, :, :4])
+    assert main(["compile", "digits-cnn", "-o", str(tmp_path / "e.aras"), "--calib", str(tmp_path / "bad.npy")]) == 2
+    assert "expected [N, 1, 8, 8]" in capsys.readouterr().err
