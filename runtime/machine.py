@@ -28,13 +28,16 @@ class ExecutionError(RuntimeError):
     pass
 
 
-def _level_tables(hw: Hardware) -> tuple[np.ndarray, np.ndarray]:
-    """For packed (new << 8 | old) weight pairs: write pulses sum |new level - old level| over the
-    cells, and the number of cells whose level changes."""
+def _write_table(hw: Hardware) -> np.ndarray:
+    """For a packed (new << 8 | old) weight pair: 16 x the write pulses (|new level - old level|
+    summed over the weight's cells, at most 4 x 3) + the number of cells whose level changes."""
     codes = np.arange(1 << hw.crossbar.weight_bits, dtype=np.uint8)
     levels = cell_levels(codes[:, None], hw).astype(np.int16)       # [256, cells]
     diff = np.abs(levels[:, None, :] - levels[None, :, :])           # [new, old, cells]
-    return diff.sum(-1).astype(np.uint8).reshape(-1), (diff > 0).sum(-1).astype(np.uint8).reshape(-1)
+    pulses, changed = diff.sum(-1), (diff > 0).sum(-1)
+    if pulses.max() > 15 or changed.max() > 15:
+        raise ValueError("packed write costs need at most 15 pulses and 15 cells per weight")
+    return (pulses * 16 + changed).astype(np.uint8).reshape(-1)
 
 
 @dataclass
@@ -61,7 +64,7 @@ class Machine:
         xbar = hw.crossbar
         rows, cols = hw.block
         self.cells = np.zeros((hw.apu_rows, rows, cols), np.uint8)  # packed: one weight's cells per byte
-        self.pulse_table, self.change_table = _level_tables(hw)
+        self.write_table = _write_table(hw)
         self.owner: list[tuple[str, int] | None] = [None] * hw.apu_rows
         self.values: dict[str, np.ndarray] = {}
         self.outputs: dict[str, np.ndarray] = {}
@@ -69,7 +72,7 @@ class Machine:
         self.writes = WriteStats()
         self.bit_serial = BitSerial(xbar.weight_bits, xbar.cell_bits, hw.cells_per_weight, adc_bits, adc_lsb)
         self.use_bit_serial = adc_bits is not None if bit_serial is None else bit_serial
-        self._blocks_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._blocks_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._weight_sums: dict[str, np.ndarray] = {}
         self._acc: dict[str, _Accumulator] = {}
         self.handlers = {"wr": self.wr, "signal": self.nop, "wait": self.nop, "load": self.load, "store": self.store,
@@ -96,11 +99,13 @@ class Machine:
         self.outputs[port.name] = SFU_OPS["dequantize"]([self.values[instr["value"]]], dict(port.attrs), {})
 
     # ---- crossbars ----------------------------------------------------------------------------
-    def layer_blocks(self, layer: LayerDef) -> tuple[np.ndarray, np.ndarray]:
-        """(packed blocks [B, rows, cols], mask of the cells that hold a weight), computed once."""
+    def layer_blocks(self, layer: LayerDef) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(packed blocks [B, rows, cols], mask of the cells that hold a weight, cells per block),
+        computed once per layer."""
         if layer.name not in self._blocks_cache:
             name, _ = layer.weight("weight")
-            self._blocks_cache[layer.name] = tile_blocks(self.w[name], dict(layer.attrs), self.hw)
+            blocks, used = tile_blocks(self.w[name], dict(layer.attrs), self.hw)
+            self._blocks_cache[layer.name] = (blocks, used, used.sum((1, 2)) * self.hw.cells_per_weight)
         return self._blocks_cache[layer.name]
 
     def wr(self, instr: Instr) -> None:
@@ -116,19 +121,24 @@ class Machine:
             for instr in instrs:
                 self.write_blocks([instr])
             return
-        parts = [self.layer_blocks(self.layers[i["layer"]]) for i, _ in targets]
-        new = np.stack([blocks[i["block"]] for (i, _), (blocks, _) in zip(targets, parts)])
-        used = np.stack([mask[i["block"]] for (i, _), (_, mask) in zip(targets, parts)])
-        old = self.cells[rows]
-        pair = (new.astype(np.uint16) << 8 | old)[used]
-        self.writes.pulses += int(self.pulse_table[pair].sum(dtype=np.int64))
-        changed = int(self.change_table[pair].sum(dtype=np.int64))
-        self.writes.cells_written += changed
-        self.writes.cells_skipped += pair.size * self.hw.cells_per_weight - changed
-        self.writes.blocks += len(targets)
-        self.cells[rows] = np.where(used, new, old)
+        by_layer: dict[str, tuple[list[int], list[int]]] = {}
         for instr, row in targets:
-            self.owner[row] = (instr["layer"], instr["block"])
+            blocks, rows_of = by_layer.setdefault(instr["layer"], ([], []))
+            blocks.append(instr["block"])
+            rows_of.append(row)
+        for name, (blocks, rows_of) in by_layer.items():
+            contents, masks, used_cells = self.layer_blocks(self.layers[name])
+            new, used, old = contents[blocks], masks[blocks], self.cells[rows_of]
+            merged = np.where(used, new, old)  # cells outside a partial block pair with themselves: 0 pulses
+            cost = self.write_table[merged.astype(np.uint16) << 8 | old]
+            self.writes.pulses += int((cost >> 4).sum(dtype=np.int64))
+            changed = int((cost & 15).sum(dtype=np.int64))
+            self.writes.cells_written += changed
+            self.writes.cells_skipped += int(used_cells[blocks].sum()) - changed
+            self.writes.blocks += len(blocks)
+            self.cells[rows_of] = merged
+            for block, row in zip(blocks, rows_of):
+                self.owner[row] = (name, block)
 
     def release(self, instr: Instr) -> None:
         for row in instr["rows"]:
