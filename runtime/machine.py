@@ -169,14 +169,20 @@ class Machine:
             if self.use_bit_serial:
                 x = np.pad(x, ((0, 0), (0, block_rows - x.shape[1])))  # rows past K get no input
                 levels = np.hstack([cell_levels(self.cells[row], self.hw) for _, row in columns])
-                products = np.split(self.bit_serial.product(x, levels), len(columns), axis=1)
+                product = self.bit_serial.product(x, levels)
             else:  # the ideal ADC: the product with the weights the cells encode, exactly
                 weights = np.hstack([self.cells[row][:x.shape[1]] for _, row in columns]).astype(np.float32)
-                products = np.split(x.astype(np.float32) @ weights, len(columns), axis=1)
-            for (j, _), product in zip(columns, products):
+                product = x.astype(np.float32) @ weights
+            js = [j for j, _ in columns]
+            if js == list(range(js[0], js[0] + len(js))):  # consecutive column blocks: one add
+                c0 = js[0] * block_cols
+                width = min(len(js) * block_cols, n - c0)
+                state.acc[g][:, c0:c0 + width] += product[:, :width]
+                continue
+            for slot, j in enumerate(js):
                 c0 = j * block_cols
                 width = min(block_cols, n - c0)
-                state.acc[g][:, c0:c0 + width] += product[:, :width]
+                state.acc[g][:, c0:c0 + width] += product[:, slot * block_cols:slot * block_cols + width]
         if len(state.done) == total:
             self.values[instr["out"]] = self._finish(layer, attrs, state, k, n)
             del self._acc[layer.name]
@@ -202,8 +208,9 @@ class Machine:
             weight = self.w[layer.weight("weight")[0]].reshape(groups, n, k)
             self._weight_sums[layer.name] = weight.sum(2, dtype=np.int64)[:, None, :]
         w_sum = self._weight_sums[layer.name]
-        x_sum = np.stack([win.sum(1, dtype=np.int64) for win in state.windows])[:, :, None]
-        acc = np.rint(state.acc).astype(np.int64) - attrs["w_zp"] * x_sum - attrs["x_zp"] * w_sum + k * attrs["x_zp"] * attrs["w_zp"]
+        x_sum = np.stack([win.sum(1, dtype=np.uint32) for win in state.windows]).astype(np.int64)[:, :, None]
+        # the float64 accumulator holds exact integers: convert without rounding
+        acc = state.acc.astype(np.int64) - attrs["w_zp"] * x_sum - attrs["x_zp"] * w_sum + k * attrs["x_zp"] * attrs["w_zp"]
         acc = acc.transpose(1, 0, 2).reshape(acc.shape[1], groups * n)
         bias = layer.weight("bias")
         if bias is not None:
