@@ -111,7 +111,7 @@ def cmd_compile(args, out: Console) -> int:
 
 
 def cmd_run(args, out: Console) -> int:
-    from .runtime.report import print_run, write_plot, write_report, write_trace
+    from .runtime.report import adc_error, print_run, write_plot, write_report, write_trace
     from .runtime.run import run_file
 
     if args.inferences < 1:
@@ -120,6 +120,8 @@ def cmd_run(args, out: Console) -> int:
         raise UsageError("--timing-only computes no activations: it cannot write --output or model an ADC")
     result = run_file(args.program, args.input, args.hw, inferences=args.inferences, adc_bits=args.adc_bits,
                       adc_lsb=args.adc_lsb, compute=not args.timing_only)
+    if args.adc_bits is not None:  # never silently: say what the finite ADC did to the outputs
+        result.adc_error = adc_error(result, run_file(args.program, args.input, args.hw))
     if args.output:
         result.save_output(args.output)
     if args.report:

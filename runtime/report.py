@@ -40,6 +40,9 @@ def print_run(result, out: Console) -> None:
     if bs.adc_bits is not None:
         stats.add_row(f"ADC {bs.adc_bits}-bit samples clipped",
                       f"{bs.clipped:,} of {bs.samples:,} ({bs.clipped / max(bs.samples, 1):.2%})")
+        for name, e in (getattr(result, "adc_error", None) or {}).items():
+            stats.add_row(f"ADC error on {name}", f"cosine to ideal-ADC output {e['cosine_to_ideal']:.5f}, "
+                          f"max |error| {e['max_abs_error']:.4g}, rms {e['rms_error']:.4g}")
     out.print(stats)
 
 
@@ -49,10 +52,25 @@ def _atomic_write(path: str, write) -> None:
     os.replace(tmp, path)
 
 
+def adc_error(result, ideal) -> dict:
+    """What a finite ADC did to each output, against the same program with an ideal ADC."""
+    errors = {}
+    for name, got in result.outputs.items():
+        want = ideal.outputs[name].astype(np.float64).ravel()
+        diff = got.astype(np.float64).ravel() - want
+        norms = np.linalg.norm(want) * np.linalg.norm(got)
+        errors[name] = {"cosine_to_ideal": float(want @ got.astype(np.float64).ravel() / norms) if norms else 1.0,
+                        "max_abs_error": float(np.abs(diff).max()),
+                        "rms_error": float(np.sqrt(np.mean(diff * diff)))}
+    return errors
+
+
 def write_report(result, path: str) -> None:
     data = run_summary(result)
     bs = result.machine.bit_serial
     data["adc"] = {"bits": bs.adc_bits, "samples": bs.samples, "clipped": bs.clipped}
+    if getattr(result, "adc_error", None):
+        data["adc"]["error"] = result.adc_error
     _atomic_write(path, lambda tmp: open(tmp, "w").write(json.dumps(data, indent=2) + "\n"))
 
 

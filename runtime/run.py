@@ -29,6 +29,7 @@ class Result:
     machine: Machine
     timing: Timing
     inference: int = 1
+    adc_error: dict | None = None  # per output, against an ideal ADC (set when a finite ADC ran)
 
     def save_output(self, path: str) -> None:
         """One output: a .npy of it; several: an .npz keyed by output name. Written atomically."""

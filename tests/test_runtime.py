@@ -98,3 +98,16 @@ def test_cli_rejects_input_of_wrong_shape(tmp_path):
     _, path = compiled("digits-cnn")
     np.save(tmp_path / "x.npy", np.zeros((1, 1, 9, 9), np.float32))
     assert main(["run", path, "--input", str(tmp_path / "x.npy")]) == 2
+
+
+def test_cli_reports_the_error_a_finite_adc_causes(tmp_path):
+    import json
+
+    from arasc.cli import main
+
+    _, path = compiled("resnet50-small")
+    assert main(["run", path, "--adc-bits", "6", "--inferences", "1", "--report", str(tmp_path / "r.json")]) == 0
+    adc = json.loads((tmp_path / "r.json").read_text())["adc"]
+    assert adc["bits"] == 6 and 0 < adc["clipped"] < adc["samples"]
+    (error,) = adc["error"].values()
+    assert error["cosine_to_ideal"] < 1.0 and error["max_abs_error"] > 0
