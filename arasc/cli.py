@@ -102,7 +102,7 @@ def cmd_compile(args, out: Console) -> int:
         raise UsageError(f"-o {args.output}: folder {folder} does not exist")
     loaded = load(args.model, args.frontend)
     compiled = compile_model(loaded.model, hardware(args), calibration_inputs(args, loaded.example_inputs),
-                             loaded.example_inputs, weights_name(args.output), args.scheduler)
+                             loaded.example_inputs, weights_name(args.output), args.scheduler, args.banks)
     weights_path = write_compiled(compiled, args.output)
     p = compiled.program
     out.print(f"wrote {args.output} ({len(p.write) + len(p.compute):,} instructions: {len(p.write):,} write, "
@@ -203,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the traced batch size (default: the example inputs)")
     p.add_argument("--scheduler", choices=("aras", "naive"), default="aras", help="aras: write released rows at once, "
                    "overlapping compute (paper IV, Fig. 8); naive: write a layer, compute it, next (Fig. 7)")
+    p.add_argument("--banks", choices=("ilp", "greedy"), default="ilp", help="Gbuffer banks per layer: ilp = least "
+                   "static power (paper V-A, OR-Tools), greedy = smallest bank that fits")
     p.add_argument("--frontend", choices=("auto", "fx", "export"), default="auto", help=frontend_help)
     p.set_defaults(run=cmd_compile)
 

@@ -1,6 +1,7 @@
 """The compiler driver, top to bottom: frontend model -> passes -> schedule -> `.aras` program.
 
-    quantize (INT8, DESIGN.md 3) -> tile (128x128 blocks) -> schedule (paper IV) -> emit
+    quantize (INT8, DESIGN.md 3) -> tile (128x128 blocks) -> schedule (paper IV) -> emit, with
+    Gbuffer banks chosen per layer (paper V-A)
 
 Writing is atomic: the weight file and the program text go to temporary names first and are
 renamed into place only when both are complete, so a failure never leaves a half-written file."""
@@ -42,11 +43,11 @@ def passes(calibration):
 
 
 def compile_model(model: Model, hw: Hardware, calibration, example_inputs, weights_file: str,
-                  scheduler: str = "aras") -> Compiled:
+                  scheduler: str = "aras", banks: str = "ilp") -> Compiled:
     stages = run_pipeline(model, hw, passes(calibration))
     final = stages[-1].model
     schedule = SCHEDULERS[scheduler](final, hw)
-    compute = emit_compute(final, hw, schedule.bindings, schedule.write_tokens.get)
+    compute = emit_compute(final, hw, schedule.bindings, schedule.write_tokens.get, banks)
     tensors = program_tensors(final)
     for value, x in zip(final.graph.inputs, example_inputs):
         tensors[INPUT_PREFIX + value.name] = np.ascontiguousarray(np.asarray(x))

@@ -1,9 +1,9 @@
 """Gbuffer bank choice per layer: which banks hold the layer's inputs and which its output
 (a bank holds inputs or outputs of a layer, never both; DESIGN.md section 2).
 
-This is the simple rule every scheduler starts from: for each side, the smallest single bank
-that fits, else the largest free banks until the bytes fit. The paper's ILP (section V-A)
-replaces it in the bank-selection pass. A layer whose activations exceed the whole Gbuffer is
+This is the simple rule (`arasc compile --banks greedy`): for each side, the smallest single bank
+that fits, else the largest free banks until the bytes fit. The paper's ILP (section V-A) is
+`bank_selection.py`, the default. A layer whose activations exceed the whole Gbuffer is
 partitioned (paper V-A: "process them in multiple iterations"): the bytes that do not fit
 spill to main memory and stream back, which the timing model charges at the memory bandwidth."""
 from __future__ import annotations

@@ -16,6 +16,7 @@ import numpy as np
 from ..ir import OPS, Layer, Model
 from ..isa.hardware import Hardware, hardware_fingerprint
 from ..isa.program import Instr, LayerDef, Port, Program, TensorSpec
+from .bank_selection import select_banks
 from .banks import choose_banks
 from .segments import Segment
 
@@ -38,10 +39,11 @@ def layer_defs(model: Model) -> list[LayerDef]:
 
 
 def emit_compute(model: Model, hw: Hardware, bindings: dict[str, list[tuple[Segment, tuple[int, ...]]]],
-                 write_tokens: Callable[[Segment], str | None]) -> list[Instr]:
+                 write_tokens: Callable[[Segment], str | None], banks: str = "ilp") -> list[Instr]:
     """The compute stream: for each mvm segment, wait for its blocks, compute, release the rows,
     signal. `bindings[layer]` lists (segment, rows) in order; `write_tokens(segment)` names the
-    token the write stream raises once the segment's blocks are written."""
+    token the write stream raises once the segment's blocks are written. `banks` picks the
+    Gbuffer banks of each layer: "ilp" (paper V-A, least static power) or "greedy" (banks.py)."""
     graph = model.graph
     types = graph.types()
     outputs = set(graph.outputs)
@@ -58,7 +60,11 @@ def emit_compute(model: Model, hw: Hardware, bindings: dict[str, list[tuple[Segm
         if layer.op == "dequantize" and layer.name in outputs:
             continue
         in_bytes = sum(spec(types[name]).nbytes for name in layer.inputs)
-        banks_in, banks_out, spill = choose_banks(in_bytes, spec(layer.type).nbytes, hw.gbuffer.banks_bytes)
+        if banks == "ilp":
+            banks_in, banks_out, spill = select_banks(in_bytes, spec(layer.type).nbytes, hw.gbuffer.banks_bytes,
+                                                      hw.gbuffer_bank_static_w)
+        else:
+            banks_in, banks_out, spill = choose_banks(in_bytes, spec(layer.type).nbytes, hw.gbuffer.banks_bytes)
         stream.append(Instr("bank", {"in": banks_in, "out": banks_out, "spill": spill}))
         if OPS[layer.op].kind == "mvm":
             for segment, rows in bindings[layer.name]:
