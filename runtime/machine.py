@@ -17,10 +17,10 @@ import numpy as np
 
 from ..isa.hardware import Hardware
 from ..isa.program import Instr, LayerDef, Program
-from ..isa.tiling import cell_levels, layer_blocks as tile_blocks, matrix_shape
+from ..isa.tiling import cell_levels, layer_blocks as tiled_blocks, matrix_shape
 from .crossbar import BitSerial
 from .sfu import SFU_OPS
-from .verify import layer_blocks
+from .verify import layer_grid
 from .windows import conv_windows
 
 
@@ -99,12 +99,12 @@ class Machine:
         self.outputs[port.name] = SFU_OPS["dequantize"]([self.values[instr["value"]]], dict(port.attrs), {})
 
     # ---- crossbars ----------------------------------------------------------------------------
-    def layer_blocks(self, layer: LayerDef) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def block_contents(self, layer: LayerDef) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(packed blocks [B, rows, cols], mask of the cells that hold a weight, cells per block),
         computed once per layer."""
         if layer.name not in self._blocks_cache:
             name, _ = layer.weight("weight")
-            blocks, used = tile_blocks(self.w[name], dict(layer.attrs), self.hw)
+            blocks, used = tiled_blocks(self.w[name], dict(layer.attrs), self.hw)
             self._blocks_cache[layer.name] = (blocks, used, used.sum((1, 2)) * self.hw.cells_per_weight)
         return self._blocks_cache[layer.name]
 
@@ -127,7 +127,7 @@ class Machine:
             blocks.append(instr["block"])
             rows_of.append(row)
         for name, (blocks, rows_of) in by_layer.items():
-            contents, masks, used_cells = self.layer_blocks(self.layers[name])
+            contents, masks, used_cells = self.block_contents(self.layers[name])
             new, used, old = contents[blocks], masks[blocks], self.cells[rows_of]
             merged = np.where(used, new, old)  # cells outside a partial block pair with themselves: 0 pulses
             cost = self.write_table[merged.astype(np.uint16) << 8 | old]
@@ -148,7 +148,7 @@ class Machine:
         layer = self.layers[instr["layer"]]
         attrs = dict(layer.attrs)
         state = self._acc.get(layer.name) or self._start(layer, attrs, self.values[instr["input"]])
-        groups, kb, nb, total = layer_blocks(layer, self.hw)
+        groups, kb, nb, total = layer_grid(layer, self.hw)
         first, last = instr["blocks"]
         rows = instr["rows"][: last - first + 1]  # replicas hold the same blocks: read the first copy
         k, n = matrix_shape(self.w[layer.weight("weight")[0]].shape, groups)

@@ -32,6 +32,7 @@ import numpy as np
 from ..isa.hardware import Hardware
 from ..isa.program import Instr, Program
 from ..isa.tiling import block_grid, matrix_shape
+from .verify import layer_grid
 
 
 @dataclass
@@ -72,10 +73,8 @@ class Timing:
     banks_since: float = 0.0
 
     def __post_init__(self):
-        xbar, hw = self.hw.crossbar, self.hw
-        block_bytes = hw.chip.apus_per_row * hw.weights_per_crossbar * xbar.weight_bits / 8
-        bytes_per_cycle = hw.memory.bandwidth_bytes_per_s / hw.chip.clock_hz
-        self.max_inflight = max(1, math.floor(bytes_per_cycle / (block_bytes / xbar.write_cycles_per_crossbar)))
+        self.max_inflight = max_blocks_writing(self.hw)
+        self._grids: dict[str, tuple[int, int, int, int]] = {}  # layer -> (K, N, kb, nb)
         self.layers = {layer.name: layer for layer in self.program.layers}
         # declared types of every value: the timing model needs shapes, never values
         self.types = {i["out"]: i["type"] for i in self.program.compute if i.opcode in ("load", "mvm", "sfu")}
@@ -119,9 +118,11 @@ class Timing:
 
     def _block_shape(self, layer, block) -> tuple[int, int]:
         """(matrix rows, matrix columns) a block of `layer` holds: edge blocks are partial."""
-        _, spec = layer.weight("weight")
-        k, n = matrix_shape(spec.shape, layer.attr("groups", 1))
-        kb, nb = block_grid(k, n, self.hw)
+        if layer.name not in self._grids:
+            _, spec = layer.weight("weight")
+            k, n = matrix_shape(spec.shape, layer.attr("groups", 1))
+            self._grids[layer.name] = (k, n, *block_grid(k, n, self.hw))
+        k, n, kb, nb = self._grids[layer.name]
         rows, cols = self.hw.block
         j, i = divmod(block % (kb * nb), kb)
         return min(rows, k - i * rows), min(cols, n - j * cols)
@@ -194,13 +195,18 @@ class Timing:
         self.cycles = end
 
 
+def max_blocks_writing(hw: Hardware) -> int:
+    """Blocks main memory can feed at once: each streams its bytes over one crossbar write time."""
+    block_bytes = hw.chip.apus_per_row * hw.weights_per_crossbar * hw.crossbar.weight_bits / 8
+    bytes_per_cycle = hw.memory.bandwidth_bytes_per_s / hw.chip.clock_hz
+    return max(1, math.floor(bytes_per_cycle / (block_bytes / hw.crossbar.write_cycles_per_crossbar)))
+
+
 def upper_bound_cycles(program: Program, hw: Hardware) -> float:
     """Paper VII-B: the time to write every weight of the DNN once with all crossbars busy (and at
     least one crossbar write: a block takes that long however few there are)."""
-    from .verify import layer_blocks
-
-    blocks = sum(layer_blocks(layer, hw)[3] for layer in program.layers)
-    slots = min(hw.apu_rows, Timing(program, hw).max_inflight)
+    blocks = sum(layer_grid(layer, hw)[3] for layer in program.layers)
+    slots = min(hw.apu_rows, max_blocks_writing(hw))
     return max(blocks / slots, 1.0) * hw.crossbar.write_cycles_per_crossbar
 
 

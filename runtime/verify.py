@@ -34,7 +34,7 @@ class Event:
         return all(a <= b for a, b in zip(self.clock, other.clock)) and self != other
 
 
-def layer_blocks(layer, hw: Hardware) -> tuple[int, int, int, int]:
+def layer_grid(layer, hw: Hardware) -> tuple[int, int, int, int]:
     """(groups, kb, nb, total blocks) of a crossbar layer, from its weight's shape."""
     _, spec = layer.weight("weight")
     groups = layer.attr("groups", 1)
@@ -106,7 +106,7 @@ class Verifier:
                 if instr.opcode in ("wr", "mvm"):
                     if instr["layer"] not in layers:
                         self.fail(instr, f"no .layer {instr['layer']}")
-                    total = layer_blocks(layers[instr["layer"]], self.hw)[3]
+                    total = layer_grid(layers[instr["layer"]], self.hw)[3]
                     first, last = (instr["block"],) * 2 if instr.opcode == "wr" else instr["blocks"]
                     if not 0 <= first <= last < total:
                         self.fail(instr, f"block {first if first >= total else last} out of range: "
@@ -122,7 +122,7 @@ class Verifier:
                     self.fail(instr, f"wait ${instr['token']} has no matching signal in either stream")
         for layer in self.p.layers:
             covered = [i["blocks"] for i in self.p.compute if i.opcode == "mvm" and i["layer"] == layer.name]
-            total = layer_blocks(layer, self.hw)[3]
+            total = layer_grid(layer, self.hw)[3]
             expected, ok = 0, True
             for first, last in covered:
                 ok &= first == expected

@@ -48,12 +48,12 @@ def emit_compute(model: Model, hw: Hardware, bindings: dict[str, list[tuple[Segm
     types = graph.types()
     outputs = set(graph.outputs)
     stream: list[Instr] = []
-    loaded = {}
+    loaded = set()
     for value in graph.inputs:
         quantizer = next((l for l in graph.layers if l.op == "quantize" and l.inputs == (value.name,)), None)
         out = quantizer if quantizer is not None else value
         stream.append(Instr("load", {"out": out.name, "port": value.name, "type": spec(out.type)}))
-        loaded[out.name] = True
+        loaded.add(out.name)
     for layer in graph.layers:
         if layer.name in loaded:
             continue
