@@ -49,15 +49,17 @@ class Instr:
     args: tuple[tuple[str, Any], ...]
     line: int = field(default=0, compare=False)
     column: int = field(default=0, compare=False)
+    _by_name: dict = field(init=False, repr=False, compare=False)  # the operands by name: a lookup per use
 
     def __post_init__(self):
         object.__setattr__(self, "args", _frozen(self.args))
+        object.__setattr__(self, "_by_name", dict(self.args))
 
     def __getitem__(self, key: str):
-        return dict(self.args)[key]
+        return self._by_name[key]
 
     def get(self, key: str, default=None):
-        return dict(self.args).get(key, default)
+        return self._by_name.get(key, default)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ counts come from a 256 x 256 table of per-cell level differences.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,7 @@ from ..isa.hardware import Hardware
 from ..isa.program import Instr, LayerDef, Program
 from ..isa.tiling import cell_levels, layer_blocks as tiled_blocks, matrix_shape
 from .crossbar import BitSerial
+from .kernels import requantize, write_cells
 from .sfu import SFU_OPS
 from .verify import layer_grid
 from .windows import conv_windows
@@ -72,8 +74,11 @@ class Machine:
         self.writes = WriteStats()
         self.bit_serial = BitSerial(xbar.weight_bits, xbar.cell_bits, hw.cells_per_weight, adc_bits, adc_lsb)
         self.use_bit_serial = adc_bits is not None if bit_serial is None else bit_serial
+        # K-chunks one float32 product may span: its sums (of uint8 inputs x weights) stay exact below 2^24
+        largest = 255 * ((1 << xbar.weight_bits) - 1) * rows
+        self.exact_chunks = max(1, ((1 << 24) - 1) // largest)
         self._blocks_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._weight_sums: dict[str, np.ndarray] = {}
+        self._column_cache: dict[str, np.ndarray] = {}
         self._acc: dict[str, _Accumulator] = {}
         self.handlers = {"wr": self.wr, "signal": self.nop, "wait": self.nop, "load": self.load, "store": self.store,
                          "bank": self.nop, "mvm": self.mvm, "sfu": self.sfu, "release": self.release}
@@ -99,13 +104,14 @@ class Machine:
         self.outputs[port.name] = SFU_OPS["dequantize"]([self.values[instr["value"]]], dict(port.attrs), {})
 
     # ---- crossbars ----------------------------------------------------------------------------
-    def block_contents(self, layer: LayerDef) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(packed blocks [B, rows, cols], mask of the cells that hold a weight, cells per block),
-        computed once per layer."""
+    def block_contents(self, layer: LayerDef) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(packed blocks [B, rows, cols], mask of the cells that hold a weight, which blocks are
+        partial, cells per block), computed once per layer."""
         if layer.name not in self._blocks_cache:
             name, _ = layer.weight("weight")
             blocks, used = tiled_blocks(self.w[name], dict(layer.attrs), self.hw)
-            self._blocks_cache[layer.name] = (blocks, used, used.sum((1, 2)) * self.hw.cells_per_weight)
+            partial = ~used.all((1, 2))
+            self._blocks_cache[layer.name] = (blocks, used, partial, used.sum((1, 2)) * self.hw.cells_per_weight)
         return self._blocks_cache[layer.name]
 
     def wr(self, instr: Instr) -> None:
@@ -127,16 +133,13 @@ class Machine:
             blocks.append(instr["block"])
             rows_of.append(row)
         for name, (blocks, rows_of) in by_layer.items():
-            contents, masks, used_cells = self.block_contents(self.layers[name])
-            new, used, old = contents[blocks], masks[blocks], self.cells[rows_of]
-            merged = np.where(used, new, old)  # cells outside a partial block pair with themselves: 0 pulses
-            cost = self.write_table[merged.astype(np.uint16) << 8 | old]
-            self.writes.pulses += int((cost >> 4).sum(dtype=np.int64))
-            changed = int((cost & 15).sum(dtype=np.int64))
-            self.writes.cells_written += changed
-            self.writes.cells_skipped += int(used_cells[blocks].sum()) - changed
+            contents, masks, partial, used_cells = self.block_contents(self.layers[name])
+            pulses, changed = write_cells(self.cells, np.array(rows_of, np.int64), contents,
+                                          np.array(blocks, np.int64), masks, partial, self.write_table)
+            self.writes.pulses += int(pulses)
+            self.writes.cells_written += int(changed)
+            self.writes.cells_skipped += int(used_cells[blocks].sum()) - int(changed)
             self.writes.blocks += len(blocks)
-            self.cells[rows_of] = merged
             for block, row in zip(blocks, rows_of):
                 self.owner[row] = (name, block)
 
@@ -152,40 +155,75 @@ class Machine:
         first, last = instr["blocks"]
         rows = instr["rows"][: last - first + 1]  # replicas hold the same blocks: read the first copy
         k, n = matrix_shape(self.w[layer.weight("weight")[0]].shape, groups)
-        block_rows, block_cols = self.hw.block
-        # Blocks sharing a K-chunk read the same inputs: one product over all their columns.
-        chunks: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        held: dict[tuple[int, int], dict[int, int]] = {}  # (group, K-chunk) -> {column block: APU row}
         for block, row in zip(range(first, last + 1), rows):
             if self.owner[row] != (layer.name, block):
                 raise ExecutionError(f"line {instr.line}: APU row {row} holds {self.owner[row]}, not "
                                      f"{layer.name}[{block}]")
             g, local = divmod(block, kb * nb)
             j, i = divmod(local, kb)
-            chunks.setdefault((g, i), []).append((j, row))
+            held.setdefault((g, i), {})[j] = row
             state.done.add(block)
-        for (g, i), columns in chunks.items():
-            r0 = i * block_rows
-            x = state.windows[g][:, r0:r0 + block_rows]
+        for g, chunks, columns in self._products(held):
+            r0 = chunks[0] * self.hw.block[0]
+            r1 = min(r0 + len(chunks) * self.hw.block[0], k)
+            x = state.windows[g][:, r0:r1]
             if self.use_bit_serial:
-                x = np.pad(x, ((0, 0), (0, block_rows - x.shape[1])))  # rows past K get no input
-                levels = np.hstack([cell_levels(self.cells[row], self.hw) for _, row in columns])
-                product = self.bit_serial.product(x, levels)
+                product = self._bit_serial_product(x, [held[g, chunks[0]][j] for j in columns])
             else:  # the ideal ADC: the product with the weights the cells encode, exactly
-                weights = np.hstack([self.cells[row][:x.shape[1]] for _, row in columns]).astype(np.float32)
-                product = x.astype(np.float32) @ weights
-            js = [j for j, _ in columns]
-            if js == list(range(js[0], js[0] + len(js))):  # consecutive column blocks: one add
-                c0 = js[0] * block_cols
-                width = min(len(js) * block_cols, n - c0)
-                state.acc[g][:, c0:c0 + width] += product[:, :width]
-                continue
-            for slot, j in enumerate(js):
-                c0 = j * block_cols
-                width = min(block_cols, n - c0)
-                state.acc[g][:, c0:c0 + width] += product[:, slot * block_cols:slot * block_cols + width]
+                product = x @ self._weight_matrix(held, g, chunks, columns, r1 - r0)
+            self._accumulate(state.acc[g], product, columns, n)
         if len(state.done) == total:
             self.values[instr["out"]] = self._finish(layer, attrs, state, k, n)
             del self._acc[layer.name]
+
+    def _products(self, held: dict[tuple[int, int], dict[int, int]]) -> list[tuple[int, list[int], list[int]]]:
+        """The products one mvm makes: (group, consecutive K-chunks, column blocks). Blocks sharing
+        a K-chunk read the same inputs, so one product spans all their columns; with an ideal ADC
+        consecutive K-chunks over the same columns also share one product, as many as float32
+        sums stay exact for (the bit-serial emulation keeps one crossbar's 128 rows per sample)."""
+        span = 1 if self.use_bit_serial else self.exact_chunks
+        products: list[tuple[int, list[int], list[int]]] = []
+        for g, i in sorted(held):
+            columns = sorted(held[g, i])
+            if products:
+                last_g, chunks, last_columns = products[-1]
+                if (last_g, chunks[-1] + 1, last_columns) == (g, i, columns) and len(chunks) < span:
+                    chunks.append(i)
+                    continue
+            products.append((g, [i], columns))
+        return products
+
+    def _weight_matrix(self, held: dict, g: int, chunks: list[int], columns: list[int], height: int) -> np.ndarray:
+        """The float32 weights of K-chunks x column blocks, read from the cells; rows past the
+        layer's K (stale cells no wordline drives) are left out."""
+        block_rows, block_cols = self.hw.block
+        weights = np.empty((height, len(columns) * block_cols), np.float32)
+        for a, i in enumerate(chunks):
+            r0 = a * block_rows
+            h = min(block_rows, height - r0)
+            for s, j in enumerate(columns):
+                weights[r0:r0 + h, s * block_cols:(s + 1) * block_cols] = self.cells[held[g, i][j]][:h]
+        return weights
+
+    def _bit_serial_product(self, x: np.ndarray, rows: list[int]) -> np.ndarray:
+        block_rows = self.hw.block[0]
+        codes = np.zeros((x.shape[0], block_rows), np.uint8)  # rows past K get no input
+        codes[:, :x.shape[1]] = x
+        levels = np.hstack([cell_levels(self.cells[row], self.hw) for row in rows])
+        return self.bit_serial.product(codes, levels)
+
+    def _accumulate(self, acc: np.ndarray, product: np.ndarray, columns: list[int], n: int) -> None:
+        block_cols = self.hw.block[1]
+        if columns == list(range(columns[0], columns[0] + len(columns))):  # consecutive: one add
+            c0 = columns[0] * block_cols
+            width = min(len(columns) * block_cols, n - c0)
+            acc[:, c0:c0 + width] += product[:, :width]
+            return
+        for slot, j in enumerate(columns):
+            c0 = j * block_cols
+            width = min(block_cols, n - c0)
+            acc[:, c0:c0 + width] += product[:, slot * block_cols:slot * block_cols + width]
 
     def _start(self, layer: LayerDef, attrs: dict, x: np.ndarray) -> _Accumulator:
         weight = self.w[layer.weight("weight")[0]]
@@ -194,7 +232,7 @@ class Machine:
             windows, out_hw = conv_windows(x, attrs, weight.shape[2:])
             lead = (x.shape[0],)
         else:
-            windows, out_hw, lead = [x.reshape(-1, x.shape[-1])], (), x.shape[:-1]
+            windows, out_hw, lead = [x.reshape(-1, x.shape[-1]).astype(np.float32)], (), x.shape[:-1]
         _, n = matrix_shape(weight.shape, groups)
         # float64 holds every partial sum exactly (below 2^53), and adds float32 products without a cast
         state = _Accumulator(np.zeros((groups, windows[0].shape[0], n), np.float64), windows, out_hw, lead)
@@ -202,27 +240,34 @@ class Machine:
         return state
 
     def _finish(self, layer: LayerDef, attrs: dict, state: _Accumulator, k: int, n: int) -> np.ndarray:
-        """Digital zero-point correction, bias, requantization (DESIGN.md section 3)."""
-        groups = state.acc.shape[0]
-        if layer.name not in self._weight_sums:  # a digital constant of the layer, known offline
-            weight = self.w[layer.weight("weight")[0]].reshape(groups, n, k)
-            self._weight_sums[layer.name] = weight.sum(2, dtype=np.int64)[:, None, :]
-        w_sum = self._weight_sums[layer.name]
-        x_sum = np.stack([win.sum(1, dtype=np.uint32) for win in state.windows]).astype(np.int64)[:, :, None]
-        # the float64 accumulator holds exact integers: convert without rounding
-        acc = state.acc.astype(np.int64) - attrs["w_zp"] * x_sum - attrs["x_zp"] * w_sum + k * attrs["x_zp"] * attrs["w_zp"]
-        acc = acc.transpose(1, 0, 2).reshape(acc.shape[1], groups * n)
-        bias = layer.weight("bias")
-        if bias is not None:
-            acc = acc + self.w[bias[0]].astype(np.int64)
-        floor = attrs["out_zp"] if attrs.get("relu") else 0
-        shift = attrs["shift"]
-        q = attrs["out_zp"] + ((acc * attrs["multiplier"] + (1 << (shift - 1))) >> shift)
-        out = np.clip(q, floor, 255).astype(np.uint8)
+        """Digital zero-point correction, bias, requantization (DESIGN.md section 3):
+        out_zp + round_half_up((acc - w_zp sum(x) - x_zp sum(w) + k x_zp w_zp + bias) m / 2^shift),
+        with the terms known offline folded into one constant per output column."""
+        groups, windows, _ = state.acc.shape
+        exact = np.float32 if k * 255 < 1 << 24 else np.float64  # sums of uint8 inputs, exact in float32 below 2^24
+        row_terms = np.stack([attrs["w_zp"] * win.sum(1, dtype=exact).astype(np.float64) for win in state.windows])
+        positions = math.prod(state.out_hw) if layer.op == "qconv2d" else 1
+        out = np.empty((windows // positions, groups * n, positions), np.uint8)
+        requantize(state.acc, row_terms, attrs["multiplier"], self._column_terms(layer, attrs, k, n), attrs["shift"],
+                   attrs["out_zp"] if attrs.get("relu") else 0, out)
         if layer.op == "qconv2d":
-            oh, ow = state.out_hw
-            return out.reshape(state.lead[0], oh, ow, groups * n).transpose(0, 3, 1, 2).copy()
+            return out.reshape(out.shape[0], groups * n, *state.out_hw)
         return out.reshape(*state.lead, groups * n)
+
+    def _column_terms(self, layer: LayerDef, attrs: dict, k: int, n: int) -> np.ndarray:
+        """int64 [groups, n]: (k x_zp w_zp - x_zp sum(w) + bias) m + 2^(shift-1) + (out_zp << shift),
+        digital constants of the layer, known offline. Adding out_zp << shift before the
+        flooring shift equals adding out_zp after it."""
+        if layer.name not in self._column_cache:
+            groups = attrs.get("groups", 1)
+            weight = self.w[layer.weight("weight")[0]].reshape(groups, n, k)
+            terms = k * attrs["x_zp"] * attrs["w_zp"] - attrs["x_zp"] * weight.sum(2, dtype=np.int64)
+            bias = layer.weight("bias")
+            if bias is not None:
+                terms = terms + self.w[bias[0]].astype(np.int64).reshape(groups, n)
+            shift = attrs["shift"]
+            self._column_cache[layer.name] = terms * attrs["multiplier"] + (1 << (shift - 1)) + (attrs["out_zp"] << shift)
+        return self._column_cache[layer.name]
 
     # ---- special function unit ----------------------------------------------------------------
     def sfu(self, instr: Instr) -> None:

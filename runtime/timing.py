@@ -102,19 +102,21 @@ class Timing:
 
     def _wr(self, stream, instr, machine):
         cycles = self.hw.crossbar.write_cycles_per_crossbar
-        layer = self.layers[instr["layer"]]
-        weights = self._block_weights(layer, instr["block"])
+        layer, block = self.layers[instr["layer"]], instr["block"]
+        memory_j = self._block_weights(layer, block) * self.hw.energy.main_memory_j_per_byte
+        name = f"write {layer.name}[{block}]"
+        inflight = self.inflight
         for row in instr["rows"]:
-            while self.inflight and self.inflight[0] <= self.clock[stream]:
-                heapq.heappop(self.inflight)
-            if len(self.inflight) >= self.max_inflight:
-                self.clock[stream] = heapq.heappop(self.inflight)
+            while inflight and inflight[0] <= self.clock[stream]:
+                heapq.heappop(inflight)
+            if len(inflight) >= self.max_inflight:
+                self.clock[stream] = heapq.heappop(inflight)
             start = self.clock[stream]
-            heapq.heappush(self.inflight, start + cycles)
-            self.peak_inflight = max(self.peak_inflight, len(self.inflight))
+            heapq.heappush(inflight, start + cycles)
+            self.peak_inflight = max(self.peak_inflight, len(inflight))
             self.last_write_done = max(self.last_write_done, start + cycles)
-            self.spans.append(Span(f"row {row}", f"write {layer.name}[{instr['block']}]", start, start + cycles))
-            self.energy.memory += weights * self.hw.energy.main_memory_j_per_byte
+            self.spans.append(Span(f"row {row}", name, start, start + cycles))
+            self.energy.memory += memory_j
 
     def _block_shape(self, layer, block) -> tuple[int, int]:
         """(matrix rows, matrix columns) a block of `layer` holds: edge blocks are partial."""

@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ALLOWED = {"arasc.isa", "arasc.runtime"}
-THIRD_PARTY = {"numpy", "lark", "rich", "matplotlib", "safetensors"}
+THIRD_PARTY = {"numpy", "numba", "lark", "rich", "matplotlib", "safetensors"}
 
 
 def imported_modules(path: Path):

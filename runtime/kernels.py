@@ -1,0 +1,71 @@
+"""Fused integer loops of the interpreter-simulator, compiled by numba.
+
+Each is one pass over its data where numpy needs six to ten (casts, masks, table gathers, separate
+sums), and these passes, not the arithmetic, bound the interpreter: a ResNet-50 inference writes
+25 M weights and requantizes 11 M outputs. The products stay with BLAS (`machine.py`).
+Every kernel is exact integer arithmetic; tests compare each with its plain numpy statement.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def write_cells(cells, rows, contents, blocks, masks, partial, table):  # pragma: no cover - compiled
+    """cells[rows[b]] <- contents[blocks[b]] where masks[blocks[b]] (everywhere when the block
+    is not `partial`), for rows that are all different. table[new << 8 | old] = 16 x pulses +
+    changed cells of a packed weight. Returns (pulses, changed cells) summed over all writes."""
+    pulses = 0
+    changed = 0
+    height, width = cells.shape[1], cells.shape[2]
+    for b in range(len(rows)):
+        dst, src, block = cells[rows[b]], contents[blocks[b]], blocks[b]
+        for r in range(height):
+            for col in range(width):
+                if partial[block] and not masks[block, r, col]:
+                    continue  # a cell outside a partial block keeps its level
+                cost = table[(np.int64(src[r, col]) << 8) | dst[r, col]]
+                pulses += cost >> 4
+                changed += cost & 15
+                dst[r, col] = src[r, col]
+    return pulses, changed
+
+
+@njit(cache=True, nogil=True)
+def requantize(acc, row_terms, multiplier, column_terms, shift, floor, out):  # pragma: no cover - compiled
+    """out[b, g*N + c, p] = clip(((acc[g, w, c] - row_terms[g, w]) * multiplier + column_terms[g, c])
+    >> shift, floor, 255) for window w = b * positions + p, acc and row_terms float64 holding
+    exact integers; out [batch, channels, positions] is NCHW for a convolution (positions = OH x OW)."""
+    groups, windows, n = acc.shape
+    batch, _, positions = out.shape
+    for b in range(batch):
+        for p in range(positions):
+            w = b * positions + p
+            for g in range(groups):
+                row = np.int64(row_terms[g, w])
+                for c in range(n):
+                    q = ((np.int64(acc[g, w, c]) - row) * multiplier + column_terms[g, c]) >> shift
+                    out[b, g * n + c, p] = min(max(q, floor), 255)
+
+
+@njit(cache=True, nogil=True)
+def im2col(x, first_channel, kernel, stride, padding, dilation, pad_value, out_hw, out):  # pragma: no cover - compiled
+    """The windows of a convolution, transposed: out[(c, i, j), (b, oy, ox)] =
+    x[b, first_channel + c, oy sh - ph + i dh, ox sw - pw + j dw], or pad_value outside the image.
+    Transposed, each row is written in order and read from a row of x."""
+    batch, _, height, width = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel, stride, padding, dilation, out_hw
+    for c in range(out.shape[0] // (kh * kw)):
+        for i in range(kh):
+            for j in range(kw):
+                row = out[(c * kh + i) * kw + j]
+                w = 0
+                for b in range(batch):
+                    image = x[b, first_channel + c]
+                    for oy in range(oh):
+                        y = oy * sh - ph + i * dh
+                        for ox in range(ow):
+                            xx = ox * sw - pw + j * dw
+                            row[w] = image[y, xx] if 0 <= y < height and 0 <= xx < width else pad_value
+                            w += 1
