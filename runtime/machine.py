@@ -61,7 +61,7 @@ class _Accumulator:
 
 class Machine:
     def __init__(self, program: Program, weights: dict[str, np.ndarray], hw: Hardware, adc_bits: int | None = None,
-                 adc_lsb: int = 1, bit_serial: bool | None = None, compute: bool = True):
+                 adc_lsb: int = 1, bit_serial: bool = False, compute: bool = True):
         self.p, self.w, self.hw = program, weights, hw
         xbar = hw.crossbar
         rows, cols = hw.block
@@ -73,7 +73,13 @@ class Machine:
         self.layers = {layer.name: layer for layer in program.layers}
         self.writes = WriteStats()
         self.bit_serial = BitSerial(xbar.weight_bits, xbar.cell_bits, hw.cells_per_weight, adc_bits, adc_lsb)
-        self.use_bit_serial = adc_bits is not None if bit_serial is None else bit_serial
+        # How products are made. "exhaustive" emulates every bitline sample (`bit_serial`, the
+        # reference); the shortcuts of crossbar.py give the same result: "exact" for an ideal ADC,
+        # "clipping" for a finite ADC of unit step.
+        if bit_serial or (adc_bits is not None and adc_lsb != 1):
+            self.products = "exhaustive"
+        else:
+            self.products = "exact" if adc_bits is None else "clipping"
         # K-chunks one float32 product may span: its sums (of uint8 inputs x weights) stay exact below 2^24
         largest = 255 * ((1 << xbar.weight_bits) - 1) * rows
         self.exact_chunks = max(1, ((1 << 24) - 1) // largest)
@@ -168,10 +174,14 @@ class Machine:
             r0 = chunks[0] * self.hw.block[0]
             r1 = min(r0 + len(chunks) * self.hw.block[0], k)
             x = state.windows[g][:, r0:r1]
-            if self.use_bit_serial:
-                product = self._bit_serial_product(x, [held[g, chunks[0]][j] for j in columns])
-            else:  # the ideal ADC: the product with the weights the cells encode, exactly
+            rows_read = [held[g, chunks[0]][j] for j in columns]
+            if self.products == "exhaustive":
+                product = self._bit_serial_product(x, rows_read)
+            elif self.products == "exact":  # the product with the weights the cells encode
                 product = x @ self._weight_matrix(held, g, chunks, columns, r1 - r0)
+            else:
+                product = self.bit_serial.clipping_product(x, self._weight_matrix(held, g, chunks, columns, r1 - r0),
+                                                           self._levels(rows_read))
             self._accumulate(state.acc[g], product, columns, n)
         if len(state.done) == total:
             self.values[instr["out"]] = self._finish(layer, attrs, state, k, n)
@@ -182,7 +192,7 @@ class Machine:
         a K-chunk read the same inputs, so one product spans all their columns; with an ideal ADC
         consecutive K-chunks over the same columns also share one product, as many as float32
         sums stay exact for (the bit-serial emulation keeps one crossbar's 128 rows per sample)."""
-        span = 1 if self.use_bit_serial else self.exact_chunks
+        span = self.exact_chunks if self.products == "exact" else 1
         products: list[tuple[int, list[int], list[int]]] = []
         for g, i in sorted(held):
             columns = sorted(held[g, i])
@@ -210,8 +220,11 @@ class Machine:
         block_rows = self.hw.block[0]
         codes = np.zeros((x.shape[0], block_rows), np.uint8)  # rows past K get no input
         codes[:, :x.shape[1]] = x
-        levels = np.hstack([cell_levels(self.cells[row], self.hw) for row in rows])
-        return self.bit_serial.product(codes, levels)
+        return self.bit_serial.product(codes, self._levels(rows))
+
+    def _levels(self, rows: list[int]) -> np.ndarray:
+        """[block rows, cells of the rows side by side]: the cell levels of APU rows that share inputs."""
+        return np.hstack([cell_levels(self.cells[row], self.hw) for row in rows])
 
     def _accumulate(self, acc: np.ndarray, product: np.ndarray, columns: list[int], n: int) -> None:
         block_cols = self.hw.block[1]

@@ -31,6 +31,18 @@ def test_interpreter_equals_reference_bit_for_bit(name):
         assert cosine(got, want) >= 0.99
 
 
+@pytest.mark.parametrize("name", SMALL_MODELS)
+def test_finite_adc_shortcut_equals_every_sample_emulated(name):
+    _, path = compiled(name)
+    short = run_file(path, adc_bits=5)
+    full = run_file(path, adc_bits=5, bit_serial=True)
+    assert (short.machine.products, full.machine.products) == ("clipping", "exhaustive")
+    for got, want in zip(short.outputs.values(), full.outputs.values()):
+        assert np.array_equal(got, want)
+    counts = [(r.machine.bit_serial.clipped, r.machine.bit_serial.samples) for r in (short, full)]
+    assert counts[0] == counts[1] and counts[0][0] > 0
+
+
 def test_digits_accuracy_on_the_interpreter(tmp_path):
     from arasc.models.digits import load_digits_split
 

@@ -1,0 +1,104 @@
+"""The interpreter's fused loops and shortcuts, each against the plain statement it replaces."""
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.lib.stride_tricks import sliding_window_view
+
+from arasc.isa.hardware import default_hardware
+from arasc.isa.tiling import cell_levels
+from arasc.runtime.crossbar import BitSerial
+from arasc.runtime.kernels import requantize, write_cells
+from arasc.runtime.machine import _write_table
+from arasc.runtime.windows import conv_windows
+
+HW = default_hardware()
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), adc_bits=st.integers(3, 9), rows=st.integers(1, 128),
+       windows=st.integers(1, 40), sparsity=st.floats(0, 0.9))
+def test_clipping_shortcut_equals_every_sample_emulated(seed, adc_bits, rows, windows, sparsity):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (windows, rows)).astype(np.uint8)
+    x[rng.random(x.shape) < sparsity] = 0
+    packed = rng.integers(0, 256, (128, 256)).astype(np.uint8)  # two APU rows side by side
+    levels = np.hstack([cell_levels(packed[:, :128], HW), cell_levels(packed[:, 128:], HW)])
+    full = BitSerial(8, 2, 4, adc_bits)
+    padded = np.zeros((windows, 128), np.uint8)
+    padded[:, :rows] = x
+    want = full.product(padded, levels)
+    short = BitSerial(8, 2, 4, adc_bits)
+    got = short.clipping_product(x.astype(np.float32), packed[:rows].astype(np.float32), levels)
+    assert np.array_equal(got.astype(np.int64), want)
+    assert (short.clipped, short.samples) == (full.clipped, full.samples)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), writes=st.integers(1, 6), partial_block=st.booleans())
+def test_write_cells_counts_pulses_as_the_table_says(seed, writes, partial_block):
+    rng = np.random.default_rng(seed)
+    cells = rng.integers(0, 256, (8, 128, 128)).astype(np.uint8)
+    contents = rng.integers(0, 256, (5, 128, 128)).astype(np.uint8)
+    masks = np.ones(contents.shape, bool)
+    if partial_block:
+        masks[2, 100:] = False
+        masks[2, :, 70:] = False
+    partial = ~masks.all((1, 2))
+    rows = rng.permutation(8)[:writes]
+    blocks = rng.integers(0, 5, writes)
+    table = _write_table(HW)
+    want_cells, pulses, changed = cells.copy(), 0, 0
+    for row, block in zip(rows, blocks):
+        new = np.where(masks[block], contents[block], want_cells[row])
+        cost = table[new.astype(np.int64) << 8 | want_cells[row]]
+        pulses += int((cost >> 4).sum())
+        changed += int((cost & 15).sum())
+        want_cells[row] = new
+    got = write_cells(cells, rows.astype(np.int64), contents, blocks.astype(np.int64), masks, partial, table)
+    assert (int(got[0]), int(got[1])) == (pulses, changed)
+    assert np.array_equal(cells, want_cells)
+
+
+def test_write_table_is_level_distance():
+    table = _write_table(HW).reshape(256, 256)
+    for new, old in [(0, 0), (255, 0), (0b11100100, 0b00011011), (7, 5)]:
+        a, b = cell_levels(np.array([new], np.uint8), HW), cell_levels(np.array([old], np.uint8), HW)
+        assert table[new, old] >> 4 == int(np.abs(a.astype(int) - b).sum())
+        assert table[new, old] & 15 == int((a != b).sum())
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), groups=st.integers(1, 3), relu=st.booleans(), shift=st.integers(8, 40))
+def test_requantize_is_the_integer_formula(seed, groups, relu, shift):
+    rng = np.random.default_rng(seed)
+    batch, positions, n = 2, 6, 5
+    acc = rng.integers(-2**27, 2**27, (groups, batch * positions, n)).astype(np.float64)
+    rows = rng.integers(-2**20, 2**20, (groups, batch * positions)).astype(np.float64)
+    columns = rng.integers(-2**40, 2**40, (groups, n))
+    multiplier = int(rng.integers(1, 2**20))
+    floor = 7 if relu else 0
+    out = np.empty((batch, groups * n, positions), np.uint8)
+    requantize(acc, rows, multiplier, columns, shift, floor, out)
+    q = ((acc.astype(np.int64) - rows.astype(np.int64)[:, :, None]) * multiplier + columns[:, None, :]) >> shift
+    want = np.clip(q, floor, 255).transpose(1, 0, 2).reshape(batch, positions, groups * n).transpose(0, 2, 1)
+    assert np.array_equal(out, want)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), kernel=st.sampled_from([(1, 1), (3, 3), (1, 3), (2, 2)]),
+       stride=st.sampled_from([(1, 1), (2, 2), (2, 1)]), padding=st.sampled_from([(0, 0), (1, 1), (2, 0)]),
+       dilation=st.sampled_from([(1, 1), (2, 2)]), groups=st.sampled_from([1, 2]))
+def test_conv_windows_are_the_sliding_windows(seed, kernel, stride, padding, dilation, groups):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (2, 4, 7, 8)).astype(np.uint8)
+    attrs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups, "x_zp": 9}
+    mats, (oh, ow) = conv_windows(x, attrs, kernel)
+    (ph, pw), (dh, dw), (kh, kw) = padding, dilation, kernel
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=9)
+    view = sliding_window_view(padded, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+    view = view[:, :, ::stride[0], ::stride[1], ::dh, ::dw]
+    assert view.shape[2:4] == (oh, ow)
+    per_group = x.shape[1] // groups
+    for g, mat in enumerate(mats):
+        part = view[:, g * per_group:(g + 1) * per_group].transpose(0, 2, 3, 1, 4, 5)
+        assert np.array_equal(mat, part.reshape(2 * oh * ow, per_group * kh * kw).astype(np.float32))
