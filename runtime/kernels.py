@@ -50,8 +50,8 @@ def requantize(acc, row_terms, multiplier, column_terms, shift, floor, out):  # 
 
 
 @njit(cache=True, nogil=True)
-def im2col(x, first_channel, kernel, stride, padding, dilation, pad_value, out_hw, out):  # pragma: no cover - compiled
-    """The windows of a convolution, transposed: out[(c, i, j), (b, oy, ox)] =
+def im2col(x, first_channel, kernel, stride, padding, dilation, pad_value, offset, out_hw, out):  # pragma: no cover
+    """The windows of a convolution, transposed, less `offset`: out[(c, i, j), (b, oy, ox)] =
     x[b, first_channel + c, oy sh - ph + i dh, ox sw - pw + j dw], or pad_value outside the image.
     Transposed, each row is written in order and read from a row of x."""
     batch, _, height, width = x.shape
@@ -67,5 +67,15 @@ def im2col(x, first_channel, kernel, stride, padding, dilation, pad_value, out_h
                         y = oy * sh - ph + i * dh
                         for ox in range(ow):
                             xx = ox * sw - pw + j * dw
-                            row[w] = image[y, xx] if 0 <= y < height and 0 <= xx < width else pad_value
+                            inside = 0 <= y < height and 0 <= xx < width
+                            row[w] = (image[y, xx] if inside else pad_value) - offset
                             w += 1
+
+
+@njit(cache=True, nogil=True)
+def qadd_pair(a, b, zps, multipliers, bias, shift, floor, out):  # pragma: no cover - compiled
+    """out = clip(((a - zps[0]) multipliers[0] + (b - zps[1]) multipliers[1] + bias) >> shift,
+    floor, 255) over flat uint8 arrays of one size: the residual add, in one pass."""
+    for i in range(a.size):
+        q = ((np.int64(a[i]) - zps[0]) * multipliers[0] + (np.int64(b[i]) - zps[1]) * multipliers[1] + bias) >> shift
+        out[i] = min(max(q, floor), 255)

@@ -80,9 +80,12 @@ class Machine:
             self.products = "exhaustive"
         else:
             self.products = "exact" if adc_bits is None else "clipping"
-        # K-chunks one float32 product may span: its sums (of uint8 inputs x weights) stay exact below 2^24
-        largest = 255 * ((1 << xbar.weight_bits) - 1) * rows
-        self.exact_chunks = max(1, ((1 << 24) - 1) // largest)
+        # With an ideal ADC, inputs and weights are multiplied centred on 128 (x - 128, w - 128: what
+        # they sum to differs from the cells' product by terms folded into the zero-point correction),
+        # so that one float32 product spans as many K-chunks as keep its sums within 2^24, exact: 8.
+        self.center = 1 << 7 if self.products == "exact" else 0
+        largest = (1 << 7) * (1 << (xbar.weight_bits - 1)) * rows
+        self.exact_chunks = max(1, (1 << 24) // largest) if self.center else 1
         self._blocks_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._column_cache: dict[str, np.ndarray] = {}
         self._acc: dict[str, _Accumulator] = {}
@@ -192,7 +195,7 @@ class Machine:
         a K-chunk read the same inputs, so one product spans all their columns; with an ideal ADC
         consecutive K-chunks over the same columns also share one product, as many as float32
         sums stay exact for (the bit-serial emulation keeps one crossbar's 128 rows per sample)."""
-        span = self.exact_chunks if self.products == "exact" else 1
+        span = self.exact_chunks
         products: list[tuple[int, list[int], list[int]]] = []
         for g, i in sorted(held):
             columns = sorted(held[g, i])
@@ -205,8 +208,8 @@ class Machine:
         return products
 
     def _weight_matrix(self, held: dict, g: int, chunks: list[int], columns: list[int], height: int) -> np.ndarray:
-        """The float32 weights of K-chunks x column blocks, read from the cells; rows past the
-        layer's K (stale cells no wordline drives) are left out."""
+        """The float32 weights (less `center`) of K-chunks x column blocks, read from the cells; rows
+        past the layer's K (stale cells no wordline drives) are left out."""
         block_rows, block_cols = self.hw.block
         weights = np.empty((height, len(columns) * block_cols), np.float32)
         for a, i in enumerate(chunks):
@@ -214,6 +217,7 @@ class Machine:
             h = min(block_rows, height - r0)
             for s, j in enumerate(columns):
                 weights[r0:r0 + h, s * block_cols:(s + 1) * block_cols] = self.cells[held[g, i][j]][:h]
+        weights -= self.center
         return weights
 
     def _bit_serial_product(self, x: np.ndarray, rows: list[int]) -> np.ndarray:
@@ -242,10 +246,11 @@ class Machine:
         weight = self.w[layer.weight("weight")[0]]
         groups = attrs.get("groups", 1)
         if layer.op == "qconv2d":
-            windows, out_hw = conv_windows(x, attrs, weight.shape[2:])
+            windows, out_hw = conv_windows(x, attrs, weight.shape[2:], self.center)
             lead = (x.shape[0],)
         else:
-            windows, out_hw, lead = [x.reshape(-1, x.shape[-1]).astype(np.float32)], (), x.shape[:-1]
+            windows = [np.subtract(x.reshape(-1, x.shape[-1]), self.center, dtype=np.float32)]
+            out_hw, lead = (), x.shape[:-1]
         _, n = matrix_shape(weight.shape, groups)
         # float64 holds every partial sum exactly (below 2^53), and adds float32 products without a cast
         state = _Accumulator(np.zeros((groups, windows[0].shape[0], n), np.float64), windows, out_hw, lead)
@@ -255,10 +260,12 @@ class Machine:
     def _finish(self, layer: LayerDef, attrs: dict, state: _Accumulator, k: int, n: int) -> np.ndarray:
         """Digital zero-point correction, bias, requantization (DESIGN.md section 3):
         out_zp + round_half_up((acc - w_zp sum(x) - x_zp sum(w) + k x_zp w_zp + bias) m / 2^shift),
-        with the terms known offline folded into one constant per output column."""
+        with the terms known offline folded into one constant per output column. With inputs and
+        weights centred on c, the same formula holds with x - c, w - c, x_zp - c and w_zp - c."""
         groups, windows, _ = state.acc.shape
-        exact = np.float32 if k * 255 < 1 << 24 else np.float64  # sums of uint8 inputs, exact in float32 below 2^24
-        row_terms = np.stack([attrs["w_zp"] * win.sum(1, dtype=exact).astype(np.float64) for win in state.windows])
+        exact = np.float32 if k * 255 < 1 << 24 else np.float64  # sums of 8-bit inputs, exact in float32 below 2^24
+        w_zp = attrs["w_zp"] - self.center
+        row_terms = np.stack([w_zp * win.sum(1, dtype=exact).astype(np.float64) for win in state.windows])
         positions = math.prod(state.out_hw) if layer.op == "qconv2d" else 1
         out = np.empty((windows // positions, groups * n, positions), np.uint8)
         requantize(state.acc, row_terms, attrs["multiplier"], self._column_terms(layer, attrs, k, n), attrs["shift"],
@@ -269,12 +276,13 @@ class Machine:
 
     def _column_terms(self, layer: LayerDef, attrs: dict, k: int, n: int) -> np.ndarray:
         """int64 [groups, n]: (k x_zp w_zp - x_zp sum(w) + bias) m + 2^(shift-1) + (out_zp << shift),
-        digital constants of the layer, known offline. Adding out_zp << shift before the
-        flooring shift equals adding out_zp after it."""
+        (x_zp, w_zp and w less the centre) digital constants of the layer, known offline. Adding
+        out_zp << shift before the flooring shift equals adding out_zp after it."""
         if layer.name not in self._column_cache:
             groups = attrs.get("groups", 1)
-            weight = self.w[layer.weight("weight")[0]].reshape(groups, n, k)
-            terms = k * attrs["x_zp"] * attrs["w_zp"] - attrs["x_zp"] * weight.sum(2, dtype=np.int64)
+            weight = self.w[layer.weight("weight")[0]].reshape(groups, n, k).astype(np.int64) - self.center
+            x_zp, w_zp = attrs["x_zp"] - self.center, attrs["w_zp"] - self.center
+            terms = k * x_zp * w_zp - x_zp * weight.sum(2)
             bias = layer.weight("bias")
             if bias is not None:
                 terms = terms + self.w[bias[0]].astype(np.int64).reshape(groups, n)

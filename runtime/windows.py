@@ -11,20 +11,22 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def conv_windows(x: np.ndarray, attrs: dict, kernel: tuple[int, int]) -> tuple[list[np.ndarray], tuple[int, int]]:
+def conv_windows(x: np.ndarray, attrs: dict, kernel: tuple[int, int],
+                 offset: int = 0) -> tuple[list[np.ndarray], tuple[int, int]]:
     """uint8 NCHW input -> one float32 [windows, Cin/groups * kh * kw] matrix per group (the type
-    the products consume; a transposed view, as im2col makes it), and (OH, OW). Padding reads
-    the input zero point x_zp: the code of real 0."""
+    the products consume; a transposed view, as im2col makes it) of the codes less `offset`, and
+    (OH, OW). Padding reads the input zero point x_zp: the code of real 0."""
     stride, padding, dilation, groups = attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"]
     out_hw = tuple(conv_output_size(x.shape[2 + a], kernel[a], stride[a], padding[a], dilation[a]) for a in (0, 1))
     per_group = x.shape[1] // groups
     mats = []
     if tuple(kernel) == (1, 1) and tuple(padding) == (0, 0):  # a pointwise convolution reads its input as it is
         sampled = x[:, :, ::stride[0], ::stride[1]].transpose(1, 0, 2, 3).reshape(x.shape[1], -1)
-        return [sampled[g * per_group:(g + 1) * per_group].astype(np.float32).T for g in range(groups)], out_hw
+        return [np.subtract(sampled[g * per_group:(g + 1) * per_group], offset, dtype=np.float32).T
+                for g in range(groups)], out_hw
     for g in range(groups):
         mat = np.empty((per_group * kernel[0] * kernel[1], x.shape[0] * out_hw[0] * out_hw[1]), np.float32)
         im2col(np.ascontiguousarray(x), g * per_group, tuple(kernel), tuple(stride), tuple(padding),
-               tuple(dilation), attrs["x_zp"], out_hw, mat)
+               tuple(dilation), attrs["x_zp"], offset, out_hw, mat)
         mats.append(mat.T)
     return mats, out_hw

@@ -101,6 +101,17 @@ def test_quantize(x, scale, zp, k):
         check("quantize", [x], {"scale": tie, "zp": zp})
 
 
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), shape=hnp.array_shapes(min_dims=1, max_dims=4, max_side=6), out_zp=zero_points)
+def test_qadd_of_two_same_shape_tensors(data, shape, out_zp):
+    """The residual add, which the runtime computes in one fused loop."""
+    xs = [data.draw(u8(shape)), data.draw(u8(shape))]
+    multipliers, shift = shared_multipliers(data.draw, 2, signed=True)
+    attrs = {"zps": (data.draw(zero_points), data.draw(zero_points)), "multipliers": multipliers, "shift": shift,
+             "out_zp": out_zp, "relu": data.draw(st.booleans())}
+    check("qadd", xs, attrs)
+
+
 @settings(max_examples=100, deadline=None)
 @given(x=u8(small_shapes), scale=scales, zp=zero_points)
 def test_dequantize(x, scale, zp):
