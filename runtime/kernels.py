@@ -34,18 +34,18 @@ def write_cells(cells, rows, contents, blocks, masks, partial, table):  # pragma
 
 @njit(cache=True, nogil=True)
 def requantize(acc, row_terms, multiplier, column_terms, shift, floor, out):  # pragma: no cover - compiled
-    """out[b, g*N + c, p] = clip(((acc[g, w, c] - row_terms[g, w]) * multiplier + column_terms[g, c])
+    """out[b, g*N + c, p] = clip(((acc[g, c, w] - row_terms[g, w]) * multiplier + column_terms[g, c])
     >> shift, floor, 255) for window w = b * positions + p, acc and row_terms float64 holding
     exact integers; out [batch, channels, positions] is NCHW for a convolution (positions = OH x OW)."""
-    groups, windows, n = acc.shape
+    groups, n, _ = acc.shape
     batch, _, positions = out.shape
-    for b in range(batch):
-        for p in range(positions):
-            w = b * positions + p
-            for g in range(groups):
-                row = np.int64(row_terms[g, w])
-                for c in range(n):
-                    q = ((np.int64(acc[g, w, c]) - row) * multiplier + column_terms[g, c]) >> shift
+    for g in range(groups):
+        for c in range(n):
+            column = column_terms[g, c]
+            for b in range(batch):
+                for p in range(positions):
+                    w = b * positions + p
+                    q = ((np.int64(acc[g, c, w]) - np.int64(row_terms[g, w])) * multiplier + column) >> shift
                     out[b, g * n + c, p] = min(max(q, floor), 255)
 
 

@@ -52,7 +52,7 @@ class WriteStats:
 
 @dataclass
 class _Accumulator:
-    acc: np.ndarray                      # float64 [groups, windows, N]: sum(q_x q_w) so far, exact
+    acc: np.ndarray                      # float64 [groups, N, windows]: sum(q_x q_w) so far, exact
     windows: list[np.ndarray]            # per group [windows, K] uint8 inputs
     out_hw: tuple[int, ...]
     lead: tuple[int, ...]
@@ -178,13 +178,14 @@ class Machine:
             r1 = min(r0 + len(chunks) * self.hw.block[0], k)
             x = state.windows[g][:, r0:r1]
             rows_read = [held[g, chunks[0]][j] for j in columns]
+            # products are made transposed, [columns, windows]: output channels stay rows to the end
             if self.products == "exhaustive":
-                product = self._bit_serial_product(x, rows_read)
+                product = self._bit_serial_product(x, rows_read).T
             elif self.products == "exact":  # the product with the weights the cells encode
-                product = x @ self._weight_matrix(held, g, chunks, columns, r1 - r0)
+                product = self._weight_matrix(held, g, chunks, columns, r1 - r0).T @ x.T
             else:
                 product = self.bit_serial.clipping_product(x, self._weight_matrix(held, g, chunks, columns, r1 - r0),
-                                                           self._levels(rows_read))
+                                                           self._levels(rows_read)).T
             self._accumulate(state.acc[g], product, columns, n)
         if len(state.done) == total:
             self.values[instr["out"]] = self._finish(layer, attrs, state, k, n)
@@ -235,12 +236,12 @@ class Machine:
         if columns == list(range(columns[0], columns[0] + len(columns))):  # consecutive: one add
             c0 = columns[0] * block_cols
             width = min(len(columns) * block_cols, n - c0)
-            acc[:, c0:c0 + width] += product[:, :width]
+            acc[c0:c0 + width] += product[:width]
             return
         for slot, j in enumerate(columns):
             c0 = j * block_cols
             width = min(block_cols, n - c0)
-            acc[:, c0:c0 + width] += product[:, slot * block_cols:slot * block_cols + width]
+            acc[c0:c0 + width] += product[slot * block_cols:slot * block_cols + width]
 
     def _start(self, layer: LayerDef, attrs: dict, x: np.ndarray) -> _Accumulator:
         weight = self.w[layer.weight("weight")[0]]
@@ -253,7 +254,7 @@ class Machine:
             out_hw, lead = (), x.shape[:-1]
         _, n = matrix_shape(weight.shape, groups)
         # float64 holds every partial sum exactly (below 2^53), and adds float32 products without a cast
-        state = _Accumulator(np.zeros((groups, windows[0].shape[0], n), np.float64), windows, out_hw, lead)
+        state = _Accumulator(np.zeros((groups, n, windows[0].shape[0]), np.float64), windows, out_hw, lead)
         self._acc[layer.name] = state
         return state
 
@@ -262,7 +263,7 @@ class Machine:
         out_zp + round_half_up((acc - w_zp sum(x) - x_zp sum(w) + k x_zp w_zp + bias) m / 2^shift),
         with the terms known offline folded into one constant per output column. With inputs and
         weights centred on c, the same formula holds with x - c, w - c, x_zp - c and w_zp - c."""
-        groups, windows, _ = state.acc.shape
+        groups, _, windows = state.acc.shape
         exact = np.float32 if k * 255 < 1 << 24 else np.float64  # sums of 8-bit inputs, exact in float32 below 2^24
         w_zp = attrs["w_zp"] - self.center
         row_terms = np.stack([w_zp * win.sum(1, dtype=exact).astype(np.float64) for win in state.windows])

@@ -72,14 +72,15 @@ def test_write_table_is_level_distance():
 def test_requantize_is_the_integer_formula(seed, groups, relu, shift):
     rng = np.random.default_rng(seed)
     batch, positions, n = 2, 6, 5
-    acc = rng.integers(-2**27, 2**27, (groups, batch * positions, n)).astype(np.float64)
+    acc = rng.integers(-2**27, 2**27, (groups, n, batch * positions)).astype(np.float64)
     rows = rng.integers(-2**20, 2**20, (groups, batch * positions)).astype(np.float64)
     columns = rng.integers(-2**40, 2**40, (groups, n))
     multiplier = int(rng.integers(1, 2**20))
     floor = 7 if relu else 0
     out = np.empty((batch, groups * n, positions), np.uint8)
     requantize(acc, rows, multiplier, columns, shift, floor, out)
-    q = ((acc.astype(np.int64) - rows.astype(np.int64)[:, :, None]) * multiplier + columns[:, None, :]) >> shift
+    q = ((acc.astype(np.int64).transpose(0, 2, 1) - rows.astype(np.int64)[:, :, None]) * multiplier
+         + columns[:, None, :]) >> shift
     want = np.clip(q, floor, 255).transpose(1, 0, 2).reshape(batch, positions, groups * n).transpose(0, 2, 1)
     assert np.array_equal(out, want)
 
