@@ -102,7 +102,8 @@ def cmd_compile(args, out: Console) -> int:
         raise UsageError(f"-o {args.output}: folder {folder} does not exist")
     loaded = load(args.model, args.frontend)
     compiled = compile_model(loaded.model, hardware(args), calibration_inputs(args, loaded.example_inputs),
-                             loaded.example_inputs, weights_name(args.output), args.scheduler, args.banks)
+                             loaded.example_inputs, weights_name(args.output), args.scheduler, args.banks,
+                             args.replication)
     weights_path = write_compiled(compiled, args.output)
     p = compiled.program
     out.print(f"wrote {args.output} ({len(p.write) + len(p.compute):,} instructions: {len(p.write):,} write, "
@@ -205,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "overlapping compute (paper IV, Fig. 8); naive: write a layer, compute it, next (Fig. 7)")
     p.add_argument("--banks", choices=("ilp", "greedy"), default="ilp", help="Gbuffer banks per layer: ilp = least "
                    "static power (paper V-A, OR-Tools), greedy = smallest bank that fits")
+    p.add_argument("--replication", choices=("adaptive", "none"), default="adaptive", help="adaptive: copies of "
+                   "the slowest layers' weights compute several windows at once (paper V-B; aras scheduler only)")
     p.add_argument("--frontend", choices=("auto", "fx", "export"), default="auto", help=frontend_help)
     p.set_defaults(run=cmd_compile)
 

@@ -1,7 +1,7 @@
 """The compiler driver, top to bottom: frontend model -> passes -> schedule -> `.aras` program.
 
-    quantize (INT8, DESIGN.md 3) -> tile (128x128 blocks) -> schedule (paper IV) -> emit, with
-    Gbuffer banks chosen per layer (paper V-A)
+    quantize (INT8, DESIGN.md 3) -> tile (128x128 blocks) -> schedule (paper IV, with adaptive
+    replication V-B) -> emit, with Gbuffer banks chosen per layer (paper V-A)
 
 Writing is atomic: the weight file and the program text go to temporary names first and are
 renamed into place only when both are complete, so a failure never leaves a half-written file."""
@@ -25,6 +25,7 @@ from .passes.quantize import Quantize
 from .passes.tile import Tile
 from .schedule.aras import aras_schedule
 from .schedule.naive import naive_schedule
+from .schedule.replication import replication_factors
 
 SCHEDULERS = {"naive": naive_schedule, "aras": aras_schedule}
 INPUT_PREFIX = "input:"  # example inputs travel in the weight file under this prefix
@@ -43,10 +44,14 @@ def passes(calibration):
 
 
 def compile_model(model: Model, hw: Hardware, calibration, example_inputs, weights_file: str,
-                  scheduler: str = "aras", banks: str = "ilp") -> Compiled:
+                  scheduler: str = "aras", banks: str = "ilp", replication: str = "adaptive") -> Compiled:
+    """`replication` "adaptive" (paper V-B) or "none"; the naive scheduler never replicates."""
     stages = run_pipeline(model, hw, passes(calibration))
     final = stages[-1].model
-    schedule = SCHEDULERS[scheduler](final, hw)
+    if scheduler == "aras":
+        schedule = aras_schedule(final, hw, replication_factors(final, hw) if replication == "adaptive" else None)
+    else:
+        schedule = SCHEDULERS[scheduler](final, hw)
     compute = emit_compute(final, hw, schedule.bindings, schedule.write_tokens.get, banks)
     tensors = program_tensors(final)
     for value, x in zip(final.graph.inputs, example_inputs):

@@ -1,5 +1,6 @@
 """The five zoo models at full size under the naive and ARAS baseline schedulers (with the simple
-bank rule), and ARAS with adaptive bank selection (paper V-A): inferences/s,
+bank rule), ARAS with adaptive bank selection (paper V-A), and ARAS with bank selection and
+adaptive replication (V-B): inferences/s,
 fraction of the upper bound (paper VII-B), energy breakdown and write pulses, each the steady
 state (second inference on one chip). 'run s' is the wall time of `arasc run` (load, verify,
 two inferences with outputs); 'timing-only s' the same with --timing-only.
@@ -24,7 +25,7 @@ from arasc.runtime.report import run_summary
 from arasc.runtime.run import run_file
 
 MODELS = ["vgg16", "resnet50", "densenet161", "bert-base", "bert-large"]
-COLUMNS = ("model", "scheduler", "banks", "inf/s", "upper bound inf/s", "of bound", "energy mJ", "write", "compute",
+COLUMNS = ("model", "scheduler", "banks", "replication", "inf/s", "upper bound inf/s", "of bound", "energy mJ", "write", "compute",
            "static", "memory", "write pulses", "cells skipped", "run s", "timing-only s")
 
 
@@ -33,10 +34,12 @@ def measure(name: str, hw) -> list[tuple]:
     model = import_module(module, inputs, name)
     del module
     rows = []
-    for scheduler, banks in (("naive", "greedy"), ("aras", "greedy"), ("aras", "ilp")):
+    for scheduler, banks, replication in (("naive", "greedy", "none"), ("aras", "greedy", "none"),
+                                          ("aras", "ilp", "none"), ("aras", "ilp", "adaptive")):
         with tempfile.TemporaryDirectory() as folder:
             path = f"{folder}/{name}.aras"
-            write_compiled(compile_model(model, hw, [inputs], inputs, weights_name(path), scheduler, banks), path)
+            write_compiled(compile_model(model, hw, [inputs], inputs, weights_name(path), scheduler, banks,
+                                         replication), path)
             start = time.perf_counter()
             s = run_summary(run_file(path, inferences=2))
             seconds = time.perf_counter() - start
@@ -46,7 +49,7 @@ def measure(name: str, hw) -> list[tuple]:
             assert timed["cycles"] == s["cycles"] and timed["write_pulses"] == s["write_pulses"]
         e = s["energy_joules"]
         skipped = s["cells_skipped"] / max(s["cells_written"] + s["cells_skipped"], 1)
-        rows.append((name, scheduler, banks, f"{s['inferences_per_second']:.1f}", f"{s['upper_bound_inferences_per_second']:.1f}",
+        rows.append((name, scheduler, banks, replication, f"{s['inferences_per_second']:.1f}", f"{s['upper_bound_inferences_per_second']:.1f}",
                      f"{s['fraction_of_upper_bound']:.0%}", f"{e['total'] * 1e3:.2f}", f"{e['write'] * 1e3:.2f}",
                      f"{e['compute'] * 1e3:.2f}", f"{e['static'] * 1e3:.2f}", f"{e['memory'] * 1e3:.2f}",
                      f"{s['write_pulses']:,}", f"{skipped:.1%}", f"{seconds:.1f}", f"{timing_only:.1f}"))
@@ -62,7 +65,7 @@ def main() -> None:
     hw = default_hardware()
     table = Table(title="steady-state inference on the default ARAS chip")
     for column in COLUMNS:
-        table.add_column(column, justify="left" if column in ("model", "scheduler", "banks") else "right")
+        table.add_column(column, justify="left" if column in ("model", "scheduler", "banks", "replication") else "right")
     rows = []
     for name in args.models:
         for row in measure(name, hw):

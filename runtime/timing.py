@@ -4,7 +4,10 @@ the two streams, fed each instruction as the interpreter executes it.
 Each stream has its own clock. `wait` moves a stream's clock to the time the token was raised.
 The compute stream runs one instruction after another:
 - `mvm`: compute_cycles_per_window per activation window, every crossbar of the segment in
-  parallel, windows shared among replicas; the accumulation unit adds its latency.
+  parallel, windows shared among replicas; the accumulation unit adds its latency. A window
+  reads K input bytes and writes N output bytes through the ports of the layer's banks
+  (gbuffer_bytes_per_cycle_per_bank each): with many replicas, or one window of a wide linear
+  layer, those ports and not the crossbars set the pace.
 - `sfu`: output elements (multiply-accumulates for `qmatmul`) over the SFU lanes.
 - `load`/`store`: bytes at the main-memory bandwidth.
 The write stream issues `wr`s without waiting for them: a block's 4 crossbars are written row
@@ -70,6 +73,7 @@ class Timing:
     energy: Energy = field(default_factory=Energy)
     peak_inflight: int = 0
     banks: tuple = ()
+    ports: tuple = (1, 1)                              # banks holding the inputs, the outputs
     banks_since: float = 0.0
 
     def __post_init__(self):
@@ -118,13 +122,17 @@ class Timing:
             self.spans.append(Span(f"row {row}", name, start, start + cycles))
             self.energy.memory += memory_j
 
-    def _block_shape(self, layer, block) -> tuple[int, int]:
-        """(matrix rows, matrix columns) a block of `layer` holds: edge blocks are partial."""
+    def _grid(self, layer) -> tuple[int, int, int, int]:
+        """(K, N, kb, nb) of a layer's weight matrix (of each group) and block grid."""
         if layer.name not in self._grids:
             _, spec = layer.weight("weight")
             k, n = matrix_shape(spec.shape, layer.attr("groups", 1))
             self._grids[layer.name] = (k, n, *block_grid(k, n, self.hw))
-        k, n, kb, nb = self._grids[layer.name]
+        return self._grids[layer.name]
+
+    def _block_shape(self, layer, block) -> tuple[int, int]:
+        """(matrix rows, matrix columns) a block of `layer` holds: edge blocks are partial."""
+        k, n, kb, nb = self._grid(layer)
         rows, cols = self.hw.block
         j, i = divmod(block % (kb * nb), kb)
         return min(rows, k - i * rows), min(cols, n - j * cols)
@@ -140,6 +148,11 @@ class Timing:
         shape = instr["type"].shape
         windows = shape[0] * shape[2] * shape[3] if layer.op == "qconv2d" else math.prod(shape[:-1])
         cycles = math.ceil(windows / replicas) * self.hw.crossbar.compute_cycles_per_window
+        k, n = self._grid(layer)[:2]
+        groups = layer.attr("groups", 1)
+        port = self.hw.latency.gbuffer_bytes_per_cycle_per_bank
+        cycles = max(cycles, math.ceil(windows * groups * k / (self.ports[0] * port)),
+                     math.ceil(windows * groups * n / (self.ports[1] * port)))
         cycles += self.hw.latency.accumulate_latency_cycles
         self._advance(stream, cycles, f"mvm {layer.name}", [f"row {r}" for r in instr["rows"]])
         crossbars = sum(math.ceil(self._block_shape(layer, b)[1] / self.hw.weights_per_row) for b in range(first, last + 1))
@@ -175,6 +188,7 @@ class Timing:
     def _bank(self, stream, instr, machine):
         self._close_banks(self.clock[stream])
         self.banks = instr["in"] + instr["out"]
+        self.ports = (max(1, len(instr["in"])), max(1, len(instr["out"])))
         if instr["spill"]:  # partitioned activations go out to main memory and come back
             self._transfer(stream, 2 * instr["spill"], "spill")
 
