@@ -70,7 +70,8 @@ def cmd_ir(args, out: Console) -> int:
         raise UsageError(f"--after {after}: no such pass; passes in order: {', '.join(names)}, or all")
     loaded = load(args.model, args.frontend)
     hw = hardware(args)
-    stages = run_pipeline(loaded.model, hw, default_pipeline(calibration_inputs(args, loaded.example_inputs)),
+    stages = run_pipeline(loaded.model, hw, default_pipeline(calibration_inputs(args, loaded.example_inputs),
+                                                             args.weight_center, args.weight_shift),
                           stop_after=None if after == "all" else after)
     if after != "all":
         stages = [s for s in stages if s.name == after]
@@ -103,8 +104,14 @@ def cmd_compile(args, out: Console) -> int:
     loaded = load(args.model, args.frontend)
     compiled = compile_model(loaded.model, hardware(args), calibration_inputs(args, loaded.example_inputs),
                              loaded.example_inputs, weights_name(args.output), args.scheduler, args.banks,
-                             args.replication)
+                             args.replication, args.weight_center, args.weight_shift)
     weights_path = write_compiled(compiled, args.output)
+    meta = dict(compiled.stages[-1].model.graph.meta)
+    if "weight_center" in meta:
+        out.print(f"weight-mean shifting (V-C): every crossbar layer but the first centred on code "
+                  f"{meta['weight_center']} ({meta['weight_shift']})")
+    elif args.weight_center == "auto":
+        out.print("weight-mean shifting (V-C): no center kept the outputs on the calibration inputs; weights unshifted")
     p = compiled.program
     out.print(f"wrote {args.output} ({len(p.write) + len(p.compute):,} instructions: {len(p.write):,} write, "
               f"{len(p.compute):,} compute) and {weights_path} ({len(compiled.weights):,} bytes)")
@@ -174,6 +181,24 @@ def cmd_demo(args, out: Console) -> int:
     return EXIT_OK
 
 
+def weight_center(text: str) -> int | str | None:
+    from .passes.shift_weights import CENTERS
+
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    if not text.isdigit() or int(text) not in CENTERS:
+        raise argparse.ArgumentTypeError(f"{text!r}: auto, none, or one of {', '.join(map(str, CENTERS))}")
+    return int(text)
+
+
+def add_weight_center(p) -> None:
+    p.add_argument("--weight-center", type=weight_center, default="auto", metavar="C", help="weight-mean shifting "
+                   "(paper V-C): auto (the center with the most skipped cells that keeps the outputs on the "
+                   "calibration inputs, if any), none, or a center: 88, 96, 104, 152, 160, 168")
+    p.add_argument("--weight-shift", choices=("fit", "clip"), default="fit", help="codes the shift pushes past "
+                   "0..255: fit scales the layer's codes to stay inside (default), clip clips them (the paper)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arasc", description="Compiler and simulator for the ARAS ReRAM "
                                      "processing-in-memory DNN accelerator.")
@@ -188,11 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "the frontend or after a compiler pass.")
     p.add_argument("model", metavar="MODEL", help=model_help)
     p.add_argument("--after", metavar="PASS", help="show the IR after this pass: frontend (default), quantize, "
-                   "tile; 'all' shows every stage")
+                   "shift-weights, tile; 'all' shows every stage")
     p.add_argument("--summary", action="store_true", help="print layer and weight counts instead of the IR text")
     p.add_argument("--frontend", choices=("auto", "fx", "export"), default="auto", help=frontend_help)
     p.add_argument("--hw", metavar="FILE", help="hardware description (default: the bundled ARAS chip)")
     p.add_argument("--calib", metavar="FILE.npy", help="calibration inputs, one per row (default: example inputs)")
+    add_weight_center(p)
     p.set_defaults(run=cmd_ir)
 
     p = sub.add_parser("compile", help="compile a model to a .aras program", description="Compile MODEL to an "
@@ -208,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "static power (paper V-A, OR-Tools), greedy = smallest bank that fits")
     p.add_argument("--replication", choices=("adaptive", "none"), default="adaptive", help="adaptive: copies of "
                    "the slowest layers' weights compute several windows at once (paper V-B; aras scheduler only)")
+    add_weight_center(p)
     p.add_argument("--frontend", choices=("auto", "fx", "export"), default="auto", help=frontend_help)
     p.set_defaults(run=cmd_compile)
 

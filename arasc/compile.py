@@ -20,9 +20,7 @@ from .isa.hardware import Hardware
 from .isa.printer import print_program
 from .isa.program import Program
 from .isa.weights import weights_bytes
-from .passes import Stage, run_pipeline
-from .passes.quantize import Quantize
-from .passes.tile import Tile
+from .passes import Stage, default_pipeline, run_pipeline
 from .schedule.aras import aras_schedule
 from .schedule.naive import naive_schedule
 from .schedule.replication import replication_factors
@@ -39,14 +37,13 @@ class Compiled:
     stages: list[Stage]
 
 
-def passes(calibration):
-    return [Quantize(calibration=tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration)), Tile()]
-
-
 def compile_model(model: Model, hw: Hardware, calibration, example_inputs, weights_file: str,
-                  scheduler: str = "aras", banks: str = "ilp", replication: str = "adaptive") -> Compiled:
-    """`replication` "adaptive" (paper V-B) or "none"; the naive scheduler never replicates."""
-    stages = run_pipeline(model, hw, passes(calibration))
+                  scheduler: str = "aras", banks: str = "ilp", replication: str = "adaptive",
+                  weight_center: int | str | None = "auto", weight_shift: str = "fit") -> Compiled:
+    """`replication` "adaptive" (paper V-B) or "none"; the naive scheduler never replicates.
+    `weight_center` a code, "auto" or None, and `weight_shift` "fit" or "clip": weight-mean
+    shifting (paper V-C, arasc/passes/shift_weights.py)."""
+    stages = run_pipeline(model, hw, default_pipeline(calibration, weight_center, weight_shift))
     final = stages[-1].model
     if scheduler == "aras":
         schedule = aras_schedule(final, hw, replication_factors(final, hw) if replication == "adaptive" else None)

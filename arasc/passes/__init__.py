@@ -32,12 +32,18 @@ class Stage:
     model: Model
 
 
-def default_pipeline(calibration=None) -> list[Pass]:
-    """The passes `arasc compile` runs, in order (calibration: input tuples for quantize)."""
+def default_pipeline(calibration=None, weight_center="auto", weight_shift="fit") -> list[Pass]:
+    """The passes `arasc compile` runs, in order. calibration: input tuples, for quantize's
+    activation ranges and for checking the weight center; weight_center and weight_shift: the
+    center and the method of ShiftWeights."""
+    import numpy as np
+
     from .quantize import Quantize
+    from .shift_weights import ShiftWeights
     from .tile import Tile
 
-    return [Quantize(calibration=tuple(calibration or ())), Tile()]
+    calibration = tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration or ())
+    return [Quantize(calibration=calibration), ShiftWeights(weight_center, calibration, method=weight_shift), Tile()]
 
 
 def run_pipeline(model: Model, hw=None, passes: list[Pass] | None = None, stop_after: str | None = None) -> list[Stage]:

@@ -1,0 +1,134 @@
+"""Weight-mean shifting (paper V-C): exact compensation through the zero point, the center
+choice and its guard, and the skipped cells it buys on the interpreter."""
+import dataclasses
+import difflib
+import os
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import arasc.isa.hardware
+from arasc.compile import compile_model, weights_name, write_compiled
+from arasc.ir import OPS, evaluate, print_graph
+from arasc.isa.hardware import default_hardware, load_hardware
+from arasc.passes.shift_weights import CENTERS, ShiftWeights, choose_center, crossbar_weights, shifted
+from arasc.runtime.run import run_file
+
+from conftest import built, compiled, lowered
+
+HW = default_hardware()
+ISA_DIR = os.path.dirname(arasc.isa.hardware.__file__)
+
+
+def quantized(name):
+    return compiled(name)[0].stages[1].model  # after quantize, before shift-weights
+
+
+def narrowed(model):
+    """The same quantized model with every crossbar weight pulled to within 32 codes of its
+    zero point, so that no center clips it."""
+    weights = dict(model.weights)
+    for layer in model.graph.layers:
+        if OPS[layer.op].kind == "mvm":
+            name, zp = layer.weight("weight").name, layer.attr("w_zp")
+            codes = np.asarray(model.weights[name]).astype(np.int16)
+            weights[name] = (zp + (codes - zp) // 8).astype(np.uint8)
+    return model.replace(weights=weights)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), center=st.sampled_from(CENTERS), mean=st.integers(20, 235),
+       spread=st.integers(1, 120))
+def test_the_shift_keeps_q_minus_z_wherever_nothing_clips(seed, center, mean, spread):
+    model = narrowed(quantized("digits-cnn"))
+    name = crossbar_weights(model)[1]
+    rng = np.random.default_rng(seed)
+    codes = np.clip(rng.normal(mean, spread, model.weights[name].shape).round(), 0, 255).astype(np.uint8)
+    zp = int(np.clip(mean + rng.integers(-10, 11), 0, 255))
+    layers = tuple(dataclasses.replace(layer, attrs={**dict(layer.attrs), "w_zp": zp})
+                   if OPS[layer.op].kind == "mvm" and layer.weight("weight").name == name else layer
+                   for layer in model.graph.layers)
+    model = model.replace(graph=dataclasses.replace(model.graph, layers=layers), weights={**model.weights, name: codes})
+    out, clipped = shifted(model, center, "clip")
+    layer = next(l for l in out.graph.layers if OPS[l.op].kind == "mvm" and l.weight("weight").name == name)
+    new_zp = layer.attr("w_zp")
+    assert 0 <= new_zp <= 255
+    moved = np.asarray(out.weights[name]).astype(int) - new_zp
+    kept = (codes.astype(int) + new_zp - zp >= 0) & (codes.astype(int) + new_zp - zp <= 255)
+    assert np.array_equal(moved[kept], codes.astype(int)[kept] - zp)
+    assert (np.asarray(out.weights[name]) != codes.astype(int) + new_zp - zp).any() == (not kept.all())
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), center=st.sampled_from(CENTERS), spread=st.integers(1, 120))
+def test_fit_clips_nothing_and_rescales_the_multiplier(seed, center, spread):
+    model = quantized("digits-cnn")
+    name = crossbar_weights(model)[1]
+    rng = np.random.default_rng(seed)
+    layer = next(l for l in model.graph.layers if OPS[l.op].kind == "mvm" and l.weight("weight").name == name)
+    zp = layer.attr("w_zp")
+    codes = np.clip(rng.normal(zp, spread, model.weights[name].shape).round(), 0, 255).astype(np.uint8)
+    out, clipped = shifted(model.replace(weights={**model.weights, name: codes}), center, "fit")
+    assert clipped == 0
+    new = next(l for l in out.graph.layers if l.name == layer.name)
+    real = layer.attr("multiplier") / 2.0 ** layer.attr("shift")
+    alpha = real / (new.attr("multiplier") / 2.0 ** new.attr("shift"))
+    assert 0 < alpha <= 1 + 1e-9
+    moved = np.asarray(out.weights[name]).astype(float) - new.attr("w_zp")
+    assert np.abs(moved - alpha * (codes.astype(float) - zp)).max() <= 0.5 + 1e-6
+
+
+def test_the_ir_changes_only_in_the_zero_points_of_all_but_the_first_layer():
+    model = narrowed(quantized("resnet50-small"))  # nothing to fit: the shift alone
+    before, after = print_graph(model.graph).splitlines(), print_graph(shifted(model, 96)[0].graph).splitlines()
+    diff = list(difflib.unified_diff(before, after, lineterm="", n=0))
+    removed = [line[1:] for line in diff if line.startswith("-") and not line.startswith("---")]
+    added = [line[1:] for line in diff if line.startswith("+") and not line.startswith("+++")]
+    first = crossbar_weights(model)[0]
+    layers = [l for l in model.graph.layers if OPS[l.op].kind == "mvm"]
+    assert removed[0].startswith("graph ") and 'weight_center=96, weight_shift="fit"' in added[0]
+    removed, added = removed[1:], added[1:]
+    assert len(removed) == len(added) == len(layers) - 1
+    for old, new in zip(removed, added):
+        assert old != new and old.split("w_zp=")[0] == new.split("w_zp=")[0]  # same line up to w_zp
+        assert old.split("w_zp=")[1].split(",")[1:] == new.split("w_zp=")[1].split(",")[1:]
+        assert f"@{first}" not in old
+
+
+def test_without_clipping_the_outputs_are_bit_identical():
+    _, inputs = built("resnet50-small")
+    model = narrowed(quantized("resnet50-small"))
+    for center, method in zip(CENTERS, ["clip", "fit"] * 3):
+        out, clipped = shifted(model, center, method)
+        assert clipped == 0
+        for a, b in zip(evaluate(model, inputs), evaluate(out, inputs)):
+            assert np.array_equal(a.numpy(), b.numpy())
+
+
+def test_auto_keeps_the_outputs_or_shifts_nothing():
+    _, inputs = built("bert-base-small")
+    model = quantized("bert-base-small")
+    choice = choose_center(model, [inputs], 0.999, HW)
+    if choice.center is not None:
+        assert choice.cosine[choice.center] >= 0.999
+        assert choice.skip[choice.center] > choice.skip[None]
+    strict = ShiftWeights("auto", (tuple(np.asarray(x) for x in inputs),), min_cosine=1.5).run(model, HW)
+    assert strict is model
+
+
+def test_a_common_center_raises_the_skipped_cells_on_the_interpreter(tmp_path):
+    """On a chip of 24 APU rows, too small to hold resnet50-small, so layers overwrite each other."""
+    module, inputs = built("resnet50-small")
+    hw_path = tmp_path / "small-chip.toml"
+    hw_path.write_text(Path(ISA_DIR, "aras-default.toml").read_text().replace("pes = 96", "pes = 4"))
+    hw = load_hardware(str(hw_path))
+    ratios = {}
+    for center in (None, 96):
+        path = str(tmp_path / f"{center}.aras")
+        write_compiled(compile_model(lowered("resnet50-small"), hw, [inputs], inputs, weights_name(path),
+                                     weight_center=center), path)
+        writes = run_file(path, hw_path=str(hw_path), inferences=2, compute=False).machine.writes
+        ratios[center] = writes.cells_skipped / (writes.cells_skipped + writes.cells_written)
+    assert ratios[96] > ratios[None] + 0.01, ratios
