@@ -1,9 +1,11 @@
 """The five zoo models at full size under the naive and ARAS baseline schedulers (with the simple
-bank rule), ARAS with adaptive bank selection (paper V-A), and ARAS with bank selection and
-adaptive replication (V-B): inferences/s,
+bank rule), then ARAS with the paper's optimizations added one by one: adaptive bank selection
+(V-A), adaptive replication (V-B), weight-mean shifting (V-C, the center `auto` picks):
+inferences/s,
 fraction of the upper bound (paper VII-B), energy breakdown and write pulses, each the steady
 state (second inference on one chip). 'run s' is the wall time of `arasc run` (load, verify,
-two inferences with outputs); 'timing-only s' the same with --timing-only.
+two inferences with outputs); 'timing-only s' the same with --timing-only; 'cosine to PyTorch'
+the outputs' agreement with the float model (the lowest over its outputs).
 
     .venv/bin/python benchmarks/schedulers.py [MODEL ...] [--markdown docs/results.md]
 """
@@ -14,6 +16,8 @@ import gc
 import tempfile
 import time
 
+import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -25,34 +29,51 @@ from arasc.runtime.report import run_summary
 from arasc.runtime.run import run_file
 
 MODELS = ["vgg16", "resnet50", "densenet161", "bert-base", "bert-large"]
-COLUMNS = ("model", "scheduler", "banks", "replication", "inf/s", "upper bound inf/s", "of bound", "energy mJ", "write", "compute",
-           "static", "memory", "write pulses", "cells skipped", "run s", "timing-only s")
+COLUMNS = ("model", "scheduler", "banks", "replication", "weight center", "inf/s", "upper bound inf/s", "of bound", "energy mJ", "write", "compute",
+           "static", "memory", "write pulses", "cells skipped", "cosine to PyTorch", "run s", "timing-only s")
+
+
+def cosine(a, b) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def measure(name: str, hw) -> list[tuple]:
     module, inputs = models.get(name).build()
     model = import_module(module, inputs, name)
+    with torch.no_grad():
+        expected = module(*inputs)
+    expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
     del module
     rows = []
-    for scheduler, banks, replication in (("naive", "greedy", "none"), ("aras", "greedy", "none"),
-                                          ("aras", "ilp", "none"), ("aras", "ilp", "adaptive")):
+    for scheduler, banks, replication, center in (("naive", "greedy", "none", None), ("aras", "greedy", "none", None),
+                                                  ("aras", "ilp", "none", None), ("aras", "ilp", "adaptive", None),
+                                                  ("aras", "ilp", "adaptive", "auto")):
         with tempfile.TemporaryDirectory() as folder:
             path = f"{folder}/{name}.aras"
-            write_compiled(compile_model(model, hw, [inputs], inputs, weights_name(path), scheduler, banks,
-                                         replication), path)
+            compiled = compile_model(model, hw, [inputs], inputs, weights_name(path), scheduler, banks,
+                                     replication, center)
+            write_compiled(compiled, path)
+            chosen = dict(compiled.stages[-1].model.graph.meta).get("weight_center", "none")
+            del compiled
             start = time.perf_counter()
-            s = run_summary(run_file(path, inferences=2))
+            result = run_file(path, inferences=2)
             seconds = time.perf_counter() - start
+            s = run_summary(result)
+            agreement = min(cosine(got, want) for got, want in zip(result.outputs.values(), expected))
+            del result
             start = time.perf_counter()
             timed = run_summary(run_file(path, inferences=2, compute=False))
             timing_only = time.perf_counter() - start
             assert timed["cycles"] == s["cycles"] and timed["write_pulses"] == s["write_pulses"]
         e = s["energy_joules"]
         skipped = s["cells_skipped"] / max(s["cells_written"] + s["cells_skipped"], 1)
-        rows.append((name, scheduler, banks, replication, f"{s['inferences_per_second']:.1f}", f"{s['upper_bound_inferences_per_second']:.1f}",
+        rows.append((name, scheduler, banks, replication, f"{center} ({chosen})" if center else "none",
+                     f"{s['inferences_per_second']:.1f}", f"{s['upper_bound_inferences_per_second']:.1f}",
                      f"{s['fraction_of_upper_bound']:.0%}", f"{e['total'] * 1e3:.2f}", f"{e['write'] * 1e3:.2f}",
                      f"{e['compute'] * 1e3:.2f}", f"{e['static'] * 1e3:.2f}", f"{e['memory'] * 1e3:.2f}",
-                     f"{s['write_pulses']:,}", f"{skipped:.1%}", f"{seconds:.1f}", f"{timing_only:.1f}"))
+                     f"{s['write_pulses']:,}", f"{skipped:.1%}", f"{agreement:.5f}", f"{seconds:.1f}",
+                     f"{timing_only:.1f}"))
         gc.collect()
     return rows
 
@@ -65,7 +86,7 @@ def main() -> None:
     hw = default_hardware()
     table = Table(title="steady-state inference on the default ARAS chip")
     for column in COLUMNS:
-        table.add_column(column, justify="left" if column in ("model", "scheduler", "banks", "replication") else "right")
+        table.add_column(column, justify="left" if column in COLUMNS[:5] else "right")
     rows = []
     for name in args.models:
         for row in measure(name, hw):
