@@ -93,7 +93,7 @@ def cmd_ir(args, out: Console) -> int:
 
 
 def cmd_compile(args, out: Console) -> int:
-    from .compile import compile_model, weights_name, write_compiled
+    from .compile import compile_model, optimizations, weights_name, write_compiled
     from .loader import load
 
     if not args.output.endswith(".aras"):
@@ -106,15 +106,10 @@ def cmd_compile(args, out: Console) -> int:
                              loaded.example_inputs, weights_name(args.output), args.scheduler, args.banks,
                              args.replication, args.weight_center, args.weight_shift)
     weights_path = write_compiled(compiled, args.output)
-    meta = dict(compiled.stages[-1].model.graph.meta)
-    if "weight_center" in meta:
-        out.print(f"weight-mean shifting (V-C): every crossbar layer but the first centred on code "
-                  f"{meta['weight_center']} ({meta['weight_shift']})")
-    elif args.weight_center == "auto":
-        out.print("weight-mean shifting (V-C): no center kept the outputs on the calibration inputs; weights unshifted")
     p = compiled.program
     out.print(f"wrote {args.output} ({len(p.write) + len(p.compute):,} instructions: {len(p.write):,} write, "
-              f"{len(p.compute):,} compute) and {weights_path} ({len(compiled.weights):,} bytes)")
+              f"{len(p.compute):,} compute) and {weights_path} ({len(compiled.weights):,} bytes); "
+              f"{optimizations(compiled)}")
     return EXIT_OK
 
 
@@ -149,7 +144,7 @@ def cmd_demo(args, out: Console) -> int:
     import numpy as np
     import torch
 
-    from .compile import compile_model, weights_name, write_compiled
+    from .compile import compile_model, optimizations, weights_name, write_compiled
     from .frontend import import_module
     from .loader import load_module
     from .runtime.report import print_run
@@ -162,7 +157,8 @@ def cmd_demo(args, out: Console) -> int:
         compiled = compile_model(model, hardware(args), [tuple(inputs)], inputs, weights_name(path))
         write_compiled(compiled, path)
         out.print(f"compiled {name}: {len(compiled.program.layers)} crossbar layers, "
-                  f"{len(compiled.program.write):,} write and {len(compiled.program.compute):,} compute instructions")
+                  f"{len(compiled.program.write):,} write and {len(compiled.program.compute):,} compute instructions; "
+                  f"{optimizations(compiled)}")
         result = run_file(path, None, None, inferences=2)
     print_run(result, out)
     with torch.no_grad():

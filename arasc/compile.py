@@ -58,6 +58,23 @@ def compile_model(model: Model, hw: Hardware, calibration, example_inputs, weigh
     return Compiled(program, print_program(program), data, stages)
 
 
+def optimizations(compiled: Compiled) -> str:
+    """One line on what the paper's replication (V-B) and weight shifting (V-C) did to this program."""
+    copies = {}
+    for instr in compiled.program.compute:
+        if instr.opcode == "mvm":
+            first, last = instr["blocks"]
+            copies[instr["layer"]] = len(instr["rows"]) // (last - first + 1)
+    replicated = {layer: n for layer, n in copies.items() if n > 1}
+    layers = f"{len(replicated)} layer{'s' if len(replicated) > 1 else ''}"
+    parts = [f"replication: {layers}, up to {max(replicated.values())} copies" if replicated
+             else "replication: none"]
+    meta = dict(compiled.stages[-1].model.graph.meta)
+    parts.append(f"weight center: {meta['weight_center']} ({meta['weight_shift']})" if "weight_center" in meta
+                 else "weight center: none")
+    return "; ".join(parts)
+
+
 def weights_name(program_path: str) -> str:
     return os.path.splitext(os.path.basename(program_path))[0] + ".arasw"
 
