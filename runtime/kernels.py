@@ -21,14 +21,14 @@ def write_cells(cells, rows, contents, blocks, masks, partial, table):  # pragma
     height, width = cells.shape[1], cells.shape[2]
     for b in range(len(rows)):
         dst, src, block = cells[rows[b]], contents[blocks[b]], blocks[b]
+        whole = not partial[block]
         for r in range(height):
             for col in range(width):
-                if partial[block] and not masks[block, r, col]:
-                    continue  # a cell outside a partial block keeps its level
-                cost = table[(np.int64(src[r, col]) << 8) | dst[r, col]]
-                pulses += cost >> 4
-                changed += cost & 15
-                dst[r, col] = src[r, col]
+                if whole or masks[block, r, col]:  # a cell outside a partial block keeps its level
+                    cost = table[(np.int64(src[r, col]) << 8) | dst[r, col]]
+                    pulses += cost >> 4
+                    changed += cost & 15
+                    dst[r, col] = src[r, col]
     return pulses, changed
 
 
@@ -79,3 +79,4 @@ def qadd_pair(a, b, zps, multipliers, bias, shift, floor, out):  # pragma: no co
     for i in range(a.size):
         q = ((np.int64(a[i]) - zps[0]) * multipliers[0] + (np.int64(b[i]) - zps[1]) * multipliers[1] + bias) >> shift
         out[i] = min(max(q, floor), 255)
+

@@ -78,6 +78,7 @@ class Timing:
 
     def __post_init__(self):
         self.max_inflight = max_blocks_writing(self.hw)
+        self.block, self.weights_per_row = self.hw.block, self.hw.weights_per_row  # asked per block: read once
         self._grids: dict[str, tuple[int, int, int, int]] = {}  # layer -> (K, N, kb, nb)
         self.layers = {layer.name: layer for layer in self.program.layers}
         # declared types of every value: the timing model needs shapes, never values
@@ -133,7 +134,7 @@ class Timing:
     def _block_shape(self, layer, block) -> tuple[int, int]:
         """(matrix rows, matrix columns) a block of `layer` holds: edge blocks are partial."""
         k, n, kb, nb = self._grid(layer)
-        rows, cols = self.hw.block
+        rows, cols = self.block
         j, i = divmod(block % (kb * nb), kb)
         return min(rows, k - i * rows), min(cols, n - j * cols)
 
@@ -155,10 +156,10 @@ class Timing:
                      math.ceil(windows * groups * n / (self.ports[1] * port)))
         cycles += self.hw.latency.accumulate_latency_cycles
         self._advance(stream, cycles, f"mvm {layer.name}", [f"row {r}" for r in instr["rows"]])
-        crossbars = sum(math.ceil(self._block_shape(layer, b)[1] / self.hw.weights_per_row) for b in range(first, last + 1))
+        crossbars = sum(math.ceil(self._block_shape(layer, b)[1] / self.weights_per_row) for b in range(first, last + 1))
         e = self.hw.energy
         self.energy.compute += crossbars * windows * e.compute_j_per_crossbar_window
-        self.energy.compute += (last - first + 1) * windows * self.hw.block[1] * e.accumulate_j_per_add
+        self.energy.compute += (last - first + 1) * windows * self.block[1] * e.accumulate_j_per_add
         self._gbuffer(self.types[instr["input"]].nbytes + instr["type"].nbytes)
 
     def _sfu(self, stream, instr, machine):
