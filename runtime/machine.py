@@ -182,7 +182,8 @@ class Machine:
             if self.products == "exhaustive":
                 product = self._bit_serial_product(x, rows_read).T
             elif self.products == "exact":  # the product with the weights the cells encode
-                product = self._weight_matrix(held, g, chunks, columns, r1 - r0).T @ x.T
+                weights = self._weight_matrix(held, g, chunks, columns, r1 - r0)
+                product = weights[:, :self._width(columns, n)].T @ x.T
             else:
                 product = self.bit_serial.clipping_product(x, self._weight_matrix(held, g, chunks, columns, r1 - r0),
                                                            self._levels(rows_read)).T
@@ -231,11 +232,18 @@ class Machine:
         """[block rows, cells of the rows side by side]: the cell levels of APU rows that share inputs."""
         return np.hstack([cell_levels(self.cells[row], self.hw) for row in rows])
 
+    def _width(self, columns: list[int], n: int) -> int:
+        """Product columns that hold weights: the last column block of a layer may be partial."""
+        block_cols = self.hw.block[1]
+        if columns == list(range(columns[0], columns[0] + len(columns))):
+            return min(len(columns) * block_cols, n - columns[0] * block_cols)
+        return len(columns) * block_cols
+
     def _accumulate(self, acc: np.ndarray, product: np.ndarray, columns: list[int], n: int) -> None:
         block_cols = self.hw.block[1]
         if columns == list(range(columns[0], columns[0] + len(columns))):  # consecutive: one add
             c0 = columns[0] * block_cols
-            width = min(len(columns) * block_cols, n - c0)
+            width = self._width(columns, n)
             acc[c0:c0 + width] += product[:width]
             return
         for slot, j in enumerate(columns):
