@@ -45,7 +45,7 @@ def requantize(acc, row_terms, multiplier, column_terms, shift, floor, out):  # 
             for b in range(batch):
                 for p in range(positions):
                     w = b * positions + p
-                    q = ((np.int64(acc[g, c, w]) - np.int64(row_terms[g, w])) * multiplier + column) >> shift
+                    q = (np.int64(acc[g, c, w] - row_terms[g, w]) * multiplier + column) >> shift  # exact in float64
                     out[b, g * n + c, p] = min(max(q, floor), 255)
 
 
