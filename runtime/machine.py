@@ -53,7 +53,7 @@ class WriteStats:
 @dataclass
 class _Accumulator:
     acc: np.ndarray                      # float64 [groups, N, windows]: sum(q_x q_w) so far, exact
-    windows: list[np.ndarray]            # per group [windows, K] uint8 inputs
+    windows: list[np.ndarray]            # per group [windows, K] float32 inputs, less the machine's center
     out_hw: tuple[int, ...]
     lead: tuple[int, ...]
     done: set = field(default_factory=set)
@@ -86,7 +86,7 @@ class Machine:
         self.center = 1 << 7 if self.products == "exact" else 0
         largest = (1 << 7) * (1 << (xbar.weight_bits - 1)) * rows
         self.exact_chunks = max(1, (1 << 24) // largest) if self.center else 1
-        self._blocks_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._blocks_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._column_cache: dict[str, np.ndarray] = {}
         self._acc: dict[str, _Accumulator] = {}
         self.handlers = {"wr": self.wr, "signal": self.nop, "wait": self.nop, "load": self.load, "store": self.store,
@@ -127,7 +127,7 @@ class Machine:
         self.write_blocks([instr])
 
     def write_blocks(self, instrs: list[Instr]) -> None:
-        """Execute `wr` instructions together (one vectorised pass when no row repeats): each
+        """Execute `wr` instructions together (one compiled pass per layer when no row repeats): each
         cell of a block moves to its new level at |new - old| pulses; cells outside a partial
         block keep their level and cost nothing."""
         targets = [(instr, row) for instr in instrs for row in instr["rows"]]
