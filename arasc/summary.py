@@ -17,6 +17,7 @@ class ModelSummary:
     weights: int            # every static value in the IR
     crossbar_weights: int   # weights of conv2d / linear layers, the ones written into ReRAM
     source_params: int      # parameters of the PyTorch module before lowering
+    weight_center: str = ""  # set once the shift-weights pass centred the weights (paper V-C)
 
     def rows(self):
         yield "layers", f"{self.layers:,}"
@@ -24,6 +25,8 @@ class ModelSummary:
         yield "PyTorch parameters", f"{self.source_params:,}"
         yield "IR weights", f"{self.weights:,} ({self.weights - self.source_params:+,} from compile-time folding: batch norm, constants)"
         yield "crossbar weights (conv2d + linear)", f"{self.crossbar_weights:,}"
+        if self.weight_center:
+            yield "weight center (V-C)", self.weight_center
 
 
 def summarize(model: Model) -> ModelSummary:
@@ -31,5 +34,7 @@ def summarize(model: Model) -> ModelSummary:
     ops = Counter(layer.op for layer in graph.layers)
     weights = sum(ref.type.numel for ref in graph.weight_refs().values())
     crossbar = sum(layer.weight("weight").type.numel for layer in graph.layers if OPS[layer.op].kind == "mvm")
+    meta = dict(graph.meta)
+    center = f"{meta['weight_center']} ({meta['weight_shift']})" if "weight_center" in meta else ""
     return ModelSummary(graph.name, len(graph.layers), dict(ops), weights, crossbar,
-                        int(dict(graph.meta).get("source_params", 0)))
+                        int(meta.get("source_params", 0)), center)
