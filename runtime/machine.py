@@ -52,7 +52,7 @@ class WriteStats:
 
 @dataclass
 class _Accumulator:
-    acc: np.ndarray                      # float64 [groups, N, windows]: sum(q_x q_w) so far, exact
+    acc: np.ndarray | None               # [groups, N, windows]: sum(q_x q_w) so far, exact (see _accumulate)
     windows: list[np.ndarray]            # per group [windows, K] float32 inputs, less the machine's center
     out_hw: tuple[int, ...]
     lead: tuple[int, ...]
@@ -187,7 +187,7 @@ class Machine:
             else:
                 product = self.bit_serial.clipping_product(x, self._weight_matrix(held, g, chunks, columns, r1 - r0),
                                                            self._levels(rows_read)).T
-            self._accumulate(state.acc[g], product, columns, n)
+            self._accumulate(state, g, product, columns, n)
         if len(state.done) == total:
             self.values[instr["out"]] = self._finish(layer, attrs, state, k, n)
             del self._acc[layer.name]
@@ -239,9 +239,22 @@ class Machine:
             return min(len(columns) * block_cols, n - columns[0] * block_cols)
         return len(columns) * block_cols
 
-    def _accumulate(self, acc: np.ndarray, product: np.ndarray, columns: list[int], n: int) -> None:
+    def _accumulate(self, state: _Accumulator, g: int, product: np.ndarray, columns: list[int], n: int) -> None:
+        """Add a product [columns, windows] into the layer's partial sums. A layer whose first
+        product is all of it keeps that product as its sums (exact integers in float32); any
+        further product makes them float64, exact below 2^53."""
         block_cols = self.hw.block[1]
-        if columns == list(range(columns[0], columns[0] + len(columns))):  # consecutive: one add
+        groups = len(state.windows)
+        consecutive = columns == list(range(columns[0], columns[0] + len(columns)))
+        if state.acc is None and groups == 1 and consecutive and columns[0] == 0 and self._width(columns, n) == n:
+            state.acc = product[None, :n]
+            return
+        if state.acc is None:
+            state.acc = np.zeros((groups, n, product.shape[1]), np.float64)
+        elif state.acc.dtype != np.float64:
+            state.acc = state.acc.astype(np.float64)
+        acc = state.acc[g]
+        if consecutive:  # one add
             c0 = columns[0] * block_cols
             width = self._width(columns, n)
             acc[c0:c0 + width] += product[:width]
@@ -262,7 +275,7 @@ class Machine:
             out_hw, lead = (), x.shape[:-1]
         _, n = matrix_shape(weight.shape, groups)
         # float64 holds every partial sum exactly (below 2^53), and adds float32 products without a cast
-        state = _Accumulator(np.zeros((groups, n, windows[0].shape[0]), np.float64), windows, out_hw, lead)
+        state = _Accumulator(None, windows, out_hw, lead)
         self._acc[layer.name] = state
         return state
 
@@ -271,7 +284,7 @@ class Machine:
         out_zp + round_half_up((acc - w_zp sum(x) - x_zp sum(w) + k x_zp w_zp + bias) m / 2^shift),
         with the terms known offline folded into one constant per output column. With inputs and
         weights centred on c, the same formula holds with x - c, w - c, x_zp - c and w_zp - c."""
-        groups, _, windows = state.acc.shape
+        groups, windows = len(state.windows), state.windows[0].shape[0]
         exact = np.float32 if k * 255 < 1 << 24 else np.float64  # sums of 8-bit inputs, exact in float32 below 2^24
         w_zp = attrs["w_zp"] - self.center
         row_terms = np.stack([w_zp * win.sum(1, dtype=exact).astype(np.float64) for win in state.windows])
