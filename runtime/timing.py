@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..isa.hardware import Hardware
+from ..isa.opcodes import OPCODES
 from ..isa.program import Instr, Program
 from ..isa.tiling import block_grid, matrix_shape
 from .verify import layer_grid
@@ -79,6 +80,9 @@ class Timing:
     def __post_init__(self):
         self.max_inflight = max_blocks_writing(self.hw)
         self.block, self.weights_per_row = self.hw.block, self.hw.weights_per_row  # asked per block: read once
+        self.row_tracks = [f"row {r}" for r in range(self.hw.apu_rows)]
+        self._handlers = {name[1:]: getattr(self, name) for name in dir(self)
+                          if name.startswith("_") and not name.startswith("__") and name[1:] in OPCODES}
         self._grids: dict[str, tuple[int, int, int, int]] = {}  # layer -> (K, N, kb, nb)
         self.layers = {layer.name: layer for layer in self.program.layers}
         # declared types of every value: the timing model needs shapes, never values
@@ -86,7 +90,7 @@ class Timing:
 
     # ---- streams ------------------------------------------------------------------------------
     def record(self, stream: str, instr: Instr, machine) -> None:
-        getattr(self, "_" + instr.opcode)(stream, instr, machine)
+        self._handlers[instr.opcode](stream, instr, machine)
 
     def _advance(self, stream: str, cycles: float, name: str, tracks=()) -> None:
         start = self.clock[stream]
@@ -120,7 +124,7 @@ class Timing:
             heapq.heappush(inflight, start + cycles)
             self.peak_inflight = max(self.peak_inflight, len(inflight))
             self.last_write_done = max(self.last_write_done, start + cycles)
-            self.spans.append(Span(f"row {row}", name, start, start + cycles))
+            self.spans.append(Span(self.row_tracks[row], name, start, start + cycles))
             self.energy.memory += memory_j
 
     def _grid(self, layer) -> tuple[int, int, int, int]:
@@ -155,7 +159,7 @@ class Timing:
         cycles = max(cycles, math.ceil(windows * groups * k / (self.ports[0] * port)),
                      math.ceil(windows * groups * n / (self.ports[1] * port)))
         cycles += self.hw.latency.accumulate_latency_cycles
-        self._advance(stream, cycles, f"mvm {layer.name}", [f"row {r}" for r in instr["rows"]])
+        self._advance(stream, cycles, f"mvm {layer.name}", [self.row_tracks[r] for r in instr["rows"]])
         crossbars = sum(math.ceil(self._block_shape(layer, b)[1] / self.weights_per_row) for b in range(first, last + 1))
         e = self.hw.energy
         self.energy.compute += crossbars * windows * e.compute_j_per_crossbar_window
