@@ -2,11 +2,15 @@
 time they save on the interpreter's own timing model."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from arasc.backend.segments import segments_of
 from arasc.compile import compile_model, weights_name, write_compiled
 from arasc.isa.hardware import default_hardware
 from arasc.passes.tile import tilings
 from arasc.runtime.run import run_file
+from arasc.schedule.aras import binding_walk
 from arasc.schedule.replication import ROW_SHARE, replication_factors, schedule_cycles
 
 from conftest import SMALL_MODELS, built, compiled, lowered
@@ -68,3 +72,33 @@ def test_the_schedule_model_predicts_the_timing_model():
     predicted = schedule_cycles(model, HW, replication_factors(model, HW), tilings(model, HW))
     simulated = run_file(path, inferences=2, compute=False).timing.cycles
     assert 0.97 * simulated <= predicted <= simulated
+
+
+@settings(max_examples=80, deadline=None)
+@given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=12), rows=st.integers(8, 64), data=st.data())
+def test_the_binding_walk_never_gives_a_held_row_twice(sizes, rows, data):
+    segments = [seg for i, blocks in enumerate(sizes) for seg in segments_of(f"l{i}", blocks, rows)]
+    copies = {f"l{i}": data.draw(st.integers(1, max(1, rows // blocks))) for i, blocks in enumerate(sizes)}
+    held: dict[int, object] = {}   # row -> segment holding it
+    bound, taken_back = {}, set()
+    for event in binding_walk(segments, copies, rows):
+        if event[0] == "reclaim":
+            assert event[1] not in taken_back
+            taken_back.add(event[1])
+            for row in bound[event[1]]:
+                assert held.pop(row) is event[1]
+        elif event[0] == "write":
+            for row in event[3]:
+                assert row not in held, f"row {row} given out while {held.get(row)} holds it"
+                held[row] = event[1]
+        else:
+            _, segment, seg_rows = event
+            count = copies[segment.layer] if segment.count == 1 else 1
+            assert len(seg_rows) == count * len(segment.blocks) == len(set(seg_rows))
+            bound[segment] = seg_rows
+    assert set(bound) == set(segments)
+
+
+def test_copies_that_cannot_fit_the_chip_are_refused():
+    with pytest.raises(ValueError, match="more than the chip's 8 APU rows"):
+        list(binding_walk(segments_of("l0", 3, 8), {"l0": 3}, 8))

@@ -29,6 +29,9 @@ def binding_walk(segments: list[Segment], copies: dict[str, int], apu_rows: int)
     held: deque = deque()   # (segment, rows) written and not yet taken back, in compute order
     for segment in segments:
         count = copies.get(segment.layer, 1) if segment.count == 1 else 1
+        if count * len(segment.blocks) > apu_rows:
+            raise ValueError(f"{segment.layer}: {count} copies of {len(segment.blocks)} blocks need more than the "
+                             f"chip's {apu_rows} APU rows")
         rows_by_copy: list[list[int]] = [[] for _ in range(count)]
         for block in segment.blocks:
             rows = []
