@@ -132,3 +132,13 @@ def test_a_common_center_raises_the_skipped_cells_on_the_interpreter(tmp_path):
         writes = run_file(path, hw_path=str(hw_path), inferences=2, compute=False).machine.writes
         ratios[center] = writes.cells_skipped / (writes.cells_skipped + writes.cells_written)
     assert ratios[96] > ratios[None] + 0.01, ratios
+
+
+def test_fit_rescales_only_codes_that_would_leave_the_range():
+    from arasc.passes.shift_weights import _fitting_scale
+
+    assert _fitting_scale(-88, 100, 88) == 1.0       # the lowest code lands on 0 exactly
+    assert _fitting_scale(-89, 100, 88) < 1.0        # one code further would be -1
+    assert _fitting_scale(-10, 167, 88) == 1.0       # the highest lands on 255
+    alpha = _fitting_scale(-120, 200, 88)
+    assert 88 - alpha * 120 >= -0.5 and 88 + alpha * 200 <= 255.5

@@ -105,14 +105,15 @@ def shifted(model: Model, center: int, method: str = "fit") -> tuple[Model, floa
 
 
 def _fitting_scale(low: int, high: int, zero_point: int) -> float:
-    """The largest alpha <= 1 with zero_point + alpha [low, high] inside [0, 255] (low <= 0 <= high
-    around the zero point), rounded down a little so that rounding cannot step outside."""
+    """1 if zero_point + [low, high] lies inside [0, 255] (low <= 0 <= high, the codes about
+    their zero point); otherwise the largest alpha with zero_point + alpha [low, high] inside,
+    less a half code, so that rounding cannot step outside."""
     alpha = 1.0
-    if low < 0:
+    if zero_point + low < 0:
         alpha = min(alpha, (zero_point - 0.5) / -low)
-    if high > 0:
+    if zero_point + high > 255:
         alpha = min(alpha, (255 - zero_point - 0.5) / high)
-    return max(alpha, 0.0) if alpha < 1.0 else 1.0
+    return max(alpha, 0.0)
 
 
 def predicted_skip(model: Model, hw: Hardware) -> float:
