@@ -2,7 +2,7 @@
 
 Each is one pass over its data where numpy needs six to ten (casts, masks, table gathers, separate
 sums), and these passes, not the arithmetic, bound the interpreter: a ResNet-50 inference writes
-25 M weights and requantizes 11 M outputs. The products stay with BLAS (`machine.py`).
+25 M weights (34 M with its replicas) and requantizes 11 M outputs. The products stay with BLAS (`machine.py`).
 Every kernel is exact integer arithmetic; tests compare each with its plain numpy statement.
 """
 from __future__ import annotations
@@ -35,8 +35,9 @@ def write_cells(cells, rows, contents, blocks, masks, partial, table):  # pragma
 @njit(cache=True, nogil=True)
 def requantize(acc, row_terms, multiplier, column_terms, shift, floor, out):  # pragma: no cover - compiled
     """out[b, g*N + c, p] = clip(((acc[g, c, w] - row_terms[g, w]) * multiplier + column_terms[g, c])
-    >> shift, floor, 255) for window w = b * positions + p, acc and row_terms float64 holding
-    exact integers; out [batch, channels, positions] is NCHW for a convolution (positions = OH x OW)."""
+    >> shift, floor, 255) for window w = b * positions + p; acc (float32, float64 or int64) and
+    row_terms (float64) hold exact integers, so their difference is exact in float64;
+    out [batch, channels, positions] is NCHW for a convolution (positions = OH x OW)."""
     groups, n, _ = acc.shape
     batch, _, positions = out.shape
     for g in range(groups):
@@ -45,7 +46,7 @@ def requantize(acc, row_terms, multiplier, column_terms, shift, floor, out):  # 
             for b in range(batch):
                 for p in range(positions):
                     w = b * positions + p
-                    q = (np.int64(acc[g, c, w] - row_terms[g, w]) * multiplier + column) >> shift  # exact in float64
+                    q = (np.int64(acc[g, c, w] - row_terms[g, w]) * multiplier + column) >> shift
                     out[b, g * n + c, p] = min(max(q, floor), 255)
 
 
