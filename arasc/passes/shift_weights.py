@@ -20,9 +20,10 @@ those layers.
 The candidates are the paper's six centers: 88, 96, 104, 152, 160 and 168. They are the middles
 of the 4th cell's sections and of their quarters, away from the ends of the range. With
 `center="auto"` the pass ranks the centers by the skip ratio Eq. 3 predicts between consecutive
-layers. It takes the first one whose outputs on the calibration inputs keep a cosine of at least
-`min_cosine` with the unshifted model's. If no center qualifies, nothing is shifted. The first
-layer is never shifted: the paper keeps it exact, since errors there cost the most accuracy.
+layers. It takes the first one whose outputs on the calibration inputs (the first
+`GUARD_BATCHES` of them) keep a cosine of at least `min_cosine` with the unshifted model's. If
+no center qualifies, nothing is shifted. The first layer is never shifted: the paper keeps it
+exact, since errors there cost the most accuracy.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from ..isa.hardware import Hardware, default_hardware
 from ..isa.tiling import cell_levels
 
 CENTERS = (88, 96, 104, 152, 160, 168)
+GUARD_BATCHES = 4  # calibration input tuples the output check runs: each costs a full integer evaluation
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ def choose_center(model: Model, calibration, min_cosine: float, hw: Hardware, me
     for center in CENTERS:
         candidates[center], clipped[center] = shifted(model, center, method)
         skip[center] = predicted_skip(candidates[center], hw)
+    calibration = list(calibration)[:GUARD_BATCHES]
     reference = [evaluate(model, inputs) for inputs in calibration]
     cosine: dict[int, float] = {}
     for center in sorted(CENTERS, key=lambda c: -skip[c]):
