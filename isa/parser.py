@@ -4,8 +4,6 @@ The grammar has one rule per opcode, named after it (a test checks the opcode ta
 these rule names)."""
 from __future__ import annotations
 
-import json
-
 from lark import Lark, Token, UnexpectedInput, v_args
 from lark.exceptions import VisitError
 

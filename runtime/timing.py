@@ -30,8 +30,6 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ..isa.hardware import Hardware
 from ..isa.opcodes import OPCODES
 from ..isa.program import Instr, Program

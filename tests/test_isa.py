@@ -10,7 +10,7 @@ from arasc.isa.opcodes import OPCODES
 from arasc.isa.parser import GRAMMAR_RULES, ProgramError, parse_program
 from arasc.isa.printer import print_program
 
-from conftest import SMALL_MODELS, compiled
+from conftest import compiled
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -67,7 +67,7 @@ def test_aras_overlaps_writes_with_compute(name, tmp_path):
 def test_bandwidth_limits_concurrent_writes(tmp_path):
     import dataclasses
 
-    from arasc.runtime.run import execute, load_program, read_inputs
+    from arasc.runtime.run import execute, read_inputs
 
     result = run("resnet50-small", "aras", tmp_path)
     hw = result.machine.hw
