@@ -92,6 +92,7 @@ class Crossbar:
     write_cycles_per_crossbar: int = _count()
     adcs_per_crossbar: int = _count()
     adc_bits: int = _count()
+    endurance_writes: float = _positive()
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ class WriteStats:
     cells_written: int = 0   # cells whose level changed
     cells_skipped: int = 0   # cells already at the level to write
     blocks: int = 0
+    row_writes: dict[int, int] = field(default_factory=dict)  # APU row -> blocks written into it
 
 
 @dataclass
@@ -151,6 +152,7 @@ class Machine:
             self.writes.blocks += len(blocks)
             for block, row in zip(blocks, rows_of):
                 self.owner[row] = (name, block)
+                self.writes.row_writes[row] = self.writes.row_writes.get(row, 0) + 1
 
     def release(self, instr: Instr) -> None:
         for row in instr["rows"]:

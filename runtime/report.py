@@ -36,6 +36,9 @@ def print_run(result, out: Console) -> None:
     stats.add_row("blocks written", f"{s['blocks_written']:,} (at most {s['peak_blocks_writing']:,} at once)")
     stats.add_row("write pulses", f"{s['write_pulses']:,}")
     stats.add_row("cells written / skipped", f"{s['cells_written']:,} / {s['cells_skipped']:,}")
+    stats.add_row("lifespan", f"{s['lifespan_years']:,.1f} years back to back (most-written row: "
+                  f"{s['most_writes_per_row']} writes per inference; endurance "
+                  f"{result.machine.hw.crossbar.endurance_writes:.0e} writes)")
     bs = result.machine.bit_serial
     if bs.adc_bits is not None:
         stats.add_row(f"ADC {bs.adc_bits}-bit samples clipped",

@@ -229,6 +229,16 @@ def upper_bound_cycles(program: Program, hw: Hardware) -> float:
     return max(blocks / slots, 1.0) * hw.crossbar.write_cycles_per_crossbar
 
 
+def lifespan_years(hw: Hardware, writes_per_inference: int, seconds_per_inference: float) -> float:
+    """Paper VII-D: years until the most-written cells reach the endurance, running back to back.
+    Every write into an APU row is counted against each of its cells, an upper bound (cells
+    already at their level are skipped)."""
+    if not writes_per_inference or not seconds_per_inference:
+        return math.inf
+    inferences = hw.crossbar.endurance_writes / writes_per_inference
+    return inferences * seconds_per_inference / (365.25 * 24 * 3600)
+
+
 def summary(timing: Timing, machine, program: Program, hw: Hardware, inference: int) -> dict:
     cycles = timing.cycles
     seconds = hw.seconds(cycles)
@@ -252,6 +262,8 @@ def summary(timing: Timing, machine, program: Program, hw: Hardware, inference: 
         "cells_written": w.cells_written,
         "cells_skipped": w.cells_skipped,
         "blocks_written": w.blocks,
+        "most_writes_per_row": max(w.row_writes.values(), default=0),
+        "lifespan_years": lifespan_years(hw, max(w.row_writes.values(), default=0), seconds),
         "peak_blocks_writing": timing.peak_inflight,
         "max_blocks_writing_by_bandwidth": timing.max_inflight,
     }

@@ -133,3 +133,15 @@ def test_timing_only_gives_the_same_time_energy_and_writes(tmp_path):
     full, timed = run_file(path, inferences=2), run_file(path, inferences=2, compute=False)
     assert timed.outputs == {}
     assert run_summary(timed) == run_summary(full)
+
+
+def test_lifespan_counts_the_most_written_row(tmp_path):
+    from collections import Counter
+
+    result = run("resnet50-small", "aras", tmp_path)
+    summary = run_summary(result)
+    per_row = Counter(row for i in result.program.write if i.opcode == "wr" for row in i["rows"])
+    assert summary["most_writes_per_row"] == max(per_row.values())
+    hw = default_hardware()
+    years = hw.crossbar.endurance_writes / max(per_row.values()) * summary["seconds"] / (365.25 * 24 * 3600)
+    assert summary["lifespan_years"] == pytest.approx(years)
