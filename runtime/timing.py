@@ -231,8 +231,8 @@ def upper_bound_cycles(program: Program, hw: Hardware) -> float:
 
 def lifespan_years(hw: Hardware, writes_per_inference: int, seconds_per_inference: float) -> float:
     """Paper VII-D: years until the most-written cells reach the endurance, running back to back.
-    Every write into an APU row is counted against each of its cells, an upper bound (cells
-    already at their level are skipped)."""
+    Every write into an APU row counts against each of its cells: an upper bound on the writes a
+    cell sees (cells already at their level are skipped), so a lower bound on the lifespan."""
     if not writes_per_inference or not seconds_per_inference:
         return math.inf
     inferences = hw.crossbar.endurance_writes / writes_per_inference
