@@ -268,16 +268,13 @@ class Machine:
 
     def _start(self, layer: LayerDef, attrs: dict, x: np.ndarray) -> _Accumulator:
         weight = self.w[layer.weight("weight")[0]]
-        groups = attrs.get("groups", 1)
         if layer.op == "qconv2d":
             windows, out_hw = conv_windows(x, attrs, weight.shape[2:], self.center)
             lead = (x.shape[0],)
         else:
             windows = [np.subtract(x.reshape(-1, x.shape[-1]), self.center, dtype=np.float32)]
             out_hw, lead = (), x.shape[:-1]
-        _, n = matrix_shape(weight.shape, groups)
-        # float64 holds every partial sum exactly (below 2^53), and adds float32 products without a cast
-        state = _Accumulator(None, windows, out_hw, lead)
+        state = _Accumulator(None, windows, out_hw, lead)  # the partial sums come with the first product
         self._acc[layer.name] = state
         return state
 

@@ -79,8 +79,7 @@ class Timing:
         self.max_inflight = max_blocks_writing(self.hw)
         self.block, self.weights_per_row = self.hw.block, self.hw.weights_per_row  # asked per block: read once
         self.row_tracks = [f"row {r}" for r in range(self.hw.apu_rows)]
-        self._handlers = {name[1:]: getattr(self, name) for name in dir(self)
-                          if name.startswith("_") and not name.startswith("__") and name[1:] in OPCODES}
+        self._handlers = {opcode: getattr(self, "_" + opcode) for opcode in OPCODES}
         self._grids: dict[str, tuple[int, int, int, int]] = {}  # layer -> (K, N, kb, nb)
         self.layers = {layer.name: layer for layer in self.program.layers}
         # declared types of every value: the timing model needs shapes, never values
@@ -150,13 +149,9 @@ class Timing:
         replicas = len(instr["rows"]) // (last - first + 1)
         shape = instr["type"].shape
         windows = shape[0] * shape[2] * shape[3] if layer.op == "qconv2d" else math.prod(shape[:-1])
-        cycles = math.ceil(windows / replicas) * self.hw.crossbar.compute_cycles_per_window
         k, n = self._grid(layer)[:2]
         groups = layer.attr("groups", 1)
-        port = self.hw.latency.gbuffer_bytes_per_cycle_per_bank
-        cycles = max(cycles, math.ceil(windows * groups * k / (self.ports[0] * port)),
-                     math.ceil(windows * groups * n / (self.ports[1] * port)))
-        cycles += self.hw.latency.accumulate_latency_cycles
+        cycles = mvm_cycles(self.hw, windows, replicas, groups * k, groups * n, self.ports)
         self._advance(stream, cycles, f"mvm {layer.name}", [self.row_tracks[r] for r in instr["rows"]])
         crossbars = sum(math.ceil(self._block_shape(layer, b)[1] / self.weights_per_row) for b in range(first, last + 1))
         e = self.hw.energy
@@ -212,6 +207,16 @@ class Timing:
         self._close_banks(end)
         self.energy.write = machine.writes.pulses * self.hw.energy.write_j_per_pulse
         self.cycles = end
+
+
+def mvm_cycles(hw: Hardware, windows: int, replicas: int, k: int, n: int, ports: tuple[int, int] = (1, 1)) -> int:
+    """Cycles of an `mvm` over `windows` on `replicas` copies: compute_cycles_per_window per
+    window step, but never less than moving each window's k input and n output bytes through
+    the ports of the layer's (input, output) banks; then the accumulation latency."""
+    steps = math.ceil(windows / replicas) * hw.crossbar.compute_cycles_per_window
+    port = hw.latency.gbuffer_bytes_per_cycle_per_bank
+    traffic = max(math.ceil(windows * k / (ports[0] * port)), math.ceil(windows * n / (ports[1] * port)))
+    return max(steps, traffic) + hw.latency.accumulate_latency_cycles
 
 
 def max_blocks_writing(hw: Hardware) -> int:

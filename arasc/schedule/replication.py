@@ -20,13 +20,12 @@ compute is below an eighth of a block write, too short to matter.
 from __future__ import annotations
 
 import heapq
-import math
 
 from ..backend.segments import crossbar_segments
 from ..ir import Model
 from ..isa.hardware import Hardware
 from ..passes.tile import LayerTiling, tilings
-from ..runtime.timing import max_blocks_writing
+from ..runtime.timing import max_blocks_writing, mvm_cycles
 from .aras import binding_walk
 
 ROW_SHARE = 4       # a layer's copies take at most 1 / ROW_SHARE of the APU rows
@@ -35,9 +34,7 @@ SHORTEST = 1 / 8    # layers computing in less than this many block writes are l
 
 def segment_cycles(t: LayerTiling, copies: int, hw: Hardware) -> int:
     """Cycles of one segment's compute on `copies` copies, one Gbuffer bank port each way."""
-    steps = math.ceil(t.windows / copies) * hw.crossbar.compute_cycles_per_window
-    port = hw.latency.gbuffer_bytes_per_cycle_per_bank
-    return max(steps, math.ceil(t.windows * t.groups * max(t.k, t.n) / port))
+    return mvm_cycles(hw, t.windows, copies, t.groups * t.k, t.groups * t.n)
 
 
 def schedule_cycles(model: Model, hw: Hardware, copies: dict[str, int], tiles: dict[str, LayerTiling]) -> float:
