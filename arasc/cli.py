@@ -147,7 +147,7 @@ def cmd_demo(args, out: Console) -> int:
     from .compile import compile_model, optimizations, weights_name, write_compiled
     from .frontend import import_module
     from .loader import load_module
-    from .runtime.report import print_run
+    from .runtime.report import cosine, print_run
     from .runtime.run import run_file
 
     module, inputs, name = load_module(args.model)
@@ -170,8 +170,7 @@ def cmd_demo(args, out: Console) -> int:
     for (port, got), want in zip(result.outputs.items(), expected):
         want = want.numpy().astype(np.float64).ravel()
         got64 = got.astype(np.float64).ravel()
-        cosine = float(want @ got64 / (np.linalg.norm(want) * np.linalg.norm(got64)))
-        table.add_row(port, str(list(got.shape)), f"{cosine:.5f}", f"{np.abs(want - got64).max():.4f}",
+        table.add_row(port, str(list(got.shape)), f"{cosine(want, got64):.5f}", f"{np.abs(want - got64).max():.4f}",
                       str(bool(np.argmax(want) == np.argmax(got64))))
     out.print(table)
     return EXIT_OK

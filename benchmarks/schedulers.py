@@ -16,7 +16,6 @@ import gc
 import tempfile
 import time
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -25,17 +24,13 @@ from arasc import models
 from arasc.compile import compile_model, weights_name, write_compiled
 from arasc.frontend import import_module
 from arasc.isa.hardware import default_hardware
-from arasc.runtime.report import run_summary
+from arasc.runtime.report import cosine, run_summary
 from arasc.runtime.run import run_file
 
 MODELS = ["vgg16", "resnet50", "densenet161", "bert-base", "bert-large"]
 COLUMNS = ("model", "scheduler", "banks", "replication", "weight center", "inf/s", "upper bound inf/s", "of bound", "energy mJ", "write", "compute",
            "static", "memory", "write pulses", "cells skipped", "cosine to PyTorch", "run s", "timing-only s")
 
-
-def cosine(a, b) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def measure(name: str, hw) -> list[tuple]:

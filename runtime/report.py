@@ -55,14 +55,20 @@ def _atomic_write(path: str, write) -> None:
     os.replace(tmp, path)
 
 
+def cosine(a, b) -> float:
+    """Cosine similarity of two arrays, flattened; 1 for two zero arrays, 0 for one."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / norms) if norms else float(not a.any() and not b.any())
+
+
 def adc_error(result, ideal) -> dict:
     """What a finite ADC did to each output, against the same program with an ideal ADC."""
     errors = {}
     for name, got in result.outputs.items():
         want = ideal.outputs[name].astype(np.float64).ravel()
         diff = got.astype(np.float64).ravel() - want
-        norms = np.linalg.norm(want) * np.linalg.norm(got)
-        errors[name] = {"cosine_to_ideal": float(want @ got.astype(np.float64).ravel() / norms) if norms else 1.0,
+        errors[name] = {"cosine_to_ideal": cosine(want, got),
                         "max_abs_error": float(np.abs(diff).max()),
                         "rms_error": float(np.sqrt(np.mean(diff * diff)))}
     return errors

@@ -50,6 +50,7 @@ from typing import Callable
 import numpy as np
 
 from .kernels import qadd_pair
+from .windows import output_length
 
 U8_MAX = 255
 SOFTMAX_PROB_BITS = 31   # qsoftmax's probabilities are Q31 integers before requantization
@@ -145,18 +146,10 @@ def qlut(xs, a, w):
 
 # ---- pooling ----------------------------------------------------------------------------------------
 
-def _pool_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:
-    """torch's pooling output length (pooling_output_shape)."""
-    out = (size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1   # torch drops a last window that would start inside the right padding
-    return out
-
-
 def _spatial(x: np.ndarray, a: dict, dilation=(1, 1)):
     """Per spatial axis: (size, kernel, stride, pad, dilation, output length)."""
     for size, k, s, p, d in zip(x.shape[-2:], a["kernel"], a["stride"], a["padding"], dilation, strict=True):
-        yield size, k, s, p, d, _pool_size(size, k, s, p, d, a["ceil_mode"])
+        yield size, k, s, p, d, output_length(size, k, s, p, d, a["ceil_mode"])
 
 
 def _window_sums(x: np.ndarray, rows: tuple, cols: tuple) -> np.ndarray:

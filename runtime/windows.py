@@ -7,8 +7,13 @@ import numpy as np
 from .kernels import im2col
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+def output_length(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool = False) -> int:
+    """Windows along one axis, as torch counts them for convolution and pooling
+    (pooling_output_shape)."""
+    out = (size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1   # torch drops a last window that would start inside the right padding
+    return out
 
 
 def conv_windows(x: np.ndarray, attrs: dict, kernel: tuple[int, int],
@@ -17,7 +22,7 @@ def conv_windows(x: np.ndarray, attrs: dict, kernel: tuple[int, int],
     the products consume; a transposed view, as im2col makes it) of the codes less `offset`, and
     (OH, OW). Padding reads the input zero point x_zp: the code of real 0."""
     stride, padding, dilation, groups = attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"]
-    out_hw = tuple(conv_output_size(x.shape[2 + a], kernel[a], stride[a], padding[a], dilation[a]) for a in (0, 1))
+    out_hw = tuple(output_length(x.shape[2 + a], kernel[a], stride[a], padding[a], dilation[a]) for a in (0, 1))
     per_group = x.shape[1] // groups
     mats = []
     if tuple(kernel) == (1, 1) and tuple(padding) == (0, 0):  # a pointwise convolution reads its input as it is

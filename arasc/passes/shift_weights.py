@@ -33,10 +33,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..ir import OPS, Model
+from ..ir import Model
 from ..ir.qops import fixed_point
 from ..isa.hardware import Hardware, default_hardware
 from ..isa.tiling import cell_levels
+from .tile import is_crossbar_layer
 
 CENTERS = (88, 96, 104, 152, 160, 168)
 GUARD_BATCHES = 4  # calibration input tuples the output check runs: each costs a full integer evaluation
@@ -54,7 +55,7 @@ def crossbar_weights(model: Model) -> list[str]:
     """The weight tensors of the crossbar layers in compute order, each once."""
     names = []
     for layer in model.graph.layers:
-        if OPS[layer.op].kind == "mvm" and layer.weight("weight").name not in names:
+        if is_crossbar_layer(layer) and layer.weight("weight").name not in names:
             names.append(layer.weight("weight").name)
     return names
 
@@ -63,7 +64,7 @@ def shifts(model: Model, center: int) -> dict[str, int]:
     """d for every crossbar weight but the first: center - mean code, kept such that the zero
     point stays a code (0..255)."""
     zero_points = {layer.weight("weight").name: layer.attr("w_zp") for layer in model.graph.layers
-                   if OPS[layer.op].kind == "mvm"}
+                   if is_crossbar_layer(layer)}
     result = {}
     for name in crossbar_weights(model)[1:]:
         d = center - int(round(float(np.asarray(model.weights[name]).mean())))
@@ -83,7 +84,7 @@ def shifted(model: Model, center: int, method: str = "fit") -> tuple[Model, floa
     layers = []
     clipped = total = 0
     for layer in model.graph.layers:
-        if OPS[layer.op].kind != "mvm" or layer.weight("weight").name not in d:
+        if not is_crossbar_layer(layer) or layer.weight("weight").name not in d:
             layers.append(layer)
             continue
         name, zp = layer.weight("weight").name, layer.attr("w_zp")
@@ -142,14 +143,10 @@ def output_cosine(reference: list, model: Model, calibration) -> float:
     """The lowest cosine between the model's outputs on the calibration inputs and `reference`
     (a list of output lists, one per input tuple)."""
     from ..ir.evaluate import evaluate
+    from ..runtime.report import cosine
 
-    worst = 1.0
-    for inputs, want in zip(calibration, reference):
-        for a, b in zip(want, evaluate(model, inputs)):
-            a, b = a.numpy().astype(np.float64).ravel(), b.numpy().astype(np.float64).ravel()
-            norm = np.linalg.norm(a) * np.linalg.norm(b)
-            worst = min(worst, float(a @ b / norm) if norm else float(np.array_equal(a, b)))
-    return worst
+    return min(cosine(a.numpy(), b.numpy())
+               for inputs, want in zip(calibration, reference) for a, b in zip(want, evaluate(model, inputs)))
 
 
 def choose_center(model: Model, calibration, min_cosine: float, hw: Hardware, method: str = "fit") -> CenterChoice:
