@@ -1,12 +1,18 @@
 """The `arasc` command line: models, ir, compile, run.
 
 Exit status: 0 success, 2 bad input (the message says what and where), 1 internal error.
-Set ARASC_DEBUG=1 to see the Python traceback of an internal error."""
+Set ARASC_DEBUG=1 to see the Python traceback of an internal error.
+
+One error path (`main`): every message is plain text (user strings are never read as markup);
+whatever libraries write to stderr while a command runs (torch's own tracebacks and warnings)
+is captured and shown only if the command succeeds."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 
 from rich.console import Console
 from rich.table import Table
@@ -37,17 +43,24 @@ def calibration_inputs(args, example_inputs) -> list[tuple]:
         return [tuple(example_inputs)]
     import numpy as np
 
-    try:
-        samples = np.load(args.calib, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise UsageError(f"{args.calib}: not a readable .npy array ({err})") from None
+    if not os.path.isfile(args.calib):
+        raise UsageError(f"--calib {args.calib}: no such file")
+    try:  # memory-mapped: the header's shape is checked before any data is read
+        samples = np.load(args.calib, mmap_mode="r", allow_pickle=False)
+    except Exception as err:  # numpy raises many kinds on a damaged file
+        raise UsageError(f"--calib {args.calib}: not a readable .npy array ({type(err).__name__}: {err})") from None
+    if not isinstance(samples, np.ndarray) or samples.dtype.kind not in "fiu":
+        raise UsageError(f"--calib {args.calib}: not an .npy array of numbers")
     if len(example_inputs) != 1:
         raise UsageError(f"--calib {args.calib}: the model takes {len(example_inputs)} inputs; --calib holds one")
     shape = tuple(example_inputs[0].shape)
-    batch = shape[0]  # the graph was traced at this batch size: calibrate in batches of it
-    if tuple(samples.shape[1:]) != shape[1:] or len(samples) < batch:
+    batch = shape[0] if shape else 1  # the graph was traced at this batch size: calibrate in batches of it
+    if samples.ndim != len(shape) or tuple(samples.shape[1:]) != shape[1:] or len(samples) < batch:
         raise UsageError(f"--calib {args.calib}: shape {list(samples.shape)}, expected [N, "
                          f"{', '.join(map(str, shape[1:]))}] with N >= {batch} (the traced batch size)")
+    samples = np.array(samples, dtype=np.asarray(example_inputs[0]).dtype)
+    if samples.dtype.kind == "f" and not np.isfinite(samples).all():
+        raise UsageError(f"--calib {args.calib}: holds NaN or infinite values, which calibrate no scale")
     return [(samples[i:i + batch],) for i in range(0, len(samples) - batch + 1, batch)]
 
 
@@ -96,11 +109,11 @@ def cmd_compile(args, out: Console) -> int:
     from .compile import compile_model, optimizations, weights_name, write_compiled
     from .loader import load
 
+    from .compile import output_paths
+
     if not args.output.endswith(".aras"):
         raise UsageError(f"-o {args.output}: the program file must end in .aras")
-    folder = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(folder):
-        raise UsageError(f"-o {args.output}: folder {folder} does not exist")
+    output_paths(args.output, weights_name(args.output))  # refused before any work, not after
     loaded = load(args.model, args.frontend)
     compiled = compile_model(loaded.model, hardware(args), calibration_inputs(args, loaded.example_inputs),
                              loaded.example_inputs, weights_name(args.output), args.scheduler, args.banks,
@@ -121,6 +134,11 @@ def cmd_run(args, out: Console) -> int:
         raise UsageError("--inferences must be at least 1")
     if args.timing_only and (args.output or args.adc_bits):
         raise UsageError("--timing-only computes no activations: it cannot write --output or model an ADC")
+    from .isa.atomic import check_output_path
+
+    for flag in ("output", "report", "trace", "plot"):  # refused before any work, not after
+        if getattr(args, flag):
+            check_output_path(getattr(args, flag), f"--{flag}")
     result = run_file(args.program, args.input, args.hw, inferences=args.inferences, adc_bits=args.adc_bits,
                       adc_lsb=args.adc_lsb, compute=not args.timing_only)
     if args.adc_bits is not None:  # never silently: say what the finite ADC did to the outputs
@@ -186,6 +204,16 @@ def weight_center(text: str) -> int | str | None:
     return int(text)
 
 
+def int_in(low: int, high: int):
+    """An argparse type: an integer in low..high (argparse reports others, naming the flag, exit 2)."""
+    def parse(text: str) -> int:
+        if not text.lstrip("-").isdigit() or len(text) > 12 or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected an integer in {low}..{high}")
+        return int(text)
+    parse.__name__ = "integer"
+    return parse
+
+
 def add_weight_center(p) -> None:
     p.add_argument("--weight-center", type=weight_center, default="auto", metavar="C", help="weight-mean shifting "
                    "(paper V-C): auto (the center with the most skipped cells that keeps the outputs on the "
@@ -240,9 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the example input stored with the program")
     p.add_argument("--output", metavar="Y.npy", help="write the dequantized float output here")
     p.add_argument("--hw", metavar="FILE", help="hardware description, if not a bundled one")
-    p.add_argument("--adc-bits", type=int, metavar="N", help="model a finite ADC of N bits (default: ideal)")
-    p.add_argument("--adc-lsb", type=int, default=1, metavar="L", help="ADC step in partial-sum units (default 1)")
-    p.add_argument("--inferences", type=int, default=2, metavar="N", help="run N inferences on one chip and report "
+    p.add_argument("--adc-bits", type=int_in(1, 32), metavar="N", help="model a finite ADC of N bits, 1..32 "
+                   "(default: ideal)")
+    p.add_argument("--adc-lsb", type=int_in(1, 1 << 30), default=1, metavar="L", help="ADC step in partial-sum "
+                   "units (default 1)")
+    p.add_argument("--inferences", type=int_in(1, 1000), default=2, metavar="N", help="run N inferences on one chip and report "
                    "the last (default 2: steady state, the cells start as the first inference left them)")
     p.add_argument("--timing-only", action="store_true", help="simulate time, energy and writes without computing "
                    "activations (they change none of them); no outputs")
@@ -264,6 +294,7 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     from .backend.emit import BackendError
     from .frontend import FrontendError
     from .ir import IRParseError, VerifyError
+    from .isa.atomic import OutputPathError
     from .isa.hardware import HardwareConfigError
     from .isa.parser import ProgramError
     from .isa.weights import WeightFileError
@@ -273,26 +304,62 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     from .runtime.verify import VerifyError as ProgramVerifyError
 
     return (UsageError, FrontendError, ModelLoadError, IRParseError, VerifyError, HardwareConfigError, ProgramError,
-            WeightFileError, RuntimeInputError, ProgramVerifyError, QuantizeError, BackendError)
+            WeightFileError, RuntimeInputError, ProgramVerifyError, QuantizeError, BackendError, OutputPathError)
+
+
+@contextlib.contextmanager
+def captured_stderr():
+    """Collect what is written to file descriptor 2 (torch writes its own tracebacks and warnings
+    there, from C++ too) into a temporary file; yields a function returning the text so far."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            def text() -> str:
+                sys.stderr.flush()
+                sink.seek(0)
+                return sink.read().decode("utf-8", errors="replace")
+            yield text
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def report(kind: str, message: str) -> None:
+    """An error, in plain text: a path or a source line holding `[/]` is printed as it is."""
+    sys.stderr.write(f"{kind}: {message}\n")
+    sys.stderr.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    err = Console(stderr=True, highlight=False)
-    out = Console(highlight=False)
-    try:
-        return args.run(args, out)
-    except bad_input_errors() as e:
-        err.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        return 130
-    except Exception as e:  # an arasc bug, not the user's
-        if os.environ.get("ARASC_DEBUG"):
-            raise
-        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e}\n(set ARASC_DEBUG=1 for the traceback; "
-                  f"please report it)", markup=True, soft_wrap=True)
-        return EXIT_INTERNAL
+    # markup, emoji and highlighting off: the console prints arasc's tables and user strings as they are
+    out = Console(highlight=False, markup=False, emoji=False)
+    debug = bool(os.environ.get("ARASC_DEBUG"))
+    with contextlib.ExitStack() as stack:
+        library_output = stack.enter_context(captured_stderr()) if not debug else (lambda: "")
+        try:
+            status, problem = args.run(args, out), None
+        except bad_input_errors() as e:
+            status, problem = EXIT_BAD_INPUT, ("error", str(e))
+        except KeyboardInterrupt:
+            status, problem = 130, None
+        except MemoryError:
+            status, problem = EXIT_BAD_INPUT, ("error", "out of memory: the model or program is too large for "
+                                               "this machine")
+        except Exception as e:  # an arasc bug, not the user's
+            if debug:
+                raise
+            status, problem = EXIT_INTERNAL, ("internal error", f"{type(e).__name__}: {e}\n(set ARASC_DEBUG=1 for "
+                                              f"the traceback; please report it)")
+        captured = library_output()
+    if status == EXIT_OK and captured:
+        sys.stderr.write(captured)  # warnings of a run that worked are the user's to see
+    if problem:
+        report(*problem)
+    return status
 
 
 if __name__ == "__main__":

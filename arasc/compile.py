@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from .backend.emit import assemble, emit_compute, program_tensors
 from .ir import Model
+from .isa.atomic import check_output_path, write_atomically
 from .isa.hardware import Hardware
 from .isa.printer import print_program
 from .isa.program import Program
@@ -79,21 +79,18 @@ def weights_name(program_path: str) -> str:
     return os.path.splitext(os.path.basename(program_path))[0] + ".arasw"
 
 
+def output_paths(program_path: str, weights_file: str) -> tuple[str, str]:
+    """(program, weight file) paths, checked writable before any compiling."""
+    weights_path = os.path.join(os.path.dirname(os.path.abspath(program_path)), weights_file)
+    for path in (program_path, weights_path):
+        check_output_path(path, "-o")
+    return program_path, weights_path
+
+
 def write_compiled(compiled: Compiled, program_path: str) -> str:
-    """Write the program and its weight file side by side, atomically; return the weight path."""
-    folder = os.path.dirname(os.path.abspath(program_path))
-    weights_path = os.path.join(folder, compiled.program.weights[0])
-    temps = []
-    try:
-        for data, final in ((compiled.weights, weights_path), (compiled.text.encode(), program_path)):
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".arasc-", suffix=".tmp")
-            temps.append((tmp, final))
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        for tmp, final in temps:
-            os.replace(tmp, final)
-    finally:
-        for tmp, _ in temps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    """Write the program and its weight file side by side, atomically (both or neither); return
+    the weight path."""
+    _, weights_path = output_paths(program_path, compiled.program.weights[0])
+    write_atomically([(weights_path, lambda f: f.write(compiled.weights)),
+                      (program_path, lambda f: f.write(compiled.text.encode()))], "-o")
     return weights_path

@@ -46,6 +46,10 @@ def load_module(spec: str):
         return _load_pt2(spec)
     if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
         return _load_factory(spec)
+    if os.path.isfile(spec):
+        raise ModelLoadError(f"{spec}: a file, but not a MODEL arasc loads: give path/to/file.py:factory or a "
+                             f"torch.export archive ending in .pt2 (the layer IR text `arasc ir` prints is for "
+                             f"reading only: it holds no weight values, so it cannot be loaded back)")
     try:
         entry = models.get(spec)
     except KeyError:
@@ -80,12 +84,15 @@ def _load_factory(spec: str):
     sys.modules[module_spec.name] = source
     try:
         module_spec.loader.exec_module(source)
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # the user's code: whatever it raises is the model's fault
         raise ModelLoadError(f"{path}: importing it failed: {type(err).__name__}: {err}") from None
     factory = getattr(source, factory_name, None)
     if not callable(factory):
         raise ModelLoadError(f"{path} has no callable {factory_name!r}")
-    result = factory()
+    try:
+        result = factory()
+    except (Exception, SystemExit) as err:
+        raise ModelLoadError(f"{spec}: the factory raised {type(err).__name__}: {err}") from None
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module):
         module, inputs = result
     elif isinstance(result, torch.nn.Module) and hasattr(result, "example_inputs"):

@@ -43,20 +43,25 @@ def _rule(kind: type, allowed: str, accepts: Callable[[Any], bool]) -> Any:
     return field(metadata={"rule": _Rule(kind, allowed, accepts)})
 
 
-def _count() -> Any:
-    return _rule(int, "an integer >= 1", lambda v: v >= 1)
+# Upper bounds: generous for any chip physics allows, small enough that every count the compiler
+# and the interpreter iterate over or allocate stays finite (docs/hardware.md, "Ranges").
+_HUGE = 1 << 40
+
+
+def _count(maximum: int = _HUGE) -> Any:
+    return _rule(int, f"an integer in 1..{maximum:,}", lambda v: 1 <= v <= maximum)
 
 
 def _cycles() -> Any:
-    return _rule(int, "an integer >= 0", lambda v: v >= 0)
+    return _rule(int, f"an integer in 0..{_HUGE:,}", lambda v: 0 <= v <= _HUGE)
 
 
-def _positive() -> Any:
-    return _rule(float, "a finite number > 0", lambda v: math.isfinite(v) and v > 0)
+def _positive(maximum: float = 1e30) -> Any:
+    return _rule(float, f"a finite number > 0 and <= {maximum:g}", lambda v: math.isfinite(v) and 0 < v <= maximum)
 
 
 def _energy() -> Any:
-    return _rule(float, "a finite number >= 0", lambda v: math.isfinite(v) and v >= 0)
+    return _rule(float, "a finite number >= 0 and <= 1e6", lambda v: math.isfinite(v) and 0 <= v <= 1e6)
 
 
 # Names appear bare in program text (`.hw NAME sha256=...`), so they must be one token.
@@ -73,25 +78,26 @@ class Chip:
     """Chip organisation: PEs, each a grid of APU rows x APUs (paper III-A, Fig. 4; VI)."""
 
     name: str = _token()
-    technology_nm: int = _count()
-    clock_hz: float = _positive()
-    pes: int = _count()
-    apu_rows_per_pe: int = _count()
-    apus_per_row: int = _count()
+    technology_nm: int = _count(1000)
+    clock_hz: float = _positive(1e12)
+    pes: int = _count(1 << 16)
+    apu_rows_per_pe: int = _count(1 << 16)
+    apus_per_row: int = _count(1 << 10)
 
 
 @dataclass(frozen=True)
 class Crossbar:
     """One APU's ReRAM crossbar and its periphery (paper II-A, II-B, III-A; Table II)."""
 
-    rows: int = _count()
-    cols_cells: int = _count()
+    rows: int = _count(1 << 12)
+    cols_cells: int = _count(1 << 12)
     cell_bits: int = _rule(int, "one of 1, 2, 4", lambda v: v in (1, 2, 4))
-    weight_bits: int = _count()
-    compute_cycles_per_window: int = _count()
-    write_cycles_per_crossbar: int = _count()
-    adcs_per_crossbar: int = _count()
-    adc_bits: int = _count()
+    # The quantizer makes 8-bit weights (DESIGN.md section 3): the cells must hold exactly those.
+    weight_bits: int = _rule(int, "8 (the quantizer's weights are 8-bit)", lambda v: v == 8)
+    compute_cycles_per_window: int = _count(1 << 20)
+    write_cycles_per_crossbar: int = _count(1 << 30)
+    adcs_per_crossbar: int = _count(1 << 12)
+    adc_bits: int = _count(32)
     endurance_writes: float = _positive()
 
 
@@ -100,9 +106,9 @@ class Memory:
     """Main memory, which holds the weights and feeds every write; the PE buffers (III-B, VI)."""
 
     kind: str = _token()
-    capacity_bytes: int = _count()
-    bandwidth_bytes_per_s: float = _positive()
-    pe_buffer_bytes: int = _count()
+    capacity_bytes: int = _count(1 << 50)
+    bandwidth_bytes_per_s: float = _positive(1e15)
+    pe_buffer_bytes: int = _count(1 << 40)
 
 
 @dataclass(frozen=True)
@@ -110,17 +116,18 @@ class Gbuffer:
     """Global-buffer banks, each powered on only while it holds a layer's activations (V-A, VI)."""
 
     banks_bytes: tuple[int, ...] = _rule(
-        tuple, "a non-empty array of integers >= 1", lambda v: len(v) > 0 and min(v) >= 1)
+        tuple, "an array of 1..32 integers in 1..2^40 (the bank ILP chooses among subsets)",
+        lambda v: 0 < len(v) <= 32 and min(v) >= 1 and max(v) <= _HUGE)
 
 
 @dataclass(frozen=True)
 class Latency:
     """Digital latencies the paper does not give; assumptions argued in docs/hardware.md."""
 
-    sfu_lanes: int = _count()
-    sfu_cycles_per_vector: int = _count()
+    sfu_lanes: int = _count(1 << 20)
+    sfu_cycles_per_vector: int = _count(1 << 20)
     accumulate_latency_cycles: int = _cycles()
-    gbuffer_bytes_per_cycle_per_bank: int = _count()
+    gbuffer_bytes_per_cycle_per_bank: int = _count(1 << 20)
 
 
 @dataclass(frozen=True)
@@ -231,7 +238,40 @@ def loads_hardware(text: str, source: str = "<string>") -> Hardware:
         tables[table.name] = _load_table(source, table.name, table.type, raw)
     hw = Hardware(**tables)
     _check_cell_packing(source, hw.crossbar)
+    _check_simulation_fits(source, hw)
     return hw
+
+
+# Every APU row is a Python object somewhere in the schedulers: bound them, whatever the memory.
+MAX_APU_ROWS = 1 << 20
+MEMORY_SHARE = 0.5  # of this machine's memory, for the interpreter's crossbar cells
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory of this machine (what the simulator may at most use)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 34  # no sysconf: assume 16 GiB
+
+
+def _check_simulation_fits(source: str, hw: Hardware) -> None:
+    """The interpreter holds every crossbar cell (one byte per weight: runtime/machine.py), and
+    the schedulers a list entry per APU row; refuse a chip whose simulation would not fit."""
+    if hw.apu_rows > MAX_APU_ROWS:
+        raise _error(source, "chip", "pes", f"pes x apu_rows_per_pe = {hw.apu_rows:,} APU rows, more than "
+                     f"arasc simulates", f"pes x apu_rows_per_pe <= {MAX_APU_ROWS:,}")
+    cells = hw.apu_rows * hw.block[0] * hw.block[1]
+    budget = int(machine_memory_bytes() * MEMORY_SHARE)
+    if cells > budget:
+        raise _error(source, "chip", "pes", f"the chip's {cells:,} bytes of crossbar cells (APU rows x "
+                     f"crossbar rows x weights per APU row) do not fit this machine's memory",
+                     f"at most {budget:,} bytes ({MEMORY_SHARE:.0%} of this machine's memory)")
+    most_pulses = ((1 << hw.crossbar.cell_bits) - 1) * hw.cells_per_weight
+    if most_pulses > 15:
+        raise _error(source, "crossbar", "cell_bits", f"{hw.crossbar.cell_bits}-bit cells take up to {most_pulses} "
+                     f"write pulses per weight; the interpreter's packed write counts hold 15",
+                     "1 or 2 with 8-bit weights")
 
 
 @functools.cache

@@ -4,9 +4,10 @@ semantics, latency, energy). The parser has one grammar rule per opcode, the bac
 each, the runtime has one handler per opcode; tests check all four agree with this table."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
+from . import attributes as A
 from .literals import format_attrs as fmt_attrs
 from .program import Instr
 
@@ -68,3 +69,83 @@ OPCODES: dict[str, Opcode] = {op.name: op for op in [
     Opcode("sfu", ("compute",), "a special-function-unit step (pooling, LUT, softmax, add, ...)", _sfu),
     Opcode("release", ("compute",), "free APU rows whose layer has computed", lambda i: f"release {fmt_rows(i['rows'])}"),
 ]}
+
+
+# ---- the specification of every attribute, weight role and operand ----------------------------
+# One line per attribute, role or op: the verifier (runtime/verify.py) checks programs against
+# these tables and docs/isa.md lists them. Adding an attribute, a role or a dtype is one entry.
+
+U8, I8, I32, I64, F32 = ("u8",), ("i8",), ("i32",), ("i64",), ("f32",)
+INTEGER = ("u8", "i8", "i32", "i64")
+ANY = ("u8", "i8", "i32", "i64", "f32")
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """What a layer op or SFU op accepts: its attributes (required and optional) with their
+    kinds, its weight roles with their dtypes, how many inputs and of which dtypes."""
+    name: str
+    attrs: dict = field(default_factory=dict)            # name -> kind (isa/attributes.py)
+    optional: dict = field(default_factory=dict)
+    roles: dict = field(default_factory=dict)            # role -> allowed dtypes
+    optional_roles: dict = field(default_factory=dict)
+    inputs: tuple[int, int] = (1, 1)                     # (fewest, most)
+    input_dtypes: tuple[str, ...] = U8
+
+
+_REQUANTIZE = {"out_zp": A.ZERO_POINT, "multiplier": A.MULTIPLIER, "shift": A.SHIFT}
+_POOL = {"kernel": A.PAIR_POSITIVE, "stride": A.PAIR_POSITIVE, "padding": A.PAIR_PADDING, "ceil_mode": A.Bool()}
+_TILE_MAP = {"k": A.Int(1, 1 << 40), "n": A.Int(1, 1 << 40), "blocks": A.Ints(A.Int(1, 1 << 40), length=2),
+             "apu_rows": A.Int(1, 1 << 40), "segments": A.Int(1, 1 << 40)}  # docs/tiling.md
+_CROSSBAR = {"x_zp": A.ZERO_POINT, "w_zp": A.ZERO_POINT, **_REQUANTIZE, **_TILE_MAP}
+
+LAYER_OPS: dict[str, OpSpec] = {s.name: s for s in [
+    OpSpec("qconv2d", {"stride": A.PAIR_POSITIVE, "padding": A.PAIR_PADDING, "dilation": A.PAIR_POSITIVE,
+                       "groups": A.Int(1, 1 << 20), **_CROSSBAR},
+           {"relu": A.Bool()}, {"weight": U8}, {"bias": I32}),
+    OpSpec("qlinear", dict(_CROSSBAR), {"relu": A.Bool()}, {"weight": U8}, {"bias": I32}),
+]}
+
+SFU_SPECS: dict[str, OpSpec] = {s.name: s for s in [
+    OpSpec("quantize", {"scale": A.SCALE, "zp": A.ZERO_POINT}, input_dtypes=F32),
+    OpSpec("dequantize", {"scale": A.SCALE, "zp": A.ZERO_POINT}),
+    OpSpec("qmatmul", {"a_zp": A.ZERO_POINT, "b_zp": A.ZERO_POINT, **_REQUANTIZE}, {"relu": A.Bool()},
+           inputs=(2, 2)),
+    OpSpec("qadd", {"zps": A.Ints(A.ZERO_POINT, A.PER_INPUT), "multipliers": A.Ints(A.SIGNED_MULTIPLIER, A.PER_INPUT),
+                    "shift": A.SHIFT, "out_zp": A.ZERO_POINT}, {"relu": A.Bool()}, inputs=(1, 64)),
+    OpSpec("qmul", {"zps": A.Ints(A.ZERO_POINT, 2), **_REQUANTIZE}, {"relu": A.Bool()}, inputs=(2, 2)),
+    OpSpec("qconcat", {"dim": A.DIM, "zps": A.Ints(A.ZERO_POINT, A.PER_INPUT),
+                       "multipliers": A.Ints(A.MULTIPLIER, A.PER_INPUT), "shift": A.SHIFT, "out_zp": A.ZERO_POINT},
+           inputs=(1, 1024)),
+    OpSpec("qrelu", {"zp": A.ZERO_POINT}),
+    OpSpec("qlut", optional={"dim": A.DIM}, roles={"table": U8}),
+    OpSpec("qavgpool2d", {**_POOL, "count_include_pad": A.Bool(), "zp": A.ZERO_POINT}),
+    OpSpec("qadaptive_avgpool2d", {"output_size": A.Ints(A.Int(1, 1 << 16), length=2)}),
+    OpSpec("qmean", {"dims": A.Ints(A.DIM, min_length=1), "keepdim": A.Bool()}),
+    OpSpec("qsoftmax", {"dim": A.DIM, **_REQUANTIZE}, roles={"table": I32}),
+    OpSpec("qlayernorm", {"ndim": A.Int(1, 8), "eps": A.Real(positive=True), "x_scale": A.SCALE,
+                          "x_zp": A.ZERO_POINT, "out_scale": A.SCALE, "out_zp": A.ZERO_POINT},
+           optional_roles={"weight": F32, "bias": F32}),
+    OpSpec("const", roles={"value": ANY}, inputs=(0, 0)),
+    OpSpec("reshape", {"shape": A.Ints(A.Int(-1, 1 << 40))}, input_dtypes=ANY),
+    OpSpec("permute", {"dims": A.Ints(A.DIM)}, input_dtypes=ANY),
+    OpSpec("slice", {"dim": A.DIM, "start": A.Int(), "end": A.Int(), "step": A.Int(1, A.INT64_MAX)},
+           input_dtypes=ANY),
+    OpSpec("select", {"dim": A.DIM, "index": A.Int()}, input_dtypes=ANY),
+    OpSpec("embedding", roles={"table": ANY}, input_dtypes=("i32", "i64")),
+    OpSpec("concat", {"dim": A.DIM}, inputs=(1, 1024), input_dtypes=ANY),
+    OpSpec("maxpool2d", {**_POOL, "dilation": A.PAIR_POSITIVE}, input_dtypes=INTEGER),
+    OpSpec("relu", input_dtypes=INTEGER),
+    OpSpec("add", optional={"scalar": A.Int()}, inputs=(1, 2), input_dtypes=INTEGER),
+    OpSpec("sub", optional={"scalar": A.Int()}, inputs=(1, 2), input_dtypes=INTEGER),
+    OpSpec("mul", optional={"scalar": A.Int()}, inputs=(1, 2), input_dtypes=INTEGER),
+    OpSpec("avgpool2d", {**_POOL, "count_include_pad": A.Bool()}, input_dtypes=I64),
+]}
+
+# `.input NAME TYPE {scale=, zp=}`: a float input quantized by `load` (both or neither attribute);
+# `.output NAME %VALUE TYPE {scale=, zp=}`: a uint8 value dequantized by `store`.
+INPUT_ATTRS = {"scale": A.SCALE, "zp": A.ZERO_POINT}
+OUTPUT_ATTRS = {"scale": A.SCALE, "zp": A.ZERO_POINT}
+# `bank {in=[...], out=[...], spill=BYTES}`: Gbuffer bank indices and bytes that may spill.
+BANK_ATTRS = {"in": A.Ints(A.Int(0, 1 << 16), max_length=1 << 16),
+              "out": A.Ints(A.Int(0, 1 << 16), max_length=1 << 16), "spill": A.Int(0, 1 << 62)}

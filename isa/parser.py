@@ -8,8 +8,8 @@ from lark import Lark, Token, UnexpectedInput, v_args
 from lark.exceptions import VisitError
 
 from .diagnostics import render_error
-from .literals import VALUE_GRAMMAR, LiteralTransformer
-from .opcodes import OPCODES
+from .literals import VALUE_GRAMMAR, LiteralError, LiteralTransformer, checked_int, nesting_error
+from .opcodes import BANK_ATTRS, OPCODES
 from .program import DTYPES, Instr, LayerDef, Port, Program, TensorSpec
 
 GRAMMAR = r"""
@@ -68,13 +68,15 @@ class ProgramError(ValueError):
     """A malformed or inconsistent `.aras` program; the message starts with file:line:col."""
 
 
-class _Positioned(Exception):
-    def __init__(self, token, message):
-        super().__init__(message)
-        self.token = token
+_Positioned = LiteralError  # a message about the token it holds
+
+MAX_ROWS = 1 << 20   # rows one instruction may list: beyond any chip's APU rows (isa/hardware.py)
+MAX_DIMS = 8         # dimensions of a type
 
 
-def _spans_to_rows(spans) -> tuple[int, ...]:
+def _spans_to_rows(spans, meta) -> tuple[int, ...]:
+    if sum(end - start + 1 for start, end in spans) > MAX_ROWS:
+        raise _Positioned(meta, f"more than {MAX_ROWS:,} rows listed")
     rows = []
     for start, end in spans:
         rows.extend(range(start, end + 1))
@@ -83,13 +85,25 @@ def _spans_to_rows(spans) -> tuple[int, ...]:
 
 @v_args(inline=True)
 class _Build(LiteralTransformer):
+    def attr(self, key, value):
+        return (key, value)  # the key's token, for the position of a duplicate
+
     def attrs(self, *items):
-        return ("attrs", super().attrs(*items))
+        items = [i for i in items if i is not None]
+        seen = set()
+        for key, _ in items:
+            if str(key) in seen:
+                raise _Positioned(key, f"attribute {key} is given twice")
+            seen.add(str(key))
+        return ("attrs", tuple((str(key), value) for key, value in items))
 
     def type(self, dtype, *dims):
         if dtype not in DTYPES:
             raise _Positioned(dtype, f"unknown dtype '{dtype}'; allowed: {', '.join(DTYPES)}")
-        return TensorSpec(str(dtype), tuple(int(d) for d in dims if d is not None))
+        dims = [d for d in dims if d is not None]
+        if len(dims) > MAX_DIMS:
+            raise _Positioned(dtype, f"a type of {len(dims)} dimensions; at most {MAX_DIMS}")
+        return TensorSpec(str(dtype), tuple(checked_int(d) for d in dims))
 
     def weight(self, role, ref, spec):
         return (str(role), str(ref)[1:], spec)
@@ -98,14 +112,16 @@ class _Build(LiteralTransformer):
         return ("weights", tuple(items))
 
     def span(self, a, b=None):
-        a = int(a)
-        b = a if b is None else int(b)
+        token = a
+        a = checked_int(a)
+        b = a if b is None else checked_int(b)
         if b < a:
-            raise _Positioned(a, f"empty row range {a}..{b}")
+            raise _Positioned(token, f"empty row range {a}..{b}")
         return (a, b)
 
-    def rows(self, *spans):
-        return ("rows", _spans_to_rows(spans))
+    @v_args(inline=True, meta=True)
+    def rows(self, meta, *spans):
+        return ("rows", _spans_to_rows(spans, meta))
 
     # ---- headers ------------------------------------------------------------------------
     def header(self, item):
@@ -144,7 +160,7 @@ class _Build(LiteralTransformer):
 
     @v_args(inline=True, meta=True)
     def wr(self, meta, layer, block, rows):
-        return self._instr("wr", meta, layer=str(layer), block=int(block), rows=rows[1])
+        return self._instr("wr", meta, layer=str(layer), block=checked_int(block), rows=rows[1])
 
     @v_args(inline=True, meta=True)
     def signal(self, meta, token):
@@ -165,15 +181,19 @@ class _Build(LiteralTransformer):
     @v_args(inline=True, meta=True)
     def bank(self, meta, attrs):
         given = dict(attrs[1])
-        if not {"in", "out"} <= set(given) <= {"in", "out", "spill"}:
-            raise _Positioned(meta, "bank takes {in=[...], out=[...]} and optionally spill=BYTES")
+        if not {"in", "out"} <= set(given) <= {"in", "out", "spill"} or len(given) != len(attrs[1]):
+            raise _Positioned(meta, "bank takes {in=[...], out=[...]} and optionally spill=BYTES, each once")
+        for key, value in given.items():
+            problem = BANK_ATTRS[key].problem(value, 0)
+            if problem:
+                raise _Positioned(meta, f"bank {key}: {problem}; allowed: {BANK_ATTRS[key]}")
         return self._instr("bank", meta, **{"in": tuple(given["in"]), "out": tuple(given["out"]),
                                             "spill": int(given.get("spill", 0))})
 
     @v_args(inline=True, meta=True)
     def mvm(self, meta, out, layer, inp, a, b, rows, spec):
         return self._instr("mvm", meta, out=str(out)[1:], layer=str(layer), input=str(inp)[1:],
-                           blocks=(int(a), int(b)), rows=rows[1], type=spec)
+                           blocks=(checked_int(a), checked_int(b)), rows=rows[1], type=spec)
 
     @v_args(inline=True, meta=True)
     def sfu(self, meta, out, op, *rest):
@@ -201,6 +221,9 @@ def parse_program(source: str, filename: str = "<program>") -> Program:
     def fail(line, column, message):
         raise ProgramError(render_error(source, filename, line, column, message)) from None
 
+    deep = nesting_error(source)
+    if deep:
+        fail(*deep)
     try:
         tree = _PARSER.parse(source)
     except UnexpectedInput as err:

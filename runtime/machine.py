@@ -21,7 +21,7 @@ from ..isa.program import Instr, LayerDef, Program
 from ..isa.tiling import cell_levels, layer_blocks as tiled_blocks, matrix_shape
 from .crossbar import BitSerial
 from .kernels import requantize, write_cells
-from .sfu import SFU_OPS
+from .sfu import SFU_OPS, DataError
 from .verify import layer_grid
 from .windows import conv_windows
 
@@ -315,4 +315,8 @@ class Machine:
     def sfu(self, instr: Instr) -> None:
         inputs = [self.values[name] for name in instr["inputs"]]
         weights = {role: self.w[name] for role, name, _ in instr["weights"]}
-        self.values[instr["out"]] = SFU_OPS[instr["op"]](inputs, dict(instr["attrs"]), weights)
+        try:
+            self.values[instr["out"]] = SFU_OPS[instr["op"]](inputs, dict(instr["attrs"]), weights)
+        except DataError as err:
+            err.line = instr.line
+            raise

@@ -9,6 +9,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from ..isa.atomic import write_atomically
+
 from .timing import chrome_trace, summary
 
 
@@ -49,10 +51,8 @@ def print_run(result, out: Console) -> None:
     out.print(stats)
 
 
-def _atomic_write(path: str, write) -> None:
-    tmp = f"{path}.tmp"
-    write(tmp)
-    os.replace(tmp, path)
+def _atomic_write(path: str, write, flag: str) -> None:
+    write_atomically([(path, write)], flag)
 
 
 def cosine(a, b) -> float:
@@ -80,12 +80,12 @@ def write_report(result, path: str) -> None:
     data["adc"] = {"bits": bs.adc_bits, "samples": bs.samples, "clipped": bs.clipped}
     if getattr(result, "adc_error", None):
         data["adc"]["error"] = result.adc_error
-    _atomic_write(path, lambda tmp: open(tmp, "w").write(json.dumps(data, indent=2) + "\n"))
+    _atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()), "--report")
 
 
 def write_trace(result, path: str) -> None:
     trace = chrome_trace(result.timing, result.machine.hw)
-    _atomic_write(path, lambda tmp: open(tmp, "w").write(json.dumps(trace)))
+    _atomic_write(path, lambda f: f.write(json.dumps(trace).encode()), "--trace")
 
 
 def write_plot(result, path: str) -> None:
@@ -115,5 +115,5 @@ def write_plot(result, path: str) -> None:
     bars.set_ylabel("energy (mJ)")
     bars.set_title(f"energy, total {e['total'] * 1e3:.2f} mJ")
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    _atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"), "--plot")
     plt.close(fig)

@@ -6,11 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..isa.atomic import write_atomically
+from ..isa.diagnostics import render_error
 from ..isa.hardware import Hardware, bundled_hardware, hardware_fingerprint, load_hardware
-from ..isa.parser import parse_program
-from ..isa.program import Program
+from ..isa.parser import ProgramError, parse_program
+from ..isa.program import DTYPES, Program
 from ..isa.weights import load_weights
 from .machine import Machine, WriteStats
+from .sfu import DataError
 from .timing import Timing
 from .verify import Verifier
 
@@ -33,13 +36,58 @@ class Result:
 
     def save_output(self, path: str) -> None:
         """One output: a .npy of it; several: an .npz keyed by output name. Written atomically."""
-        tmp = f"{path}.tmp"
-        with open(tmp, "wb") as f:
-            if len(self.outputs) == 1:
-                np.save(f, next(iter(self.outputs.values())))
-            else:
-                np.savez(f, **self.outputs)
-        os.replace(tmp, path)
+        if len(self.outputs) == 1:
+            write_atomically([(path, lambda f: np.save(f, next(iter(self.outputs.values()))))], "--output")
+        else:
+            write_atomically([(path, lambda f: np.savez(f, **self.outputs))], "--output")
+
+
+def _read_array_file(input_path: str, program: Program) -> dict[str, np.ndarray]:
+    """The arrays of an .npy (memory-mapped: a header's shape is checked before any data is read)
+    or an .npz, by input name."""
+    if not os.path.isfile(input_path):
+        raise RuntimeInputError(f"--input {input_path}: no such file")
+    try:
+        data = np.load(input_path, mmap_mode="r", allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            if len(program.inputs) != 1:
+                raise RuntimeInputError(f"--input {input_path}: the program takes {len(program.inputs)} inputs "
+                                        f"({', '.join(p.name for p in program.inputs)}); give an .npz keyed by name")
+            return {program.inputs[0].name: data}
+        with data:
+            wanted = {port.name: port for port in program.inputs}
+            return {name: data[name] for name in data.files if name in wanted}
+    except RuntimeInputError:
+        raise
+    except Exception as err:  # numpy's reader raises many kinds on a damaged file: all are the file's fault
+        raise RuntimeInputError(f"--input {input_path}: not a readable .npy/.npz array "
+                                f"({type(err).__name__}: {err})") from None
+
+
+def _as_port_type(port, x: np.ndarray, source: str) -> np.ndarray:
+    """x as the .input declares it. Quantized (f32) ports take real numbers: NaN is refused,
+    +-inf saturate like any value beyond the scale's range (docs/isa.md); integer ports take
+    integers within their dtype's range."""
+    where = f"{source}: input {port.name}"
+    if tuple(x.shape) != port.type.shape:
+        raise RuntimeInputError(f"{where}: shape {list(x.shape)}, the program expects "
+                                f"{list(port.type.shape)} ({port.type})")
+    if port.type.dtype == "f32":
+        if x.dtype.kind not in "fiu":
+            raise RuntimeInputError(f"{where}: dtype {x.dtype}, the program expects real numbers ({port.type})")
+        x = np.asarray(x, np.float64 if x.dtype.kind == "f" and x.dtype.itemsize > 4 else None)
+        if x.dtype.kind == "f" and np.isnan(x).any():
+            raise RuntimeInputError(f"{where}: holds NaN, which has no quantized code")
+        with np.errstate(over="ignore"):
+            return np.asarray(x, np.float32)
+    target = np.dtype(DTYPES[port.type.dtype])
+    if x.dtype.kind not in "iu":
+        raise RuntimeInputError(f"{where}: dtype {x.dtype}, the program expects integers ({port.type})")
+    info = np.iinfo(target)
+    if x.size and (int(x.min()) < info.min or int(x.max()) > info.max):
+        raise RuntimeInputError(f"{where}: values {int(x.min())}..{int(x.max())} outside {port.type.dtype}'s "
+                                f"{info.min}..{info.max}")
+    return np.asarray(x, target)
 
 
 def read_inputs(program: Program, weights: dict, input_path: str | None) -> dict[str, np.ndarray]:
@@ -49,29 +97,16 @@ def read_inputs(program: Program, weights: dict, input_path: str | None) -> dict
         if missing:
             raise RuntimeInputError(f"the program carries no example input for {missing}; pass --input")
         given = {p.name: weights[INPUT_PREFIX + p.name] for p in program.inputs}
+        source = "the example input"
     else:
-        try:
-            data = np.load(input_path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise RuntimeInputError(f"{input_path}: not a readable .npy/.npz array ({err})") from None
-        if isinstance(data, np.ndarray):
-            if len(program.inputs) != 1:
-                raise RuntimeInputError(f"{input_path}: the program takes {len(program.inputs)} inputs "
-                                        f"({', '.join(p.name for p in program.inputs)}); give an .npz keyed by name")
-            given = {program.inputs[0].name: data}
-        else:
-            given = {name: data[name] for name in data.files}
+        given = _read_array_file(input_path, program)
+        source = f"--input {input_path}"
+    inputs = {}
     for port in program.inputs:
         if port.name not in given:
-            raise RuntimeInputError(f"no value for input {port.name}")
-        x = given[port.name]
-        if tuple(x.shape) != port.type.shape:
-            raise RuntimeInputError(f"input {port.name}: shape {list(x.shape)}, the program expects "
-                                    f"{list(port.type.shape)} ({port.type})")
-        kind = "f" if port.type.dtype == "f32" else "i"
-        if x.dtype.kind not in (kind, "u" if kind == "i" else kind):
-            raise RuntimeInputError(f"input {port.name}: dtype {x.dtype}, the program expects {port.type.dtype}")
-    return {p.name: given[p.name].astype(np.float32 if p.type.dtype == "f32" else np.int64) for p in program.inputs}
+            raise RuntimeInputError(f"{source}: no value for input {port.name}")
+        inputs[port.name] = _as_port_type(port, given[port.name], source)
+    return inputs
 
 
 def run_file(path: str, input_path: str | None = None, hw_path: str | None = None, inferences: int = 1,
@@ -80,9 +115,12 @@ def run_file(path: str, input_path: str | None = None, hw_path: str | None = Non
     (with 2, its write pulses are the steady state: counted against the cells the first run left)."""
     program, weights, hw = load_program(path, hw_path)
     inputs = read_inputs(program, weights, input_path)
-    result = execute(program, weights, hw, inputs, **machine_options)
-    for _ in range(inferences - 1):
-        result = execute(program, weights, hw, inputs, machine=result.machine)
+    try:
+        result = execute(program, weights, hw, inputs, **machine_options)
+        for _ in range(inferences - 1):
+            result = execute(program, weights, hw, inputs, machine=result.machine)
+    except DataError as err:  # what the input's values mean for the program, not the program itself
+        raise RuntimeInputError(f"{path}:{err.line}: {err} ({f'--input {input_path}' if input_path else 'the example input'})") from None
     result.inference = inferences
     return result
 
@@ -90,10 +128,11 @@ def run_file(path: str, input_path: str | None = None, hw_path: str | None = Non
 def load_program(path: str | os.PathLike, hw_path: str | None = None) -> tuple[Program, dict, Hardware]:
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            source = f.read()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as err:
         raise RuntimeInputError(f"{path}: cannot read the program ({err.strerror})") from None
+    source = decode_program(data, path)
     program = parse_program(source, path)
     hw = load_hardware(hw_path) if hw_path else _bundled(program, path)
     if hardware_fingerprint(hw) != program.hw[1]:
@@ -103,6 +142,19 @@ def load_program(path: str | os.PathLike, hw_path: str | None = None) -> tuple[P
     weights = load_weights(program, path)
     Verifier(program, weights, hw, source, path).run()
     return program, weights, hw
+
+
+def decode_program(data: bytes, path: str) -> str:
+    """Program text is UTF-8: a byte that is not is reported at its line and column."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        before = data[:err.start]
+        line = before.count(b"\n") + 1
+        column = len(before) - (before.rfind(b"\n") + 1) + 1
+        text = data.decode("utf-8", errors="replace")
+        raise ProgramError(render_error(text, path, line, column, f"byte 0x{data[err.start]:02x} is not UTF-8 "
+                                        f"text")) from None
 
 
 def _bundled(program: Program, path: str) -> Hardware:

@@ -53,6 +53,12 @@ from .kernels import qadd_pair
 from .windows import output_length
 
 U8_MAX = 255
+
+
+class DataError(ValueError):
+    """A value the program's data cannot take (an embedding id past the table): the input's fault.
+    `line` is set by the machine to the instruction's line."""
+    line = 0
 SOFTMAX_PROB_BITS = 31   # qsoftmax's probabilities are Q31 integers before requantization
 
 
@@ -285,7 +291,7 @@ def embedding(xs, a, w):
     ids, table = xs[0], w["table"]
     # numpy would wrap negative ids; torch rejects them, and ids past the end, as we do.
     if ids.size and (ids.min() < 0 or ids.max() >= len(table)):
-        raise IndexError(f"embedding ids {ids.min()}..{ids.max()} outside the table's {len(table)} rows")
+        raise DataError(f"embedding ids {ids.min()}..{ids.max()} outside the table's {len(table)} rows")
     return table[ids]
 
 
