@@ -252,8 +252,6 @@ class Verifier:
                     if not 0 <= first <= last < total:
                         self.fail(instr, f"block {first if first >= total else last} out of range: "
                                          f"{instr['layer']} has blocks 0..{total - 1}")
-                    if instr.opcode == "wr" and len(rows) != 1:
-                        self.fail(instr, f"writes one block into one APU row, not {len(rows)}")
                     if instr.opcode == "mvm" and len(rows) % (last - first + 1):
                         self.fail(instr, f"{len(rows)} rows for {last - first + 1} blocks: rows must be "
                                          f"whole replicas of the block range")

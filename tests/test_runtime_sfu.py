@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from arasc.ir import OPS
 from arasc.ir.qops import fixed_point, shared_fixed_point, softmax_table
 from arasc.passes.quantize import Quantize
-from arasc.runtime.sfu import SFU_OPS
+from arasc.runtime.sfu import SFU_OPS, DataError
 
 # Ops a quantized graph keeps from the float op set: data movement, and integer (token-id) layers.
 KEPT_FLOAT_OPS = {"const", "reshape", "permute", "slice", "select", "embedding", "concat", "maxpool2d", "relu",
