@@ -244,15 +244,23 @@ def loads_hardware(text: str, source: str = "<string>") -> Hardware:
 
 # Every APU row is a Python object somewhere in the schedulers: bound them, whatever the memory.
 MAX_APU_ROWS = 1 << 20
-MEMORY_SHARE = 0.5  # of this machine's memory, for the interpreter's crossbar cells
+MEMORY_SHARE = 0.25  # of this machine's memory, for the interpreter's crossbar cells
 
 
 def machine_memory_bytes() -> int:
-    """Physical memory of this machine (what the simulator may at most use)."""
+    """The memory this process may use: the machine's physical memory, or less if the process's
+    address space is capped (ulimit -v)."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return 1 << 34  # no sysconf: assume 16 GiB
+        physical = 1 << 34  # no sysconf: assume 16 GiB
+    try:
+        import resource
+
+        cap = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError, ValueError):
+        cap = -1
+    return min(physical, cap) if cap > 0 else physical
 
 
 def _check_simulation_fits(source: str, hw: Hardware) -> None:

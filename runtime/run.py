@@ -95,9 +95,10 @@ def read_inputs(program: Program, weights: dict, input_path: str | None) -> dict
     if input_path is None:
         missing = [p.name for p in program.inputs if INPUT_PREFIX + p.name not in weights]
         if missing:
-            raise RuntimeInputError(f"the program carries no example input for {missing}; pass --input")
+            raise RuntimeInputError(f"{program.weights[0]}: the program carries no example input for "
+                                    f"{', '.join(missing)}; pass --input")
         given = {p.name: weights[INPUT_PREFIX + p.name] for p in program.inputs}
-        source = "the example input"
+        source = f"{program.weights[0]}: the example input"
     else:
         given = _read_array_file(input_path, program)
         source = f"--input {input_path}"
@@ -115,12 +116,19 @@ def run_file(path: str, input_path: str | None = None, hw_path: str | None = Non
     (with 2, its write pulses are the steady state: counted against the cells the first run left)."""
     program, weights, hw = load_program(path, hw_path)
     inputs = read_inputs(program, weights, input_path)
+    return run_loaded(program, weights, hw, inputs, path, input_path, inferences, **machine_options)
+
+
+def run_loaded(program: Program, weights: dict, hw: Hardware, inputs: dict, path: str, input_path: str | None,
+               inferences: int = 1, **machine_options) -> Result:
+    """Run a verified program on checked inputs `inferences` times; the last run is returned."""
     try:
         result = execute(program, weights, hw, inputs, **machine_options)
         for _ in range(inferences - 1):
             result = execute(program, weights, hw, inputs, machine=result.machine)
     except DataError as err:  # what the input's values mean for the program, not the program itself
-        raise RuntimeInputError(f"{path}:{err.line}: {err} ({f'--input {input_path}' if input_path else 'the example input'})") from None
+        given = f"--input {input_path}" if input_path else f"the example input in {program.weights[0]}"
+        raise RuntimeInputError(f"{path}:{err.line}: {err} (from {given})") from None
     result.inference = inferences
     return result
 
