@@ -290,21 +290,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def bad_input_errors() -> tuple[type[BaseException], ...]:
-    from .backend.emit import BackendError
-    from .frontend import FrontendError
-    from .ir import IRParseError, VerifyError
-    from .isa.atomic import OutputPathError
-    from .isa.hardware import HardwareConfigError
-    from .isa.parser import ProgramError
-    from .isa.weights import WeightFileError
-    from .loader import ModelLoadError
-    from .passes.quantize import QuantizeError
-    from .runtime.run import RuntimeInputError
-    from .runtime.verify import VerifyError as ProgramVerifyError
+# (module, class) of every bad-input error: exit 2. Looked up among the modules already imported
+# (an error can only come from one), so that `arasc run` never imports torch to report one.
+BAD_INPUT_ERRORS = (
+    ("arasc.backend.emit", "BackendError"), ("arasc.frontend", "FrontendError"), ("arasc.ir", "IRParseError"),
+    ("arasc.ir", "VerifyError"), ("arasc.isa.atomic", "OutputPathError"), ("arasc.isa.hardware", "HardwareConfigError"),
+    ("arasc.isa.parser", "ProgramError"), ("arasc.isa.weights", "WeightFileError"), ("arasc.loader", "ModelLoadError"),
+    ("arasc.passes.quantize", "QuantizeError"), ("arasc.runtime.run", "RuntimeInputError"),
+    ("arasc.runtime.verify", "VerifyError"),
+)
 
-    return (UsageError, FrontendError, ModelLoadError, IRParseError, VerifyError, HardwareConfigError, ProgramError,
-            WeightFileError, RuntimeInputError, ProgramVerifyError, QuantizeError, BackendError, OutputPathError)
+
+def bad_input_errors() -> tuple[type[BaseException], ...]:
+    """The bad-input error classes of the modules imported so far, and UsageError."""
+    found = [getattr(sys.modules[module], name, None) for module, name in BAD_INPUT_ERRORS if module in sys.modules]
+    return (UsageError, *(cls for cls in found if cls is not None))
 
 
 @contextlib.contextmanager

@@ -32,18 +32,19 @@ class Int:
 
 @dataclass(frozen=True)
 class Real:
-    """A finite number (an integer literal is accepted), > 0 when `positive`, else >= 0."""
-    positive: bool = True
+    """A number in lo..hi (an integer literal is accepted): never NaN or infinite."""
+    lo: float
+    hi: float
 
     def problem(self, value, inputs: int) -> str | None:
-        if not (_is_int(value) or isinstance(value, float)) or not math.isfinite(value) or abs(value) > 1e300:
+        if not (_is_int(value) or isinstance(value, float)) or not math.isfinite(value):
             return f"expected {self}, got {_show(value)}"
-        if value < 0 or (self.positive and value == 0):
-            return f"{_show(value)} is not {'> 0' if self.positive else '>= 0'}"
+        if not self.lo <= value <= self.hi:
+            return f"{_show(value)} is outside {self.lo:g}..{self.hi:g}"
         return None
 
     def __str__(self) -> str:
-        return f"a finite number {'> 0' if self.positive else '>= 0'}"
+        return f"a number in {self.lo:g}..{self.hi:g}"
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,10 @@ ZERO_POINT = Int(0, 255)                          # a uint8 code
 MULTIPLIER = Int(0, (1 << 31) - 1)                # an int32 fixed-point multiplier, m < 2^31
 SIGNED_MULTIPLIER = Int(-(1 << 31) + 1, (1 << 31) - 1)  # qadd's: signed for a subtraction
 SHIFT = Int(1, 62)                                # a right shift of an int64 product
-SCALE = Real(positive=True)
+# Quantization scales: real = scale * (code - zp). 1e-30..1e30 spans every float32 tensor a model
+# holds, and keeps x / scale and the layer norm's float64 steps away from overflow and underflow.
+SCALE = Real(1e-30, 1e30)
+EPSILON = Real(1e-30, 1.0)                        # qlayernorm's eps: > 0 so that it never divides by 0
 DIM = Int(-8, 7)                                  # an axis of a tensor of at most 8 dimensions
 PAIR_POSITIVE = Ints(Int(1, 1 << 16), length=2)   # kernel, stride, dilation (H, W)
 PAIR_PADDING = Ints(Int(0, 1 << 16), length=2)

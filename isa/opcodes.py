@@ -123,7 +123,7 @@ SFU_SPECS: dict[str, OpSpec] = {s.name: s for s in [
     OpSpec("qadaptive_avgpool2d", {"output_size": A.Ints(A.Int(1, 1 << 16), length=2)}),
     OpSpec("qmean", {"dims": A.Ints(A.DIM, min_length=1), "keepdim": A.Bool()}),
     OpSpec("qsoftmax", {"dim": A.DIM, **_REQUANTIZE}, roles={"table": I32}),
-    OpSpec("qlayernorm", {"ndim": A.Int(1, 8), "eps": A.Real(positive=True), "x_scale": A.SCALE,
+    OpSpec("qlayernorm", {"ndim": A.Int(1, 8), "eps": A.EPSILON, "x_scale": A.SCALE,
                           "x_zp": A.ZERO_POINT, "out_scale": A.SCALE, "out_zp": A.ZERO_POINT},
            optional_roles={"weight": F32, "bias": F32}),
     OpSpec("const", roles={"value": ANY}, inputs=(0, 0)),

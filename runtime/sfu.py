@@ -260,7 +260,9 @@ def qlayernorm(xs, a, w):
         y = y * w["weight"].astype(np.float64)
     if "bias" in w:
         y = y + w["bias"].astype(np.float64)
-    return _to_u8(np.rint(y / a["out_scale"]).astype(np.int64) + a["out_zp"])
+    # Saturated in float64 before the integer cast, so that a y past int64 (an f32 weight near its
+    # largest) saturates too; in range, the same as rint then add.
+    return _to_u8(np.clip(np.rint(y / a["out_scale"]) + a["out_zp"], 0, U8_MAX))
 
 
 # ---- data movement and integer ops --------------------------------------------------------------

@@ -484,12 +484,28 @@ class Verifier:
                 wanted = (instr["layer"], first + slot)
                 history = writes.get(row, [])
                 seen = [(w, what) for w, what in history if w.before(event)]
-                if not seen or seen[-1][1] != wanted:
-                    held = "nothing" if not seen or seen[-1][1] is None else f"{seen[-1][1][0]}[{seen[-1][1][1]}]"
-                    released = " (a release empties it)" if seen and seen[-1][1] is None else ""
+                # the write the mvm finds: the one every other write ordered before the mvm precedes. A
+                # stream's events are ordered, so only each stream's last one can be it (a release
+                # in compute and a wr in write may be unordered: a race).
+                last_of = {}
+                for w, what in seen:
+                    if w.stream not in last_of or last_of[w.stream][0].index < w.index:
+                        last_of[w.stream] = (w, what)
+                latest = [(w, what) for w, what in last_of.values()
+                          if not any(w.before(other) for other, _ in last_of.values())]
+                if len(latest) > 1:
+                    (a, _), (b, _) = latest[:2]
+                    first_write = self.p.stream(a.stream)[a.index]
+                    second = self.p.stream(b.stream)[b.index]
+                    self.fail(instr, f"APU row {row}: the {first_write.opcode} at line {first_write.line} and the "
+                                     f"{second.opcode} at line {second.line} are not ordered, so this mvm may find "
+                                     f"either's contents")
+                if not latest or latest[0][1] != wanted:
+                    held = "nothing" if not latest or latest[0][1] is None else f"{latest[0][1][0]}[{latest[0][1][1]}]"
+                    released = " (a release empties it)" if latest and latest[0][1] is None else ""
                     self.fail(instr, f"APU row {row} must hold {wanted[0]}[{wanted[1]}] when this mvm reads it, "
                                      f"but the writes ordered before it leave {held} there{released}")
-                later = [w for w, _ in history if not w.before(event) and w is not seen[-1][0]]
+                later = [w for w, _ in history if not w.before(event) and w is not latest[0][0]]
                 racing = [w for w in later if not event.before(w)]
                 if racing:
                     write = self.p.stream(racing[0].stream)[racing[0].index]

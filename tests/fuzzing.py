@@ -183,6 +183,8 @@ def mutate_text(text: str, rng: random.Random, names: list[str]) -> tuple[str, s
     """One hostile edit of program text: (new text, what was done)."""
     lines = _lines(text)
     body = [i for i, line in enumerate(lines) if line.strip()]
+    if not body:
+        return text + rng.choice(UNICODE + ["\n.stream compute\n"]), "append to an empty text"
     i = rng.choice(body)
     kind = rng.choice(["flip", "delete", "duplicate", "swap", "move", "token", "token", "token", "number", "number",
                        "number", "truncate", "unicode", "nest", "name", "name", "type", "attr", "attr", "attr", "role",

@@ -1,0 +1,35 @@
+"""The verifier's promise as a property (issue 14): a program it accepts never raises inside the
+interpreter and computes what its text means; every refusal names a file:line:col, a TOML field
+or a file. Hypothesis drives the fuzzer of tests/fuzzing.py over digits-cnn: hostile edits of the
+program text (bytes, lines, tokens, numbers, types, attributes at the edges of their ranges, weight
+roles, instructions built from the grammar and the opcode table), of its side file, of the
+hardware file and of the input. benchmarks/fuzz.py runs the same for 50,000 cases."""
+import functools
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import compiled
+from fuzzing import Case, base_from_files, example_inputs, make_case, run_in_process
+
+CASES = 2000
+
+
+@functools.cache
+def digits():
+    _, path = compiled("digits-cnn")
+    base = base_from_files("digits-cnn", path)
+    base.inputs = example_inputs(base)
+    return base
+
+
+def test_the_unmutated_program_runs_and_matches_the_reference():
+    base = digits()
+    assert run_in_process(Case(base.text, base.weights, how="as compiled")) == ("ok", "")
+
+
+@settings(max_examples=CASES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(rng=st.randoms(use_true_random=False))
+def test_accepted_programs_run_right_and_refusals_say_where(rng):
+    case = make_case(digits(), rng)
+    outcome, detail = run_in_process(case)
+    assert outcome in ("ok", "bad-located"), f"{outcome} after {case.how}:\n{detail}"
