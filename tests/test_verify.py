@@ -1,0 +1,210 @@
+"""One test per verifier and parser rule (runtime/verify.py, isa/parser.py): each edits the compiled
+digits-cnn program the way the rule forbids and checks the refusal's place and that its message
+names the instruction or directive. Cases marked `issue 14` are the bugs its fuzzing found
+(accepted programs that ran wrong, or internal errors)."""
+import re
+
+import numpy as np
+import pytest
+
+from conftest import compiled
+from fuzzing import Case, base_from_files, example_inputs, run_in_process
+
+MVM0 = "    mvm %features.0 = features.0(%x.q) blocks(0..0) rows(0) : u8[8,16,8,8]"
+MAXPOOL = re.compile(r"^    sfu %features\.3 = maxpool2d\(%features\.0\) \{(.*)\} : u8\[8,16,4,4\]$", re.M)
+LAYER0 = re.compile(r"^(\.layer features\.0 qconv2d \{)(.*?)(\} \[.*)$", re.M)
+INPUT = re.compile(r"^(\.input x f32\[8,1,8,8\] \{)(.*)(\})$", re.M)
+
+
+def base():
+    _, path = compiled("digits-cnn")
+    b = base_from_files("digits-cnn", path)
+    b.inputs = example_inputs(b)
+    return b
+
+
+def sub(pattern, replacement, count=1):
+    """An edit replacing a regex; the test fails if it matches nothing (the edit would test nothing)."""
+    def edit(text):
+        new, n = re.subn(pattern, replacement, text, count=count, flags=re.M)
+        assert n, f"{pattern!r} not in the program"
+        return new
+    return edit
+
+
+def set_attr(line_re, key, value):
+    """Set attribute `key` of the first line matching line_re (a regex with groups prefix, attrs, suffix)."""
+    def edit(text):
+        m = line_re.search(text)
+        assert m, line_re.pattern
+        attrs = re.sub(rf"\b{key}=(\[[^\]]*\]|[^,}}]*)", f"{key}={value}", m.group(2)) if f"{key}=" in m.group(2) \
+            else m.group(2) + f", {key}={value}"
+        return text[:m.start()] + m.group(1) + attrs + m.group(3) + text[m.end():]
+    return edit
+
+
+def drop_attr(line_re, key):
+    def edit(text):
+        m = line_re.search(text)
+        attrs = ", ".join(a for a in re.split(r", (?![^\[]*\])", m.group(2)) if not a.startswith(f"{key}="))
+        return text[:m.start()] + m.group(1) + attrs + m.group(3) + text[m.end():]
+    return edit
+
+
+LAYER_ATTR = lambda key, value: set_attr(LAYER0, key, value)  # noqa: E731
+INPUT_ATTR = lambda key, value: set_attr(INPUT, key, value)  # noqa: E731
+POOL = re.compile(r"^(    sfu %features\.3 = maxpool2d\(%features\.0\) \{)(.*)(\} : u8\[8,16,4,4\])$", re.M)
+
+# rule -> (edit, regex the first line of the refusal must match after "file:line:col: ")
+RULES = {
+    # layer attributes, roles and weights (issue 14: out-of-range quantization changed the outputs)
+    "layer multiplier range": (LAYER_ATTR("multiplier", 2**62), r"\.layer features\.0: attribute multiplier: "
+                               r"4611686018427387904 is outside 0\.\.2147483647"),
+    "layer x_zp range": (LAYER_ATTR("x_zp", 300), r"\.layer features\.0: attribute x_zp: 300 is outside 0\.\.255"),
+    "layer out_zp range": (LAYER_ATTR("out_zp", -2), r"\.layer features\.0: attribute out_zp: -2 is outside"),
+    "layer shift range": (LAYER_ATTR("shift", 0), r"\.layer features\.0: attribute shift: 0 is outside 1\.\.62"),
+    "layer attribute type": (LAYER_ATTR("stride", 1), r"\.layer features\.0: attribute stride: expected a list of 2"),
+    "layer unknown attribute": (LAYER_ATTR("strid", "[1, 1]"), r"\.layer features\.0: unknown attributes strid"),
+    "layer missing attribute": (drop_attr(LAYER0, "groups"), r"\.layer features\.0: missing attributes groups"),
+    "layer unknown role": (sub(r"\[bias=@features\.0\.bias", "[biac=@features.0.bias"),
+                           r"\.layer features\.0: unknown weight role 'biac'; qconv2d takes: weight, bias"),
+    "layer missing weight": (sub(r", weight=@features\.0\.weight : u8\[16,1,3,3\]", ""),
+                             r"\.layer features\.0: missing weight role weight"),
+    "layer role dtype": (sub(r"bias=@features\.0\.bias : i32\[16\]", "bias=@features.0.bias : i64[16]"),
+                         r"\.layer features\.0: weight bias=@features\.0\.bias is i64; qconv2d takes bias as i32"),
+    "layer weight type": (sub(r"u8\[16,1,3,3\]", "u8[16,1,3,4]"), r"\.layer features\.0: weight @features\.0\.weight: "
+                          r"the file holds uint8\[16, 1, 3, 3\], the program says u8\[16,1,3,4\]"),
+    "layer tile map k": (LAYER_ATTR("k", 10), r"\.layer features\.0: attribute k=10, but the weight"),
+    "layer tile map n": (LAYER_ATTR("n", 17), r"\.layer features\.0: attribute n=17, but the weight"),
+    "layer tile map segments": (LAYER_ATTR("segments", 2), r"\.layer features\.0: attribute segments=2"),
+    "layer op": (sub(r"^\.layer features\.0 qconv2d", ".layer features.0 conv2d"),
+                 r"\.layer features\.0: op conv2d does not run on crossbars"),
+    "layer twice": (sub(r"^(\.layer features\.0 .*)$", r"\1\n\1"), r"\.layer features\.0: a second layer"),
+    # ports
+    "input zp range": (INPUT_ATTR("zp", 1000), r"\.input x: attribute zp: 1000 is outside 0\.\.255"),
+    "input scale zero": (INPUT_ATTR("scale", 0), r"\.input x: attribute scale: 0 is outside 1e-30\.\.1e\+30"),
+    "input scale nan": (INPUT_ATTR("scale", "nan"), r"\.input x: attribute scale: expected a number"),
+    "input half quantized": (drop_attr(INPUT, "zp"), r"\.input x: give both scale and zp"),
+    "input unknown attribute": (INPUT_ATTR("zq", 3), r"\.input x: attribute zq: unknown attribute"),
+    "output unquantized": (sub(r"^(\.output classifier\.dq %classifier f32\[8,10\]) \{.*\}$", r"\1"),
+                           r"\.output classifier\.dq: give both scale and zp"),
+    "output never stored": (sub(r"^    store %classifier -> classifier\.dq\n", ""),
+                            r"\.output classifier\.dq is never stored"),
+    # values and their types
+    "mvm overwrites a live value": (sub(r"mvm %features\.4 = ", "mvm %features.3 = "),  # issue 14
+                                    r"mvm: %features\.3 is defined twice"),
+    "sfu overwrites a live value": (sub(r"sfu %features\.7 = ", "sfu %features.3 = "), r"sfu: %features\.3 is defined twice"),
+    "mvm declared type": (sub(re.escape(MVM0), MVM0.replace("u8[8,16,8,8]", "u8[1,16,8,8]")),  # issue 14
+                          r"mvm: %features\.0 is declared u8\[1,16,8,8\], but mvm makes u8\[8,16,8,8\]"),
+    "mvm reads u8": (sub(r"^    load %x\.q <- x : u8\[8,1,8,8\]$", "    load %x.q <- x : i64[8,1,8,8]"),
+                     r"load: %x\.q is declared i64\[8,1,8,8\], but load makes u8\[8,1,8,8\]"),
+    "load dtype": (sub(r"^    load %x\.q <- x : u8", "    load %x.q <- x : i8"), r"load: %x\.q is declared i8"),
+    "load port": (sub(r"^    load %x\.q <- x ", "    load %x.q <- y "), r"load: no \.input y"),
+    "u8[] type": (sub(r"^    load %x\.q <- x : u8\[8,1,8,8\]", "    load %x.q <- x : u8[]"),  # issue 14
+                  r"load: %x\.q is declared u8\[\], but load makes u8\[8,1,8,8\]"),
+    "value too large": (sub(r"^    load %x\.q <- x : u8\[8,1,8,8\]", "    load %x.q <- x : u8[100000,100000,10000]"),
+                        r"load %x\.q: u8\[100000,100000,10000\] needs 100,000,000,000,000 B, more than this machine"),
+    "read before defined": (sub(r"\(%x\.q\)", "(%nothing)"), r"mvm: %nothing is read before"),
+    "sfu declared type": (sub(r"(maxpool2d\(%features\.0\) \{.*\}) : u8\[8,16,4,4\]", r"\1 : u8[8,16,4,5]"),
+                          r"sfu: %features\.3 is declared u8\[8,16,4,5\], but sfu makes u8\[8,16,4,4\]"),
+    "sfu unknown attribute": (set_attr(POOL, "foo", 1), r"sfu: maxpool2d: unknown attributes foo"),
+    "sfu missing attribute": (drop_attr(POOL, "ceil_mode"), r"sfu: maxpool2d: missing attributes ceil_mode"),
+    "sfu attribute type": (set_attr(POOL, "kernel", 2), r"sfu: maxpool2d: attribute kernel: expected a list of 2"),
+    "sfu inputs": (sub(r"maxpool2d\(%features\.0\)", "maxpool2d(%features.0, %x.q)"),
+                   r"sfu: maxpool2d takes 1\.\.1 inputs, got 2"),
+    "sfu input dtype": (sub(r"^(    sfu %flatten = .*)$", r"\1\n    bank {in=[4], out=[5]}\n    sfu %f = dequantize(%flatten) {scale=0.5, zp=0} : "
+                            r"f32[8,128]\n    sfu %q = qrelu(%f) {zp=0} : f32[8,128]"),
+                        r"sfu: qrelu takes u8 inputs, %f is f32\[8,128\]"),
+    "sfu operands do not fit": (sub(r"\{shape=\[8, 128\]\}", "{shape=[7, 128]}"),
+                                r"sfu: reshape: the operands u8\[8,32,2,2\] do not fit"),
+    "sfu unknown op": (sub(r"= maxpool2d\(", "= maxpool3d("), r"sfu: unknown SFU op maxpool3d"),
+    "sfu table": (sub(r"^(    sfu %flatten = .*)$", r"\1\n    sfu %t = qlut(%flatten) [table=@features.0.weight : u8[16,1,3,3]]"
+                      r" : u8[8,128]"), r"sfu: qlut takes a table \[256\] or \[C, 256\]"),
+    "store port": (sub(r"store %classifier -> classifier\.dq", "store %classifier -> nowhere"),  # issue 14
+                   r"store: no \.output nowhere"),
+    "store value": (sub(r"store %classifier -> ", "store %flatten -> "), r"store: \.output classifier\.dq is %classifier"),
+    "store twice": (sub(r"^(    store %classifier -> classifier\.dq)$", r"\1\n\1"), r"store: \.output classifier\.dq "
+                    r"is stored a second time"),
+    "output shape": (sub(r"^\.output classifier\.dq %classifier f32\[8,10\]", ".output classifier.dq %classifier f32[8,11]"),
+                     r"store: %classifier is u8\[8,10\]; \.output classifier\.dq dequantizes a u8\[8,11\]"),
+    # streams (issue 14: store or sfu in the write stream, a release before the mvm, were internal errors)
+    "store in the write stream": (sub(r"^\.stream write$", ".stream write\n    store %classifier -> classifier.dq"),
+                                  r"store: runs in the compute stream, not in the write stream"),
+    "sfu in the write stream": (sub(r"^\.stream write$", ".stream write\n    sfu %z = relu(%x.q) : u8[8,1,8,8]"),
+                                r"sfu: runs in the compute stream, not in the write stream"),
+    "release in the write stream": (sub(r"^\.stream write$", ".stream write\n    release rows(5)"),
+                                    r"release: runs in the compute stream, not in the write stream"),
+    "wr in the compute stream": (sub(r"^\.stream compute$", ".stream compute\n    wr features.0[0] -> rows(9)"),
+                                 r"wr: runs in the write stream, not in the compute stream"),
+    "release before the mvm": (sub(r"^(    wait \$w\.features\.0)$", r"\1\n    release rows(0)"),
+                               r"mvm: APU row 0 must hold features\.0\[0\] .* leave nothing there \(a release empties it\)"),
+    "release racing a write": (sub(r"^(    load %x\.q .*)$", r"    release rows(0)\n\1"),
+                               r"mvm: APU row 0: the release at line \d+ and the wr at line \d+ are not ordered"),
+    "row out of range": (sub(r"wr features\.0\[0\] -> rows\(0\)", "wr features.0[0] -> rows(999)"),
+                         r"wr: APU row 999 is out of range"),
+    "block out of range": (sub(r"wr features\.4\[1\]", "wr features.4[7]"), r"wr: block 7 out of range"),
+    "missing signal": (sub(r"^    signal \$w\.features\.0\n", ""), r"wait: wait \$w\.features\.0 has no matching signal"),
+    "deadlock": (sub(r"^    wait \$w\.features\.0$", "    wait $c.features.4"), r"wait: deadlock"),
+    "bank out of range": (sub(r"bank \{in=\[0\], out=\[4\]\}", "bank {in=[0], out=[40]}"), r"bank: bank index out of range"),
+    "bank capacity": (sub(r"bank \{in=\[0\], out=\[4\]\}", "bank {in=[0], out=[]}"), r"mvm: inputs .* do not fit the banks"),
+}
+
+PARSER = {  # isa/parser.py: refused while parsing (all issue 14 internal errors but the first)
+    "duplicate attribute": (LAYER_ATTR("k", "9, k=3"), r"attribute k is given twice"),
+    "huge literal": (LAYER_ATTR("k", "9" * 5000), r"integer literal of 5,000 characters: too large"),
+    "deep nesting": (LAYER_ATTR("k", "[" * 1000 + "]" * 1000), r"brackets nested deeper than 16"),
+    "huge row range": (sub(r"rows\(0\)", "rows(0..100000000000)"), r"more than 1,048,576 rows listed"),
+    "bank attribute type": (sub(r"bank \{in=\[0\], out=\[4\]\}", "bank {in=5, out=[4]}"), r"bank in: expected a list"),
+    "too many dimensions": (sub(r": u8\[8,1,8,8\]", ": u8[1,1,1,1,1,1,1,1,1]"), r"a type of 9 dimensions"),
+}
+
+
+def refusal(edit):
+    b = base()
+    outcome, first = run_in_process(Case(edit(b.text), b.weights, how="test"))
+    assert outcome == "bad-located", (outcome, first)
+    assert re.match(r"fuzz\.aras:\d+:\d+: ", first), first
+    return first.split(": ", 1)[1]
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_verifier_rule(rule):
+    edit, message = RULES[rule]
+    assert re.search(message, refusal(edit)), refusal(edit)
+
+
+@pytest.mark.parametrize("rule", sorted(PARSER))
+def test_parser_rule(rule):
+    edit, message = PARSER[rule]
+    assert re.search(message, refusal(edit)), refusal(edit)
+
+
+def test_non_utf8_text_is_refused_at_its_line_and_column():  # issue 14: the largest class of internal errors
+    b = base()
+    data = b.text.encode()
+    at = data.index(b"mvm %features.0") + 4
+    text = (data[:at] + b"\xff" + data[at + 1:]).decode("utf-8", errors="surrogateescape")
+    outcome, first = run_in_process(Case(text, b.weights, how="test"))
+    line, column = b.text[:at].count("\n") + 1, at - b.text.rindex("\n", 0, at)
+    assert outcome == "bad-located" and first.startswith(f"fuzz.aras:{line}:{column}: byte 0xff is not UTF-8"), first
+
+
+def test_every_sfu_op_and_layer_op_has_a_spec_for_each_attribute_it_reads():
+    """The opcode table is complete: each op of the interpreter has a spec, every attribute a kind."""
+    from arasc.isa.opcodes import LAYER_OPS, SFU_SPECS
+    from arasc.runtime.sfu import SFU_OPS
+
+    assert set(SFU_SPECS) == set(SFU_OPS)
+    assert set(LAYER_OPS) == {"qconv2d", "qlinear"}
+    for spec in list(SFU_SPECS.values()) + list(LAYER_OPS.values()):
+        for kind in list(spec.attrs.values()) + list(spec.optional.values()):
+            assert hasattr(kind, "problem") and str(kind)
+
+
+def test_embedding_ids_outside_the_table_are_bad_input(tmp_path):  # issue 14: out-of-range token ids
+    from arasc.cli import main
+
+    _, path = compiled("bert-base-small")
+    ids = np.full((1, 16), 10**6, np.int64)
+    np.save(tmp_path / "ids.npy", ids)
+    assert main(["run", path, "--input", str(tmp_path / "ids.npy"), "--inferences", "1"]) == 2
