@@ -14,6 +14,7 @@ import torch
 
 from . import models
 from .frontend import FrontendError, import_exported, import_module
+from .frontend.errors import torch_reason
 from .ir import Model
 
 
@@ -69,7 +70,7 @@ def _load_pt2(path: str):
     try:
         program = torch.export.load(path)
     except Exception as err:
-        raise ModelLoadError(f"{path}: not a readable torch.export archive ({type(err).__name__}: {err})") from None
+        raise ModelLoadError(f"{path}: not a readable torch.export archive ({torch_reason(err)})") from None
     args, _ = program.example_inputs or ((), {})
     return program, tuple(args), _ident(os.path.splitext(os.path.basename(path))[0])
 
@@ -85,14 +86,14 @@ def _load_factory(spec: str):
     try:
         module_spec.loader.exec_module(source)
     except (Exception, SystemExit) as err:  # the user's code: whatever it raises is the model's fault
-        raise ModelLoadError(f"{path}: importing it failed: {type(err).__name__}: {err}") from None
+        raise ModelLoadError(f"{path}: importing it failed: {torch_reason(err)}") from None
     factory = getattr(source, factory_name, None)
     if not callable(factory):
         raise ModelLoadError(f"{path} has no callable {factory_name!r}")
     try:
         result = factory()
     except (Exception, SystemExit) as err:
-        raise ModelLoadError(f"{spec}: the factory raised {type(err).__name__}: {err}") from None
+        raise ModelLoadError(f"{spec}: the factory raised {torch_reason(err)}") from None
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module):
         module, inputs = result
     elif isinstance(result, torch.nn.Module) and hasattr(result, "example_inputs"):

@@ -15,6 +15,16 @@ class FrontendError(ValueError):
     """The model uses something arasc cannot lower; the message names the op, node and source line."""
 
 
+def torch_reason(err: BaseException, limit: int = 400) -> str:
+    """`Type: first line` of an exception torch raised: its later lines (stack traces torch puts in
+    some messages, hints) are not the user's business in a one-paragraph error."""
+    lines = str(err).strip().splitlines()
+    first = lines[0] if lines else ""
+    if len(first) > limit:
+        first = first[:limit] + " ..."
+    return f"{type(err).__name__}: {first}"
+
+
 def source_location(node) -> tuple[str, int] | None:
     """The user's source line behind an fx node: the innermost stack frame outside torch itself.
 

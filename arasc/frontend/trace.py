@@ -14,7 +14,7 @@ import torch
 import torch.fx
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .errors import FrontendError
+from .errors import FrontendError, torch_reason
 
 
 @dataclass
@@ -80,9 +80,9 @@ def capture(module: torch.nn.Module, example_inputs: tuple, frontend: str = "aut
         except Exception as err:
             if frontend == "fx":
                 raise FrontendError(f"torch.fx.symbolic_trace cannot trace {type(module).__name__}: "
-                                    f"{type(err).__name__}: {err}. Try --frontend export.") from None
+                                    f"{torch_reason(err)}. Try --frontend export.") from None
     try:
         return capture_export(export_module(module, example_inputs))
     except Exception as err:
         raise FrontendError(f"neither torch.fx nor torch.export can capture {type(module).__name__}: "
-                            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+                            f"{torch_reason(err)}") from None
