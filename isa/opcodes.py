@@ -149,3 +149,28 @@ OUTPUT_ATTRS = {"scale": A.SCALE, "zp": A.ZERO_POINT}
 # `bank {in=[...], out=[...], spill=BYTES}`: Gbuffer bank indices and bytes that may spill.
 BANK_ATTRS = {"in": A.Ints(A.Int(0, 1 << 16), max_length=1 << 16),
               "out": A.Ints(A.Int(0, 1 << 16), max_length=1 << 16), "spill": A.Int(0, 1 << 62)}
+
+
+def spec_table_markdown() -> str:
+    """The attribute, role and operand table of docs/isa.md, made from the tables above (a test
+    checks the document holds it as it is)."""
+    def kinds(spec: OpSpec) -> str:
+        required = [f"`{name}` {kind}" for name, kind in spec.attrs.items()]
+        optional = [f"`{name}` (optional) {kind}" for name, kind in spec.optional.items()]
+        return "; ".join(required + optional) or "none"
+
+    def roles(spec: OpSpec) -> str:
+        listed = [f"`{r}` {'/'.join(d)}" for r, d in spec.roles.items()]
+        listed += [f"`{r}` (optional) {'/'.join(d)}" for r, d in spec.optional_roles.items()]
+        return ", ".join(listed) or "none"
+
+    rows = ["| op | inputs | attributes | weight roles |", "|---|---|---|---|"]
+    for kind, table in (("layer", LAYER_OPS), ("sfu", SFU_SPECS)):
+        for spec in table.values():
+            fewest, most = spec.inputs
+            count = str(fewest) if fewest == most else f"{fewest}..{most}"
+            inputs = "-" if kind == "layer" else f"{count} x {'/'.join(spec.input_dtypes)}" if most else "0"
+            rows.append(f"| {kind} `{spec.name}` | {inputs} | {kinds(spec)} | {roles(spec)} |")
+    for name, attrs in (("`.input`", INPUT_ATTRS), ("`.output`", OUTPUT_ATTRS), ("`bank`", BANK_ATTRS)):
+        rows.append(f"| {name} | - | {'; '.join(f'`{k}` {v}' for k, v in attrs.items())} | none |")
+    return "\n".join(rows)

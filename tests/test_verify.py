@@ -208,3 +208,11 @@ def test_embedding_ids_outside_the_table_are_bad_input(tmp_path):  # issue 14: o
     ids = np.full((1, 16), 10**6, np.int64)
     np.save(tmp_path / "ids.npy", ids)
     assert main(["run", path, "--input", str(tmp_path / "ids.npy"), "--inferences", "1"]) == 2
+
+
+def test_docs_hold_the_spec_table_as_the_opcode_table_makes_it():
+    from pathlib import Path
+
+    from arasc.isa.opcodes import spec_table_markdown
+
+    assert spec_table_markdown() in (Path(__file__).parent.parent / "docs" / "isa.md").read_text()
