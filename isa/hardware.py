@@ -275,11 +275,16 @@ def _check_simulation_fits(source: str, hw: Hardware) -> None:
         raise _error(source, "chip", "pes", f"the chip's {cells:,} bytes of crossbar cells (APU rows x "
                      f"crossbar rows x weights per APU row) do not fit this machine's memory",
                      f"at most {budget:,} bytes ({MEMORY_SHARE:.0%} of this machine's memory)")
+
+
+def check_interpretable(hw: Hardware, source: str) -> None:
+    """The interpreter packs a weight's write pulses in 4 bits (runtime/machine.py): a chip whose
+    cells need more (4-bit cells with 8-bit weights) compiles, but does not run."""
     most_pulses = ((1 << hw.crossbar.cell_bits) - 1) * hw.cells_per_weight
     if most_pulses > 15:
         raise _error(source, "crossbar", "cell_bits", f"{hw.crossbar.cell_bits}-bit cells take up to {most_pulses} "
-                     f"write pulses per weight; the interpreter's packed write counts hold 15",
-                     "1 or 2 with 8-bit weights")
+                     f"write pulses per weight; the interpreter's packed write counts hold 15, so it cannot "
+                     f"run this chip", "1 or 2 with 8-bit weights, to run")
 
 
 @functools.cache

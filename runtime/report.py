@@ -3,7 +3,6 @@ Perfetto trace, and a Gantt + energy plot."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 from rich.console import Console

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..isa.atomic import write_atomically
 from ..isa.diagnostics import render_error
-from ..isa.hardware import Hardware, bundled_hardware, hardware_fingerprint, load_hardware
+from ..isa.hardware import Hardware, bundled_hardware, check_interpretable, hardware_fingerprint, load_hardware
 from ..isa.parser import ProgramError, parse_program
 from ..isa.program import DTYPES, Program
 from ..isa.weights import load_weights
@@ -147,6 +147,7 @@ def load_program(path: str | os.PathLike, hw_path: str | None = None) -> tuple[P
         raise RuntimeInputError(f"{path}: compiled for hardware {program.hw[0]} sha256={program.hw[1][:12]}..., "
                                 f"but the hardware given has sha256={hardware_fingerprint(hw)[:12]}...; "
                                 f"recompile, or pass the matching --hw file")
+    check_interpretable(hw, hw_path or f".hw {program.hw[0]}")
     weights = load_weights(program, path)
     Verifier(program, weights, hw, source, path).run()
     return program, weights, hw

@@ -31,7 +31,7 @@ from safetensors.numpy import load as load_tensors
 
 from arasc.cli import bad_input_errors
 from arasc.isa import attributes as A
-from arasc.isa.hardware import default_hardware, dumps_hardware, hardware_fingerprint, loads_hardware
+from arasc.isa.hardware import check_interpretable, default_hardware, dumps_hardware, hardware_fingerprint, loads_hardware
 from arasc.isa.opcodes import LAYER_OPS, SFU_SPECS
 from arasc.isa.parser import parse_program
 from arasc.isa.program import DTYPES
@@ -111,6 +111,7 @@ def _run(case: Case):
         hw = loads_hardware(case.hw_text, HW) if case.hw_text is not None else default_hardware()
         if hardware_fingerprint(hw) != program.hw[1]:
             raise RuntimeInputError(f"{PROGRAM}: compiled for other hardware")
+        check_interpretable(hw, HW)
         if hashlib.sha256(case.weights).hexdigest() != program.weights[1]:
             raise WeightFileError(f"{PROGRAM}: checksum mismatch for {WEIGHTS}")
         try:

@@ -149,7 +149,6 @@ REJECTED = [
      ["[chip] pes", "4,294,967,296 APU rows", "allowed: pes x apu_rows_per_pe <= 1,048,576"]),
     ("cells beyond memory", _patched("crossbar", "rows", "4096").replace("apus_per_row = 4", "apus_per_row = 1024")
      .replace("\npes = 96", "\npes = 10000"), ["[chip] pes", "do not fit this machine's memory"]),
-    ("4-bit cells", _patched("crossbar", "cell_bits", "4"), ["[crossbar] cell_bits", "up to 30 write pulses"]),
     ("too many banks", _patched("gbuffer", "banks_bytes", "[" + ", ".join(["1024"] * 33) + "]"),
      ["[gbuffer] banks_bytes", "is not allowed", "1..32 integers"]),
     ("huge clock", _patched("chip", "clock_hz", "1e300"), ["[chip] clock_hz", "<= 1e+12"]),
@@ -188,3 +187,11 @@ def test_module_imports_only_the_standard_library():
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert imported <= set(sys.stdlib_module_names)
+
+
+def test_four_bit_cells_load_but_the_interpreter_refuses_them(tmp_path):
+    from arasc.isa.hardware import check_interpretable
+
+    hw = loads_hardware(_patched("crossbar", "cell_bits", "4"), "four.toml")  # the compiler can tile for it
+    with pytest.raises(HardwareConfigError, match=r"four\.toml: \[crossbar\] cell_bits: 4-bit cells take up to 30"):
+        check_interpretable(hw, "four.toml")
