@@ -391,8 +391,8 @@ class Verifier:
         return self.run_abstractly(instr, operands)
 
     def check_tables(self, instr: Instr, operands: list[TensorSpec]) -> None:
-        """Lookup tables are indexed by data, which zero-filled operands do not reach: their shapes
-        and, for qsoftmax, their values (a positive sum) are checked here."""
+        """What zero-filled operands cannot show: lookup tables are indexed by data (their shapes
+        and, for qsoftmax, their values: a positive sum), and a qmatmul's sums grow with K."""
         op = instr["op"]
         table = next((self.weights[name] for role, name, _ in instr["weights"] if role == "table"), None)
         if op == "qlut":
@@ -405,6 +405,12 @@ class Verifier:
             if table.shape != (256,):
                 self.fail(instr, f"qlut takes a table [256] or [C, 256] with C the input's size along dim, "
                                  f"got {list(table.shape)} for input {operands[0]}")
+        if op == "qmatmul" and operands[0].shape:
+            attrs = dict(instr["attrs"])
+            inner = operands[0].shape[-1]
+            if inner * 255 * 255 * attrs["multiplier"] + (1 << (attrs["shift"] - 1)) >= 1 << 63:
+                self.fail(instr, f"qmatmul over K={inner} with multiplier={attrs['multiplier']} may overflow the "
+                                 f"int64 requantization")
         if op == "qsoftmax":
             values = table.astype(np.int64)
             if table.shape != (256,) or values.min() < 0 or values.max() > SOFTMAX_TABLE_MAX or values[0] < 1:
