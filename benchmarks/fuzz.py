@@ -91,6 +91,7 @@ def main() -> int:
     deadline = started + args.minutes * 60 if args.minutes else None
     ctx = mp.get_context("spawn")  # a fresh interpreter: torch and numba thread pools do not survive fork
     next_case = 0
+    through_cli = 0
     while next_case < args.cases and not (deadline and time.time() > deadline):
         results = ctx.Queue()
         process = ctx.Process(target=worker, args=(bases, args.seed, next_case, args.cases, args.cli_share,
@@ -121,6 +122,7 @@ def main() -> int:
                     break
                 continue
             counts[outcome] += 1
+            through_cli += detail.startswith("[cli]")
             if outcome not in ("ok", "bad-located") and len(examples[outcome]) < args.show:
                 examples[outcome].append(f"case {index}: {detail[:1500]}")
             running, next_case = None, index + 1
@@ -132,8 +134,8 @@ def main() -> int:
         if process.is_alive():
             process.kill()
     total = sum(counts.values())
-    print(f"\n{total:,} cases (models {args.models}, seed {args.seed}, {args.cli_share:.0%} through the CLI) "
-          f"in {time.time() - started:.0f} s\n")
+    print(f"\n{total:,} cases (models {args.models}, seed {args.seed}; {through_cli:,} of them through the CLI, "
+          f"the rest in-process) in {time.time() - started:.0f} s\n")
     print("| outcome | cases |\n|---|---|")
     for outcome in fuzzing.OUTCOMES:
         print(f"| {LABELS[outcome]} | {counts[outcome]:,} |")
