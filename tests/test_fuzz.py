@@ -27,7 +27,8 @@ def test_the_unmutated_program_runs_and_matches_the_reference():
     assert run_in_process(Case(base.text, base.weights, how="as compiled")) == ("ok", "")
 
 
-@settings(max_examples=CASES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+# derandomized: CI tests the same cases each run; benchmarks/fuzz.py --seed explores further
+@settings(max_examples=CASES, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(rng=st.randoms(use_true_random=False))
 def test_accepted_programs_run_right_and_refusals_say_where(rng):
     case = make_case(digits(), rng)
