@@ -204,7 +204,7 @@ def mutate_text(text: str, rng: random.Random, names: list[str]) -> tuple[str, s
         lines[i], lines[j] = lines[j], lines[i]
     elif kind == "move":
         line = lines.pop(i)
-        lines.insert(rng.randrange(len(lines)), line)
+        lines.insert(rng.randrange(len(lines) + 1), line)
     elif kind == "truncate":
         return text[:rng.randrange(len(text))], "truncate"
     elif kind == "unicode":
