@@ -51,7 +51,10 @@ def load_module(spec: str):
     except KeyError:
         raise ModelLoadError(f"unknown model {spec!r}: give a zoo name ({', '.join(models.ZOO)}), "
                              f"path/to/file.py:factory, or a torch.export archive ending in .pt2") from None
-    module, inputs = entry.build()
+    try:
+        module, inputs = entry.build()
+    except models.MissingPackage as err:
+        raise ModelLoadError(f"{spec}: {err}") from None
     return module, tuple(inputs), _ident(spec)
 
 

@@ -17,16 +17,17 @@ attributes (`relu`, qlut's `dim`, `scalar`) may be absent, as in an IR dump.
     dequantize:           u8 -> f32, (q - zp) * scale in float64, rounded once to f32
     qmatmul:              out_zp + round_half_up(sum_k (a - a_zp)(b - b_zp) * multiplier / 2^shift), batched
     qadd:                 out_zp + round_half_up(sum_i (x_i - zps[i]) * multipliers[i] / 2^shift), broadcasting;
-                          relu clamps at out_zp
+                          relu clamps at out_zp; int16 codes when wide (the residual path)
     qmul:                 out_zp + round_half_up((a - zps[0])(b - zps[1]) * multiplier / 2^shift), broadcasting
     qconcat:              each input requantized to out_zp + round_half_up((x_i - zps[i]) * multipliers[i] / 2^shift),
                           concatenated along dim
+    qrequant:             out_zp + round_half_up((x - x_zp) * multiplier / 2^shift), per layer or per channel along dim
     qrelu:                max(x, zp)
     qlut:                 table[x] (table [256]) or table[c, x] (table [C, 256], c the index along dim, default 1)
     qavgpool2d:           zp + round_half_up(sum(x - zp) / d) over torch's windows, d torch's divisor
     qadaptive_avgpool2d:  round_half_up(mean(x)) over torch's adaptive windows
     qmean:                round_half_up(mean(x)) over dims
-    qsoftmax:             e = table[max(x) - x], p = floor(e 2^31 / sum e), requantized by multiplier/shift
+    qsoftmax:             e = table[min(max(x) - x, len - 1)], p = floor(e 2^31 / sum e), requantized by multiplier/shift
     qlayernorm:           exact integer sums, then the reference's float64 steps, rint at out_scale/out_zp
     const:                the weight `value`
     reshape:              same elements, new shape
@@ -53,6 +54,7 @@ from .kernels import qadd_pair
 from .windows import output_length
 
 U8_MAX = 255
+I16_MIN, I16_MAX = -(1 << 15), (1 << 15) - 1
 SOFTMAX_PROB_BITS = 31   # qsoftmax's probabilities are Q31 integers before requantization
 
 
@@ -72,13 +74,33 @@ def _rounding_shift(acc: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
     return (acc * multiplier + (1 << (shift - 1))) >> shift
 
 
-def _relu_floor(a: dict) -> int:
+def _range(a: dict) -> tuple[int, int, type]:
+    """The output's codes: uint8, int16 for a `wide` value (the residual path), or 0..levels in
+    int16 for a table index wider than 8 bits."""
+    if a.get("levels"):
+        return 0, a["levels"], np.int16
+    return (I16_MIN, I16_MAX, np.int16) if a.get("wide", False) else (0, U8_MAX, np.uint8)
+
+
+def _saturate(q: np.ndarray, a: dict, low=None) -> np.ndarray:
+    """Saturate integer-valued q to the output's codes; `low` raises the floor (a fused ReLU)."""
+    lo, hi, dtype = _range(a)
+    q = np.clip(q, lo, hi)
+    return (q if low is None else np.maximum(q, low)).astype(dtype)
+
+
+def _relu_floor(a: dict):
     """A fused ReLU clamps at the output zero point, the code of real 0."""
-    return a["out_zp"] if a.get("relu", False) else 0
+    return a["out_zp"] if a.get("relu", False) else None
+
+
+def _channel_param(a: dict, w: dict, name: str, shape: tuple[int, ...]):
+    """A requantization parameter: the attribute, or the per-channel int32 weight of that role."""
+    return _wide(w[name]).reshape(shape) if name in w else a[name]
 
 
 def _requantize(acc: np.ndarray, a: dict) -> np.ndarray:
-    return _to_u8(a["out_zp"] + _rounding_shift(acc, a["multiplier"], a["shift"]), _relu_floor(a))
+    return _saturate(a["out_zp"] + _rounding_shift(acc, a["multiplier"], a["shift"]), a, _relu_floor(a))
 
 
 def _divide_rounded(total: np.ndarray, count) -> np.ndarray:
@@ -106,16 +128,26 @@ def qmatmul(xs, a, w):
 
 
 def qadd(xs, a, w):
-    if len(xs) == 2 and xs[0].shape == xs[1].shape and xs[0].dtype == xs[1].dtype == np.uint8:
+    lo, hi, dtype = _range(a)
+    if len(xs) == 2 and xs[0].shape == xs[1].shape and xs[0].dtype == xs[1].dtype:
         # the residual add of two same-shape tensors, as one fused loop: the same formula
-        out = np.empty(xs[0].shape, np.uint8)
+        out = np.empty(xs[0].shape, dtype)
+        floor = lo if _relu_floor(a) is None else max(lo, _relu_floor(a))
         qadd_pair(np.ascontiguousarray(xs[0]).reshape(-1), np.ascontiguousarray(xs[1]).reshape(-1),
                   np.array(a["zps"], np.int64), np.array(a["multipliers"], np.int64),
-                  (1 << (a["shift"] - 1)) + (a["out_zp"] << a["shift"]), a["shift"], _relu_floor(a), out.reshape(-1))
+                  (1 << (a["shift"] - 1)) + (a["out_zp"] << a["shift"]), a["shift"], floor, hi, out.reshape(-1))
         return out
     terms = [(_wide(x) - zp) * m for x, zp, m in zip(xs, a["zps"], a["multipliers"], strict=True)]
     # The multipliers share one shift, so the sum rounds once.
-    return _to_u8(a["out_zp"] + _rounding_shift(sum(terms[1:], terms[0]), 1, a["shift"]), _relu_floor(a))
+    return _saturate(a["out_zp"] + _rounding_shift(sum(terms[1:], terms[0]), 1, a["shift"]), a, _relu_floor(a))
+
+
+def qrequant(xs, a, w):
+    x = _wide(xs[0])
+    dim = a.get("dim", -1) % x.ndim
+    shape = tuple(-1 if d == dim else 1 for d in range(x.ndim))
+    m, shift, out_zp = (_channel_param(a, w, name, shape) for name in ("multiplier", "shift", "out_zp"))
+    return _saturate(out_zp + _rounding_shift(x - a["x_zp"], m, shift), a)
 
 
 def qmul(xs, a, w):
@@ -236,7 +268,7 @@ def maxpool2d(xs, a, w):
 
 def qsoftmax(xs, a, w):
     x, dim = _wide(xs[0]), a["dim"]
-    e = _wide(w["table"])[x.max(dim, keepdims=True) - x]
+    e = _wide(w["table"])[np.minimum(x.max(dim, keepdims=True) - x, len(w["table"]) - 1)]
     p = (e << SOFTMAX_PROB_BITS) // e.sum(dim, keepdims=True)
     return _requantize(p, a)
 
@@ -254,7 +286,7 @@ def qlayernorm(xs, a, w):
         y = y * w["weight"].astype(np.float64)
     if "bias" in w:
         y = y + w["bias"].astype(np.float64)
-    return _to_u8(np.rint(y / a["out_scale"]).astype(np.int64) + a["out_zp"])
+    return _saturate(np.rint(y / a["out_scale"]).astype(np.int64) + a["out_zp"], a)
 
 
 # ---- data movement and integer ops --------------------------------------------------------------
@@ -334,7 +366,7 @@ def _array(fn: Callable) -> Callable:
 
 SFU_OPS: dict[str, Callable] = {name: _array(fn) for name, fn in {
     "quantize": quantize, "dequantize": dequantize,
-    "qmatmul": qmatmul, "qadd": qadd, "qmul": qmul, "qconcat": qconcat, "qrelu": qrelu, "qlut": qlut,
+    "qmatmul": qmatmul, "qadd": qadd, "qrequant": qrequant, "qmul": qmul, "qconcat": qconcat, "qrelu": qrelu, "qlut": qlut,
     "qavgpool2d": qavgpool2d, "qadaptive_avgpool2d": qadaptive_avgpool2d, "qmean": qmean,
     "qsoftmax": qsoftmax, "qlayernorm": qlayernorm,
     "const": const, "reshape": reshape, "permute": permute, "slice": slice_, "select": select,

@@ -253,17 +253,22 @@ TINY_AFTER = '''graph tiny
   %pool = qadaptive_avgpool2d(%conv) {output_size=[1, 1]} : u8[1,3,1,1]
   %flat = reshape(%pool) {shape=[1, 3]} : u8[1,3]
   %fc = qlinear(%flat) {multiplier=1261324477, out_zp=56, shift=37, w_zp=128, x_zp=0} [bias=@fc.bias : i32[2], weight=@fc.weight : u8[2,3]] : u8[1,2]
-  %half = qlut(%fc) [table=@half.table : u8[256]] : u8[1,2]
+  %half = qrequant(%fc) {multiplier=1073741824, out_zp=56, shift=30, x_zp=56} : u8[1,2]
   %half.dq = dequantize(%half) {scale=0.0024088541666666668, zp=56} : f32[1,2]
   output %half.dq
 end
 '''
 
 
+PER_TENSOR = {"weights": "tensor", "observer": "minmax", "residual": "u8"}   # the per-layer uint8 scheme
+
+
 def test_golden_ir_before_and_after_quantize():
+    # half = fc * 0.5 keeps fc's codes: multiplier 2^30 / 2^30 = 1 and fc's zero point 56, at
+    # half fc's scale, 0.0048177083333333336 / 2.
     model, inputs = tiny_model()
     assert print_graph(model.graph) == TINY_BEFORE
-    quantized = Quantize((inputs,)).run(model)
+    quantized = Quantize((inputs,), **PER_TENSOR).run(model)
     assert print_graph(quantized.graph) == TINY_AFTER
     assert quantized.weights["fc.weight"].tolist() == [[255, 0, 192], [64, 160, 255]]  # scale 2/255, zp 128
     assert quantized.weights["fc.bias"].tolist() == [5654, -5654]                       # at s_x * s_w

@@ -22,6 +22,7 @@ TORCH_DTYPES = {
     "i32": torch.int32,
     "u8": torch.uint8,
     "i8": torch.int8,
+    "i16": torch.int16,
     "bool": torch.bool,
 }
 IR_DTYPES = {v: k for k, v in TORCH_DTYPES.items()}

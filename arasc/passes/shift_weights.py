@@ -60,25 +60,54 @@ def crossbar_weights(model: Model) -> list[str]:
     return names
 
 
-def shifts(model: Model, center: int) -> dict[str, int]:
-    """d for every crossbar weight but the first: center - mean code, kept such that the zero
-    point stays a code (0..255)."""
-    zero_points = {layer.weight("weight").name: layer.attr("w_zp") for layer in model.graph.layers
-                   if is_crossbar_layer(layer)}
+def channel_param(model: Model, layer, name: str) -> np.ndarray:
+    """int64 [N]: a requantization parameter of a crossbar layer, per layer (its attribute,
+    repeated) or per output channel (its int32 weight of that role)."""
+    n = np.asarray(model.weights[layer.weight("weight").name]).shape[0]
+    ref = layer.weight(name)
+    value = model.weights[ref.name] if ref is not None else layer.attr(name)
+    return np.broadcast_to(np.asarray(value, np.int64).reshape(-1), (n,)).copy()
+
+
+def _with_channel_params(layer, weights: dict, params: dict[str, np.ndarray]):
+    """`layer` with these per-channel parameters: an attribute where every channel agrees, else
+    an int32 weight of the same role named after the layer."""
+    from ..ir import TensorType, WeightRef
+
+    attrs, refs = dict(layer.attrs), dict(layer.weights)
+    for name, values in params.items():
+        attrs.pop(name, None)
+        refs.pop(name, None)
+        if np.all(values == values[0]):
+            attrs[name] = int(values[0])
+        else:
+            weights[f"{layer.name}.{name}"] = values.astype(np.int32)
+            refs[name] = WeightRef(f"{layer.name}.{name}", TensorType("i32", values.shape))
+    return dataclasses.replace(layer, attrs=tuple(attrs.items()), weights=tuple(refs.items()))
+
+
+def shifts(model: Model, center: int) -> dict[str, np.ndarray]:
+    """d per output channel for every crossbar weight but the first: center - mean code, of the
+    layer's codes where its weight zero point is one per layer (the paper's Eq. 4) or of each
+    channel's where it is one per channel; kept such that each zero point stays a code (0..255)."""
+    layers = {layer.weight("weight").name: layer for layer in model.graph.layers if is_crossbar_layer(layer)}
     result = {}
     for name in crossbar_weights(model)[1:]:
-        d = center - int(round(float(np.asarray(model.weights[name]).mean())))
-        result[name] = min(max(d, -zero_points[name]), 255 - zero_points[name])
+        layer = layers[name]
+        codes = np.asarray(model.weights[name]).reshape(len(channel_param(model, layer, "w_zp")), -1)
+        zp = channel_param(model, layer, "w_zp")
+        means = codes.mean(1) if layer.weight("w_zp") is not None else np.full(len(zp), codes.mean())
+        result[name] = np.clip(center - np.round(means).astype(np.int64), -zp, 255 - zp)
     return result
 
 
 def shifted(model: Model, center: int, method: str = "fit") -> tuple[Model, float]:
     """The model with its weights on `center`, and the fraction of shifted weights that clipped.
 
-    "clip" is the paper's Eq. 5: codes past 0 or 255 are clipped. "fit" clips nothing: where the
-    shifted codes would leave [0, 255], the layer's codes are scaled about the zero point by the
-    largest alpha <= 1 that keeps them inside, and the layer's requantization multiplier and its
-    bias are rescaled to match (a coarser weight step, one more rounding of each weight)."""
+    "clip" is the paper's Eq. 5: codes past 0 or 255 are clipped. "fit" clips nothing: where a
+    channel's shifted codes would leave [0, 255], its codes are scaled about the zero point by the
+    largest alpha <= 1 that keeps them inside, and its requantization multiplier and bias are
+    rescaled to match (a coarser weight step, one more rounding of each weight)."""
     d = shifts(model, center)
     weights = dict(model.weights)
     layers = []
@@ -87,21 +116,32 @@ def shifted(model: Model, center: int, method: str = "fit") -> tuple[Model, floa
         if not is_crossbar_layer(layer) or layer.weight("weight").name not in d:
             layers.append(layer)
             continue
-        name, zp = layer.weight("weight").name, layer.attr("w_zp")
-        attrs = {**dict(layer.attrs), "w_zp": zp + d[name]}
-        codes = np.asarray(model.weights[name]).astype(np.int64)
-        alpha = _fitting_scale(int(codes.min()) - zp, int(codes.max()) - zp, zp + d[name]) if method == "fit" else 1.0
-        if alpha < 1.0:
-            codes = zp + np.rint((codes - zp) * alpha).astype(np.int64)
-            attrs["multiplier"], attrs["shift"] = fixed_point(attrs["multiplier"] / 2.0 ** attrs["shift"] / alpha)
+        name = layer.weight("weight").name
+        zp, multiplier, shift = (channel_param(model, layer, p) for p in ("w_zp", "multiplier", "shift"))
+        shape = np.asarray(model.weights[name]).shape
+        codes = np.asarray(model.weights[name]).astype(np.int64).reshape(len(zp), -1)
+        alpha = np.ones(len(zp))
+        if method == "fit":
+            alpha = np.array([_fitting_scale(int(row.min()) - z, int(row.max()) - z, z + s)
+                              for row, z, s in zip(codes, zp, d[name])])
+            if layer.weight("w_zp") is None:   # one zero point for the layer: one alpha for it too
+                alpha[:] = alpha.min()
+        params = {"w_zp": zp + d[name]}
+        squeezed = alpha < 1.0
+        if squeezed.any():
+            codes = np.where(squeezed[:, None], zp[:, None] + np.rint((codes - zp[:, None]) * alpha[:, None]), codes)
+            codes = codes.astype(np.int64)
+            pairs = [fixed_point(float(m) / 2.0 ** int(s) / a) for m, s, a in zip(multiplier, shift, alpha)]
+            params["multiplier"] = np.array([m for m, _ in pairs], np.int64)
+            params["shift"] = np.array([s for _, s in pairs], np.int64)
             bias = layer.weight("bias")
             if bias is not None:
                 weights[bias.name] = np.rint(np.asarray(model.weights[bias.name]) * alpha).astype(np.int32)
-        codes = codes + d[name]
+        codes = codes + d[name][:, None]
         clipped += int(np.count_nonzero((codes < 0) | (codes > 255)))
         total += codes.size
-        weights[name] = np.clip(codes, 0, 255).astype(np.uint8)
-        layers.append(dataclasses.replace(layer, attrs=attrs))
+        weights[name] = np.clip(codes, 0, 255).astype(np.uint8).reshape(shape)
+        layers.append(_with_channel_params(layer, weights, params))
     meta = {**dict(model.graph.meta), "weight_center": center, "weight_shift": method}
     graph = dataclasses.replace(model.graph, layers=tuple(layers), meta=meta)
     return model.replace(graph=graph, weights=weights), clipped / max(total, 1)
