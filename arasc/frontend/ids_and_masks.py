@@ -213,6 +213,11 @@ def _typed_const(x, dtype):
 def _where(lw, args, kwargs):
     cond, a, b = args[0], arg(args, kwargs, 1, "input"), arg(args, kwargs, 2, "other")
     meta = node_shape(lw.node)
+    for scores, fill, keep_where in ((a, b, True), (b, a, False)):  # scores kept where cond (or where not)
+        if isinstance(scores, Val) and scores.type.dtype == "f32" and _is_drop(fill):
+            keep = cond if keep_where else (~cond if isinstance(cond, torch.Tensor) else
+                                            lw.emit("logical_not", [_bool_operand(lw, cond)]))
+            return MaskedScores(scores, keep)
     if meta is not None and meta[1].is_floating_point and isinstance(cond, Val):
         if _is_zero(a) and _is_drop(b):
             return KeepMask(cond)
