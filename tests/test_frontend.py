@@ -145,3 +145,24 @@ def test_constant_subgraphs_fold():
 
     model = import_module(Net(), (torch.randn(2, 4),), "fold")
     assert [layer.op for layer in model.graph.layers] == ["const", "add"]
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+def test_unsupported_module_names_its_class_path_and_the_users_line(frontend):
+    with pytest.raises(FrontendError) as err:
+        load_model(f"{DATA / 'unsupported_module.py'}:factory", frontend=frontend)
+    message = str(err.value)
+    assert "Softplus" in message and "head.act" in message
+    assert "tests/data/unsupported_module.py:12" in message
+    assert "unknown source line" not in message
+
+
+def test_library_models_get_their_source_line(tmp_path):
+    """Frames inside site-packages/torchvision are not torch's own: the path starts with torch's
+    folder name but not with that folder."""
+    from arasc.frontend.errors import source_location
+
+    class Node:
+        meta = {"stack_trace": 'File "/x/site-packages/torchvision/models/mobilenetv2.py", line 170, in forward\n'
+                               f'  File "{torch.__file__}", line 3, in f'}
+    assert source_location(Node()) == ("/x/site-packages/torchvision/models/mobilenetv2.py", 170)

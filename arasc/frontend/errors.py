@@ -33,9 +33,16 @@ def source_location(node) -> tuple[str, int] | None:
 
 
 def describe_node(node) -> str:
+    """The node, the model's submodule it belongs to (torch.export records it) and the source line."""
     loc = source_location(node)
     where = f"{loc[0]}:{loc[1]}" if loc else "unknown source line"
-    return f"node %{node.name} ({node.op} {target_name(node.target)}) at {where}"
+    stack = node.meta.get("nn_module_stack") or {}
+    module = ""
+    if stack and node.op != "call_module":
+        path, module_type = list(stack.values())[-1]
+        if path:
+            module = f" in module {path} ({module_type if isinstance(module_type, str) else target_name(module_type)})"
+    return f"node %{node.name} ({node.op} {target_name(node.target)}){module} at {where}"
 
 
 def target_name(target) -> str:
