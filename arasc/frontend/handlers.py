@@ -75,46 +75,52 @@ def const(lw: Lowerer, x, what: str) -> torch.Tensor:
 # ---- dispatch ---------------------------------------------------------------------------------
 def lower_node(lw: Lowerer, node):
     args, kwargs = lw.resolve(node.args), lw.resolve(node.kwargs)
+    if node.op == "call_function" and node.target is operator.getitem and isinstance(args[0], (tuple, list,
+                                                                                                  torch.Size)):
+        return args[0][args[1]]
+    if not has_val((args, kwargs)):  # computed from constants only: folded now
+        with torch.no_grad():
+            if node.op == "call_module":
+                return lw.cap.root.get_submodule(str(node.target))(*args, **kwargs)
+            if node.op == "call_method":
+                return getattr(args[0], node.target)(*args[1:], **kwargs)
+            return node.target(*args, **kwargs)
+    handler, module = find_handler(lw, node)
+    start = len(lw.layers)
+    if isinstance(args[0] if args else None, KeepMask) and handler in MOVES_DATA:
+        result = lower_on_mask(lw, handler, args, kwargs)
+    else:
+        result = handler(lw, module, args, kwargs) if module is not None else handler(lw, args, kwargs)
+    lw.handled.append((handler, tuple(layer.op for layer in lw.layers[start:])))  # for the coverage table
+    return result
+
+
+def find_handler(lw: Lowerer, node):
+    """(handler, the nn.Module for module calls or None); an unsupported target stops here."""
     if node.op == "call_module":
         module = lw.cap.root.get_submodule(str(node.target))
-        if not has_val((args, kwargs)):
-            with torch.no_grad():
-                return module(*args, **kwargs)
         for cls in type(module).__mro__:
             if cls in MODULES:
-                return MODULES[cls](lw, module, args, kwargs)
-            if f"{cls.__module__}.{cls.__qualname__}" in NAMED_MODULES:
-                return NAMED_MODULES[f"{cls.__module__}.{cls.__qualname__}"](lw, module, args, kwargs)
-        return _unsupported(lw, f"module {type(module).__module__}.{type(module).__qualname__} (the model's "
-                                f"submodule {node.target})")
+                return MODULES[cls], module
+        _unsupported(lw, f"module {type(module).__module__}.{type(module).__qualname__} (the model's submodule "
+                         f"{node.target})")
     if node.op == "call_method":
-        if not has_val((args, kwargs)):
-            return getattr(args[0], node.target)(*args[1:], **kwargs)
-        if node.target in METHODS:
-            if isinstance(args[0], KeepMask) and METHODS[node.target] in MOVES_DATA:
-                return lower_on_mask(lw, METHODS[node.target], args, kwargs)
-            return METHODS[node.target](lw, args, kwargs)
-        return _unsupported(lw, f"tensor method .{node.target}()")
+        if node.target not in METHODS:
+            _unsupported(lw, f"tensor method .{node.target}()")
+        return METHODS[node.target], None
     target = node.target
-    if target is operator.getitem and isinstance(args[0], (tuple, list, torch.Size)):
-        return args[0][args[1]]
-    if not has_val((args, kwargs)):
-        with torch.no_grad():
-            return target(*args, **kwargs)
     handler = (FUNCTIONS.get(target) or FUNCTIONS.get(getattr(target, "overloadpacket", None))
                or NAMED_FUNCTIONS.get(target_name(target)))
     if handler is None:
-        return _unsupported(lw, f"function {target_name(target)}")
-    if args and isinstance(args[0], KeepMask) and handler in MOVES_DATA:
-        return lower_on_mask(lw, handler, args, kwargs)
-    return handler(lw, args, kwargs)
+        _unsupported(lw, f"function {target_name(target)}")
+    return handler, None
 
 
 def _unsupported(lw: Lowerer, what: str):
     raise FrontendError(f"{describe_node(lw.node)}: unsupported operation {what}. arasc lowers convolutions, "
-                        f"linear layers, matmuls, pooling, elementwise add/sub/mul/div, concat, relu/gelu/tanh/"
-                        f"sigmoid/silu, softmax, layer/batch norm, embedding, attention and the reshape family "
-                        f"(docs/frontend.md)")
+                        f"linear layers, matmuls, pooling, elementwise arithmetic and activations, softmax, "
+                        f"layer/batch norm, embedding, attention, integer ops on ids and masks, and the reshape, "
+                        f"slice and split family; the full list is the coverage table in docs/frontend.md")
 
 
 # ---- crossbar layers --------------------------------------------------------------------------
@@ -555,11 +561,10 @@ def _dropout_aten(lw, args, kwargs):
     return eval_identity(lw, args[0], args[1], args[2])
 
 
-# torchvision is optional: its stochastic depth (EfficientNet, ConvNeXt) is matched by name.
+# torchvision is optional: its stochastic depth (EfficientNet, ConvNeXt) is matched by name. (Its
+# StochasticDepth module is no leaf for torch.fx, which traces into it down to this function.)
 NAMED_FUNCTIONS = {"torchvision.ops.stochastic_depth.stochastic_depth": lambda lw, args, kwargs: eval_identity(
     lw, args[0], arg(args, kwargs, 1, "p"), arg(args, kwargs, 3, "training", True))}
-NAMED_MODULES = {"torchvision.ops.stochastic_depth.StochasticDepth": lambda lw, mod, args, kwargs: eval_identity(
-    lw, args[0], mod.p, mod.training)}
 
 
 @handles(aten._assert_tensor_metadata, aten._assert_async, aten._assert_scalar, aten.sym_constrain_range_for_size)
@@ -697,8 +702,10 @@ def _select(lw, args, kwargs):
 def _getitem(lw, args, kwargs):
     x, index = args
     index = index if isinstance(index, tuple) else (index,)
-    if any(isinstance(i, (torch.Tensor, Val, list)) for i in index):
-        lw.fail("indexing with tensors (advanced indexing) is not supported")
+    if any(isinstance(i, Val) for i in index):
+        lw.fail("indexing with index tensors computed at run time is not supported")
+    if any(isinstance(i, (torch.Tensor, list)) for i in index):
+        return emit_take(lw, x, index)
     if Ellipsis in index:
         at = index.index(Ellipsis)
         fill = x.ndim - (len(index) - 1 - sum(i is None for i in index))
@@ -721,11 +728,6 @@ def _getitem(lw, args, kwargs):
 def _size(lw, args, kwargs):
     x, dim = args[0], arg(args, kwargs, 1, "dim", None)
     return torch.Size(x.shape) if dim is None else x.shape[dim]
-
-
-@handles(aten.sym_size)
-def _sym_size(lw, args, kwargs):
-    return args[0].shape[args[1]]
 
 
 @handles(getattr)
@@ -757,7 +759,8 @@ handles(F.scaled_dot_product_attention, aten.scaled_dot_product_attention)(lower
 handles(modules=(nn.MultiheadAttention,))(lower_multihead_attention)
 
 # Integer ids and attention masks (their handlers register themselves in this table).
-from .ids_and_masks import KeepMask, MaskedScores, _expand, add_mask, lower_on_mask, masked_softmax  # noqa: E402
+from .ids_and_masks import (KeepMask, MaskedScores, _expand, add_mask, emit_take, lower_on_mask,  # noqa: E402
+                            masked_softmax)
 
 # Handlers that only move data: they apply unchanged to the boolean inside an attention mask.
 MOVES_DATA = {reshape_to_traced, _slice, _select, _getitem, _permute, _transpose, identity, _expand}

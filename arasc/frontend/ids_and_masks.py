@@ -250,17 +250,21 @@ def _masked_fill(lw, args, kwargs):
     return lw.emit("where", [_bool_operand(lw, mask), lw.as_val(_typed_const(value, dtype)), lw.as_val(x)])
 
 
-@handles(aten.index)
-def _index(lw, args, kwargs):
+def emit_take(lw, x, index):
     """Advanced indexing of an integer or bool tensor with constant index tensors (masks picked
     per batch and position): the flat positions it reads are a compile-time constant."""
+    if x.type.dtype == "f32":
+        lw.fail("advanced indexing of float activations is not supported")
+    positions = torch.arange(x.type.numel, dtype=torch.int64).reshape(x.shape)[tuple(index)]
+    return lw.emit("take", [x], weights={"positions": lw.weight(positions, lw.node_base_name(lw.node) + ".positions")})
+
+
+@handles(aten.index)
+def _index(lw, args, kwargs):
     x, indices = args[0], args[1]
     if any(isinstance(i, Val) for i in indices):
         lw.fail("indexing with index tensors computed at run time is not supported")
-    if x.type.dtype == "f32":
-        lw.fail("advanced indexing of float activations is not supported")
-    positions = torch.arange(x.type.numel, dtype=torch.int64).reshape(x.shape)[tuple(indices)]
-    return lw.emit("take", [x], weights={"positions": lw.weight(positions, lw.node_base_name(lw.node) + ".positions")})
+    return emit_take(lw, x, tuple(slice(None) if i is None else i for i in indices))
 
 
 @handles(torch.gather, aten.gather, methods=("gather",))
