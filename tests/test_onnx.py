@@ -72,14 +72,15 @@ def test_unsupported_onnx_op_names_the_node_and_op_type(tmp_path):
     assert not (tmp_path / "o.aras").exists()
 
 
-def test_cli_compiles_and_runs_an_onnx_model(tmp_path):
+def test_cli_compiles_and_runs_an_onnx_model(tmp_path, capsys):
+    from arasc.cli import main
+
     module, inputs = built("digits-cnn")
     path = tmp_path / "digits.onnx"
     torch.onnx.export(module, inputs, str(path), dynamo=True, verbose=False)
     out = tmp_path / "digits.aras"
     outputs = []
     for argv in (["ir", str(path)], ["compile", str(path), "-o", str(out)], ["run", str(out)]):
-        result = subprocess.run([sys.executable, "-m", "arasc.cli", *argv], capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-        outputs.append(result.stdout)
-    assert "= conv2d(" in outputs[0] and "wrote" in outputs[1]
+        assert main(argv) == 0
+        outputs.append(capsys.readouterr().out)
+    assert "= conv2d(" in outputs[0] and "wrote" in outputs[1] and out.exists()
