@@ -343,9 +343,12 @@ def new_gelu(x):
 
 
 class GPT2Block(nn.Module):
-    def __init__(self, dim, heads, positions):
+    """`additive`: the mask added to the scores (transformers 5 eager attention), else the scores
+    replaced by the dtype's minimum where masked (GPT-2's original `torch.where`)."""
+
+    def __init__(self, dim, heads, positions, additive):
         super().__init__()
-        self.heads, self.dim = heads, dim
+        self.heads, self.dim, self.additive = heads, dim, additive
         self.ln_1, self.ln_2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.c_attn, self.c_proj = Conv1D(3 * dim, dim), Conv1D(dim, dim)
         self.c_fc, self.mlp_proj = Conv1D(4 * dim, dim), Conv1D(dim, 4 * dim)
@@ -361,7 +364,11 @@ class GPT2Block(nn.Module):
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(v.size(-1))
         length = q.size(-2)
         causal = self.bias[:, :, :length, :length]
-        scores = torch.where(causal, scores, torch.tensor(torch.finfo(scores.dtype).min))
+        lowest = torch.finfo(scores.dtype).min
+        if self.additive:
+            scores = scores + torch.where(causal, 0.0, lowest)
+        else:
+            scores = torch.where(causal, scores, torch.tensor(lowest))
         attended = torch.matmul(F.softmax(scores, dim=-1), v).permute(0, 2, 1, 3)
         x = x + self.c_proj(attended.reshape(attended.size()[:-2] + (self.dim,)))
         return x + self.mlp_proj(new_gelu(self.c_fc(self.ln_2(x))))
@@ -371,7 +378,7 @@ class GPT2(nn.Module):
     def __init__(self, vocab=64, dim=32, heads=2, layers=2, positions=16):
         super().__init__()
         self.wte, self.wpe = nn.Embedding(vocab, dim), nn.Embedding(positions, dim)
-        self.h = nn.ModuleList(GPT2Block(dim, heads, positions) for _ in range(layers))
+        self.h = nn.ModuleList(GPT2Block(dim, heads, positions, additive=i % 2 == 1) for i in range(layers))
         self.ln_f = nn.LayerNorm(dim)
 
     def forward(self, input_ids):
