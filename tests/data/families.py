@@ -326,10 +326,10 @@ def googlenet():
 class Conv1D(nn.Module):
     """transformers.pytorch_utils.Conv1D: a linear layer with its weight transposed, via addmm."""
 
-    def __init__(self, nf, nx):
+    def __init__(self, nf, nx, std=0.1):
         super().__init__()
         self.nf = nf
-        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.1)
+        self.weight = nn.Parameter(torch.randn(nx, nf) * std)
         self.bias = nn.Parameter(torch.randn(nf) * 0.02)
 
     def forward(self, x):
@@ -350,7 +350,7 @@ class GPT2Block(nn.Module):
         super().__init__()
         self.heads, self.dim, self.additive = heads, dim, additive
         self.ln_1, self.ln_2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.c_attn, self.c_proj = Conv1D(3 * dim, dim), Conv1D(dim, dim)
+        self.c_attn, self.c_proj = Conv1D(3 * dim, dim, std=0.4), Conv1D(dim, dim)  # peaked attention
         self.c_fc, self.mlp_proj = Conv1D(4 * dim, dim), Conv1D(dim, 4 * dim)
         self.register_buffer("bias", torch.tril(torch.ones(positions, positions, dtype=torch.bool)).view(
             1, 1, positions, positions), persistent=False)
