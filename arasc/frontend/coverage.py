@@ -67,7 +67,6 @@ def _ids(length=6, vocab=10):
 def _examples() -> dict[str, tuple[nn.Module, tuple]]:
     torch.manual_seed(0)
     conv, lin = nn.Conv2d(4, 4, 3, padding=1), nn.Linear(8, 8)
-    w4, w8 = torch.randn(4, 4, 3, 3) * 0.2, torch.randn(8, 8) * 0.2
     bn = nn.BatchNorm2d(4).eval()
     bn.running_mean.uniform_(-0.2, 0.2)
     bn.running_var.uniform_(0.5, 1.5)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .handlers import FUNCTIONS, arg, handles, norm_dim
+from .handlers import arg, handles, norm_dim
 from .lower import Val
 from .trace import node_shape
 
@@ -269,35 +269,30 @@ def _index(lw, args, kwargs):
 
 @handles(torch.gather, aten.gather, methods=("gather",))
 def _gather(lw, args, kwargs):
-    """gather of a constant table along `dim` at run-time integer positions (RoBERTa's buffered
-    token-type ids): a row lookup per position when the table is constant along that dim... in
-    general an `embedding` of the flat positions."""
+    """gather from a constant table at run-time integer positions (RoBERTa's buffered token-type
+    ids): out[..., j, ...] = table[..., index[..., j, ...], ...] along `dim`, i.e. an `embedding`
+    of flat positions index * stride(dim) + (the other coordinates' fixed offset)."""
     x, dim, index = args[0], arg(args, kwargs, 1, "dim"), arg(args, kwargs, 2, "index")
     if isinstance(x, Val) or not isinstance(index, Val):
         lw.fail("gather is supported from a constant tensor at run-time positions only")
+    x = x.contiguous()
     dim = norm_dim(dim, x.dim())
-    # out[i][j] = x[i][index[i][j]] (dim 1): flat = i * x.shape[1] + index; generally the index
-    # replaces the coordinate along `dim`, the other coordinates are the output's own.
-    strides = torch.tensor(x.stride(), dtype=torch.int64)
-    base = sum(torch.arange(n).reshape([-1 if d == k else 1 for d in range(index.ndim)]) * strides[k]
-               for k, n in enumerate(index.shape) if k != dim)
+    strides = x.stride()
+    offset = sum(torch.arange(n).reshape([-1 if d == k else 1 for d in range(index.ndim)]) * strides[k]
+                 for k, n in enumerate(index.shape) if k != dim)
     flat = index if strides[dim] == 1 else lw.emit("mul", [index], {"scalar": int(strides[dim])})
-    flat = lw.emit("add", [flat, lw.as_val(torch.as_tensor(base, dtype=torch.int64))])
-    table = x.contiguous().reshape(-1, 1)
-    rows = lw.emit("embedding", [flat], weights={"table": lw.weight(table, lw.node_base_name(lw.node) + ".table")})
+    flat = lw.emit("add", [flat, lw.as_val(torch.as_tensor(offset, dtype=torch.int64))])
+    table = lw.weight(x.reshape(-1, 1), lw.node_base_name(lw.node) + ".table")
+    rows = lw.emit("embedding", [flat], weights={"table": table})
     return lw.emit("reshape", [rows], {"shape": tuple(index.shape)})
 
 
-# Data movement applies to a KeepMask's boolean, so masks can be sliced, viewed and expanded.
-MASK_PASSTHROUGH = ("reshape", "expand", "slice", "select", "getitem", "permute", "identity", "cast")
-
-
-def lower_on_mask(lw, handler, args, kwargs, module=None):
-    """Run a data-movement handler on the boolean inside a KeepMask and wrap the result again."""
+def lower_on_mask(lw, handler, args, kwargs):
+    """Run a data-movement handler on the boolean inside a KeepMask (masks are sliced, viewed and
+    expanded like the tensors they stand for) and wrap the result again."""
     mask = args[0]
     inner = (mask.keep if isinstance(mask.keep, Val) else lw.as_val(mask.keep),) + tuple(args[1:])
-    out = handler(lw, module, inner, kwargs) if module is not None else handler(lw, inner, kwargs)
-    return KeepMask(out)
+    return KeepMask(handler(lw, inner, kwargs))
 
 
 @handles(torch.Tensor.expand, aten.expand, methods=("expand", "expand_as"))
@@ -305,6 +300,3 @@ def _expand(lw, args, kwargs):
     x = args[0]
     shape = tuple(node_shape(lw.node)[0])
     return x if shape == x.shape else lw.emit("expand", [x], {"shape": shape})
-
-
-__all__ = ["FUNCTIONS", "KeepMask", "MaskedScores", "add_mask", "masked_softmax"]

@@ -68,8 +68,8 @@ def _gemm(xs, a):
     x, w = t(xs[0]), t(xs[1])
     if a.get("transA", 0):
         x = x.t()
-    weight = w if a.get("transB", 0) else w.t()
-    out = F.linear(x, weight * a.get("alpha", 1.0) if a.get("alpha", 1.0) != 1.0 else weight)
+    weight = (w if a.get("transB", 0) else w.t()) * a.get("alpha", 1.0)
+    out = F.linear(x, weight)
     if len(xs) > 2 and xs[2] is not None:
         out = out + t(xs[2]) * a.get("beta", 1.0)
     return out
