@@ -50,3 +50,23 @@ def test_both_capture_paths_lower_the_families(name, frontend):
     with torch.no_grad():
         expected = module(*inputs)
     torch.testing.assert_close(evaluate(model, inputs)[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_integer_mask_cast_to_float_enters_the_uint8_domain():
+    """`mask.float()` multiplied onto activations (mean pooling over kept tokens, written by hand):
+    the cast quantizes the integer value like a graph input."""
+    class MaskedFeatures(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.proj = torch.nn.Embedding(20, 8), torch.nn.Linear(8, 4)
+
+        def forward(self, ids, mask):
+            return self.proj(self.embed(ids) * mask.float().unsqueeze(-1))
+
+    torch.manual_seed(0)
+    ids, mask = torch.randint(0, 20, (1, 6)), torch.tensor([[1, 1, 1, 1, 0, 0]])
+    got, expected, model = compile_and_run(MaskedFeatures().eval(), (ids, mask), "masked_features")
+    inputs = {value.name for value in model.graph.inputs}
+    assert any(layer.op == "quantize" and layer.inputs[0] not in inputs for layer in model.graph.layers)
+    assert cosine(got, expected) >= 0.99
+    assert np.abs(got[0, 4:] - expected[0, 4:]).max() < 0.05  # masked positions: the bias alone
