@@ -5,7 +5,8 @@ section 1), so ONNX models go through the same handler table and lowering.
 Static values stay numpy: initializers of integer type (shapes, axes, indices), `Constant` and
 `Shape` outputs, and any node whose inputs are all static is evaluated at import time (constant
 folding), so `Reshape`, `Slice` or `Unsqueeze` see plain numbers. Float initializers of more
-than one element become the module's buffers, which the capture turns into weights.
+than one element become the module's parameters, which the capture turns into weights. Each
+node runs as a submodule named after it, so layer names carry the ONNX node names.
 
 An op type outside CONVERTERS stops the import with an error naming the ONNX node and its op
 type. Symbolic dimensions (a batch `N`) are fixed to 1: arasc compiles static shapes.
@@ -243,6 +244,18 @@ def _dtypes():
 _DTYPES: dict = {}
 
 
+class OnnxNode(torch.nn.Module):
+    """One ONNX node, a submodule named after it, so that layer names and error messages name
+    the ONNX node (torch.export records the submodule of every op)."""
+
+    def __init__(self, op_type: str, attrs: dict):
+        super().__init__()
+        self.op_type, self.attrs = op_type, attrs
+
+    def forward(self, *xs):
+        return CONVERTERS[self.op_type](list(xs), self.attrs)
+
+
 class OnnxModule(torch.nn.Module):
     """Runs an ONNX graph's nodes in order with torch ops (the converters above)."""
 
@@ -252,21 +265,23 @@ class OnnxModule(torch.nn.Module):
 
         self.path = path
         self.static: dict[str, np.ndarray] = {}
-        self.buffer_of: dict[str, str] = {}
+        self.weight_of: dict[str, str] = {}
         for init in graph.initializer:
             array = numpy_helper.to_array(init)
             if array.dtype.kind == "f" and array.size > 1:  # weights; scalars (Clip bounds) stay static
                 name = re.sub(r"\W", "_", init.name) or "weight"
                 while hasattr(self, name):
                     name += "_"
-                self.register_buffer(name, torch.from_numpy(array.astype(np.float32).copy()))
-                self.buffer_of[init.name] = name
+                self.register_parameter(name, torch.nn.Parameter(torch.from_numpy(array.astype(np.float32).copy()),
+                                                                 requires_grad=False))
+                self.weight_of[init.name] = name
             else:
                 self.static[init.name] = array
-        known = set(self.static) | set(self.buffer_of)
+        known = set(self.static) | set(self.weight_of)
         self.input_names = [v.name for v in graph.input if v.name not in known]
         self.output_names = [v.name for v in graph.output]
         self.nodes = []
+        self.onnx = torch.nn.ModuleDict()  # one submodule per node, named after it
         for node in graph.node:
             where = f"{path}: ONNX node {node.name or '(unnamed)'!r} (op type {node.op_type})"
             if node.domain not in ("", "ai.onnx") or node.op_type not in CONVERTERS:
@@ -274,19 +289,24 @@ class OnnxModule(torch.nn.Module):
                                       f"{node.op_type}. arasc imports {', '.join(sorted(CONVERTERS))}")
             attrs = {attr.name: helper.get_attribute_value(attr) for attr in node.attribute}
             attrs["_outputs"] = len(node.output)
-            self.nodes.append((where, node.op_type, list(node.input), list(node.output), attrs))
+            key = re.sub(r"\W", "_", node.name) or f"node_{len(self.nodes)}"
+            while key in self.onnx:
+                key += "_"
+            self.onnx[key] = OnnxNode(node.op_type, attrs)
+            self.nodes.append((where, key, list(node.input), list(node.output)))
 
     def forward(self, *inputs):
         env: dict[str, object] = dict(self.static)
-        env.update({name: getattr(self, buffer) for name, buffer in self.buffer_of.items()})
+        env.update({name: getattr(self, attribute) for name, attribute in self.weight_of.items()})
         env.update(zip(self.input_names, inputs))
-        for where, op_type, names, outputs, attrs in self.nodes:
+        for where, key, names, outputs in self.nodes:
             xs = [env[n] if n else None for n in names]
+            node = self.onnx[key]
             try:
                 if all(not isinstance(x, torch.Tensor) for x in xs if x is not None):
-                    out = _fold(CONVERTERS[op_type], xs, attrs)   # static: evaluated now
+                    out = _fold(CONVERTERS[node.op_type], xs, node.attrs)   # static: evaluated now
                 else:
-                    out = CONVERTERS[op_type](xs, attrs)
+                    out = node(*xs)
             except OnnxImportError as err:
                 raise OnnxImportError(f"{where}: {err}") from None
             for name, value in zip(outputs, out if isinstance(out, tuple) else (out,)):
