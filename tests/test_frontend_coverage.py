@@ -19,7 +19,7 @@ def lowered_examples():
     for name, (module, inputs) in coverage.examples().items():
         out[name] = []
         for frontend in ("fx", "export"):
-            lowerer = Lowerer(capture(module, inputs, frontend), name)
+            lowerer = Lowerer(capture(module, inputs, frontend), name.replace(" ", "_"))
             with torch.no_grad():
                 model = lowerer.run()
             verify_model(model)

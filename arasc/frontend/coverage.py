@@ -197,7 +197,7 @@ def observed_lowerings() -> dict[object, set[str]]:
     seen: dict[object, set[str]] = defaultdict(set)
     for name, (module, inputs) in examples().items():
         for frontend in ("fx", "export"):
-            lowerer = Lowerer(capture(module, inputs, frontend), name)
+            lowerer = Lowerer(capture(module, inputs, frontend), name.replace(" ", "_"))
             with torch.no_grad():
                 lowerer.run()
             for handler, ops in lowerer.handled:
