@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-DTYPES = {"f32": np.float32, "i64": np.int64, "i32": np.int32, "u8": np.uint8, "i8": np.int8, "i16": np.int16}
+DTYPES = {"f32": np.float32, "i64": np.int64, "i32": np.int32, "u8": np.uint8, "i8": np.int8, "i16": np.int16,
+          "bool": np.bool_}
 STREAMS = ("write", "compute")
 VERSION = "0.1"
 

@@ -28,6 +28,7 @@ attributes (`relu`, qlut's `dim`, `scalar`) may be absent, as in an IR dump.
     qadaptive_avgpool2d:  round_half_up(mean(x)) over torch's adaptive windows
     qmean:                round_half_up(mean(x)) over dims
     qsoftmax:             e = table[min(max(x) - x, len - 1)], p = floor(e 2^31 / sum e), requantized by multiplier/shift
+    qmasked_softmax:      qsoftmax over the entries whose bool mask (2nd input) is true, the others 0
     qlayernorm:           exact integer sums, then the reference's float64 steps, rint at out_scale/out_zp
     const:                the weight `value`
     reshape:              same elements, new shape
@@ -41,6 +42,7 @@ attributes (`relu`, qlut's `dim`, `scalar`) may be absent, as in an IR dump.
     add, sub, mul:        on integer tensors (token-id arithmetic the quantizer keeps), wrapping like torch;
                           with one input the other operand is the integer attribute `scalar`
     avgpool2d:            on int64, torch's integer average: sum / divisor truncated toward zero
+    compare, logical, logical_not, cumsum, cast, where, expand, take: on integer and bool tensors (ids, masks)
 """
 from __future__ import annotations
 
@@ -273,6 +275,15 @@ def qsoftmax(xs, a, w):
     return _requantize(p, a)
 
 
+def qmasked_softmax(xs, a, w):
+    x, dim = _wide(xs[0]), a["dim"]
+    mask = np.broadcast_to(xs[1], x.shape)
+    largest = np.maximum(np.where(mask, x, -1).max(dim, keepdims=True), 0)
+    e = np.where(mask, _wide(w["table"])[np.clip(largest - x, 0, U8_MAX)], 0)
+    p = (e << SOFTMAX_PROB_BITS) // np.maximum(e.sum(dim, keepdims=True), 1)
+    return _requantize(p, a)
+
+
 def qlayernorm(xs, a, w):
     dims = tuple(range(-a["ndim"], 0))
     d = _wide(xs[0]) - a["x_zp"]
@@ -356,6 +367,44 @@ def _integer_binary(name: str, ufunc) -> Callable:
     return run
 
 
+COMPARISONS = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater,
+               "ge": np.greater_equal}
+LOGICAL = {"and": np.logical_and, "or": np.logical_or, "xor": np.logical_xor}
+NUMPY_TYPES = {"f32": np.float32, "i64": np.int64, "i32": np.int32, "u8": np.uint8, "i8": np.int8, "bool": np.bool_}
+
+
+def compare(xs, a, w):
+    return COMPARISONS[a["cmp"]](xs[0], xs[1] if len(xs) == 2 else a["scalar"])
+
+
+def logical(xs, a, w):
+    return LOGICAL[a["fn"]](xs[0], xs[1])
+
+
+def logical_not(xs, a, w):
+    return np.logical_not(xs[0])
+
+
+def cumsum(xs, a, w):
+    return np.cumsum(xs[0], axis=a["dim"], dtype=np.int64)
+
+
+def cast(xs, a, w):
+    return xs[0].astype(NUMPY_TYPES[a["dtype"]])
+
+
+def where(xs, a, w):
+    return np.where(*xs)
+
+
+def take(xs, a, w):
+    return xs[0].reshape(-1)[w["positions"]]
+
+
+def expand(xs, a, w):
+    return np.broadcast_to(xs[0], a["shape"]).copy()
+
+
 def _array(fn: Callable) -> Callable:
     """numpy turns 0-d results into scalars; the interpreter's values are always arrays."""
     @functools.wraps(fn)
@@ -373,4 +422,6 @@ SFU_OPS: dict[str, Callable] = {name: _array(fn) for name, fn in {
     "embedding": embedding, "concat": concat, "maxpool2d": maxpool2d, "relu": relu,
     "add": _integer_binary("add", np.add), "sub": _integer_binary("sub", np.subtract),
     "mul": _integer_binary("mul", np.multiply), "avgpool2d": avgpool2d,
+    "qmasked_softmax": qmasked_softmax, "compare": compare, "logical": logical, "logical_not": logical_not,
+    "cumsum": cumsum, "cast": cast, "where": where, "expand": expand, "take": take,
 }.items()}

@@ -36,9 +36,13 @@ SOFTMAX_EXP_BITS = 16    # qsoftmax's exponentials: table[0] = 2^16 stands for e
 SOFTMAX_PROB_BITS = 31   # qsoftmax's probabilities are Q31 integers before requantization
 
 
+MAX_SHIFT = 52           # out_zp * 2^shift (< 2^60) plus acc * m (< 2^62 in practice) stays inside int64
+
+
 def fixed_point(real: float, bits: int = MULTIPLIER_BITS) -> tuple[int, int]:
-    """(m, shift) with real ~= m * 2^-shift, m in [2^(bits-1), 2^bits), 1 <= shift <= 62;
-    fewer bits than 31 where the accumulator is wider than 32 bits (int16 operands)."""
+    """(m, shift) with real ~= m * 2^-shift, m in [2^(bits-1), 2^bits), 1 <= shift <= 52; below
+    2^-22, m is smaller (see shared_fixed_point). Fewer bits than 31 where the accumulator is
+    wider than 32 bits (int16 operands)."""
     m, shift = shared_fixed_point((real,), bits)
     return m[0], shift
 
@@ -46,7 +50,13 @@ def fixed_point(real: float, bits: int = MULTIPLIER_BITS) -> tuple[int, int]:
 def shared_fixed_point(reals, bits: int = MULTIPLIER_BITS) -> tuple[tuple[int, ...], int]:
     """Signed multipliers sharing one shift, chosen so the largest |real| gets m in [2^(bits-1), 2^bits).
 
-    Sharing the shift lets a sum of several rescaled inputs (qadd) round once."""
+    Sharing the shift lets a sum of several rescaled inputs (qadd) round once. A multiplier
+    below 2^-22 (a degenerate layer, e.g. GoogLeNet at random init, whose inputs are ~1e-11)
+    keeps the largest shift, MAX_SHIFT = 52, and a smaller m = round(real 2^52): the error of
+    acc * m / 2^52 against acc * real is then below |acc| 2^-53 < 2^-21 of an output code for
+    any |acc| < 2^32, so the result is the exactly rounded one except when acc * real falls
+    within 2^-21 of a rounding tie; a multiplier below 2^-53 becomes m = 0, a layer whose
+    accumulator cannot move its output by half a code."""
     largest = max(abs(r) for r in reals)
     if not largest > 0:
         raise ValueError(f"fixed-point multipliers {tuple(reals)}: need a nonzero one")
@@ -54,8 +64,9 @@ def shared_fixed_point(reals, bits: int = MULTIPLIER_BITS) -> tuple[tuple[int, .
     shift = bits - exponent
     if round(mantissa * 2**bits) == 2**bits:
         shift -= 1                                    # rounding reached 2^bits: renormalise
-    if not 1 <= shift <= 62:
-        raise ValueError(f"multiplier {largest!r} is outside the fixed-point range [2^-32, 2^30)")
+    if shift < 1:
+        raise ValueError(f"multiplier {largest!r} is outside the fixed-point range (below 2^{bits - 1})")
+    shift = min(shift, MAX_SHIFT)
     return tuple(int(round(r * 2.0**shift)) for r in reals), shift
 
 
@@ -323,6 +334,20 @@ def _qsoftmax(xs, a, w):
     x, dim = _wide(xs[0]), a["dim"]
     e = _wide(w["table"])[(x.amax(dim, keepdim=True) - x).clamp_max(w["table"].shape[0] - 1)]
     p = torch.div(e << SOFTMAX_PROB_BITS, e.sum(dim, keepdim=True), rounding_mode="floor")
+    return requantize(p, a)
+
+
+@op("qmasked_softmax", "sfu", "qsoftmax over the entries where the bool `mask` (2nd input, broadcast) is true: "
+    "e = mask ? table[max_kept(x) - x] : 0, p = floor(e 2^31 / sum e) (0 for a row with no entry kept), "
+    "requantized by multiplier/shift; int16 output when wide", min_inputs=2, max_inputs=2,
+    attrs=("dim", "out_zp", "multiplier", "shift"), defaults={"wide": False}, weights=("table",))
+def _qmasked_softmax(xs, a, w):
+    x, dim = _wide(xs[0]), a["dim"]
+    mask = xs[1].expand(x.shape)
+    largest = x.masked_fill(~mask, -1).amax(dim, keepdim=True).clamp_min(0)
+    e = _wide(w["table"])[(largest - x).clamp(0, U8_MAX)].masked_fill(~mask, 0)
+    total = e.sum(dim, keepdim=True)
+    p = torch.div(e << SOFTMAX_PROB_BITS, total.clamp_min(1), rounding_mode="floor")
     return requantize(p, a)
 
 

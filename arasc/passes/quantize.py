@@ -47,8 +47,8 @@ from .calibrate import (OBSERVERS, QParams, Stats, channel_qparams, choose_range
 INT32 = np.iinfo(np.int32)
 IR_DTYPE = {np.dtype(numpy_dtype): name for name, numpy_dtype in NUMPY_DTYPES.items()}
 ACC_LIMIT = 2**32  # |accumulator| below it keeps acc * multiplier (< 2^31) inside int64 (qops.rounding_shift)
-LUT_OPS = ("gelu", "tanh", "sigmoid", "silu", "batchnorm")
-DATA_OPS = ("reshape", "permute", "slice", "select", "maxpool2d")
+LUT_OPS = ("gelu", "tanh", "sigmoid", "silu", "batchnorm", "clamp", "hardswish", "hardsigmoid", "pow")
+DATA_OPS = ("reshape", "permute", "slice", "select", "maxpool2d", "expand")
 # Ops whose quantized form clamps at out_zp, so a ReLU after them costs nothing.
 FUSES_RELU = ("conv2d", "linear", "add", "sub") + LUT_OPS
 WEIGHT_GRANULARITIES = ("channel", "tensor")
@@ -119,7 +119,7 @@ def _relu_fusions(graph: Graph) -> dict[str, str]:
     return fused
 
 
-TRANSPARENT = ("reshape", "permute", "slice", "select")   # move codes: int16 in, int16 out
+TRANSPARENT = ("reshape", "permute", "slice", "select", "expand")   # move codes: int16 in, int16 out
 
 
 def _positive_scale(layer: Layer) -> bool:
@@ -138,13 +138,14 @@ def _reads_wide(layer: Layer) -> bool:
 
 def _emits_wide(layer: Layer) -> bool:
     """Quantized forms that can write int16 codes: requantizing ones, and tables stored in int16."""
-    return layer.op in ("linear", "conv2d", "layernorm", "matmul", "softmax", "embedding", "const") or _reads_wide(layer)
+    return (layer.op in ("linear", "conv2d", "layernorm", "matmul", "softmax", "masked_softmax", "embedding", "const")
+            or _reads_wide(layer))
 
 
 def _elementwise_table(layer: Layer) -> bool:
     """Table ops that apply the same function to every element, so one table per channel works."""
-    return layer.op in ("gelu", "tanh", "sigmoid", "silu") or (layer.op in ("add", "sub", "mul", "div")
-                                                               and len(layer.inputs) == 1)
+    return (layer.op in LUT_OPS and layer.op != "batchnorm") or (layer.op in ("add", "sub", "mul", "div")
+                                                                 and len(layer.inputs) == 1)
 
 
 def _reads_channels(layer: Layer, value: str) -> bool:
@@ -418,7 +419,9 @@ def _crossbar(rw: _Rewriter, layer: Layer) -> None:
         q_bias = np.round(bias / (x_scale * w_scale))
         largest_bias = np.abs(q_bias).max()
         if largest_bias > INT32.max:
-            raise rw.error(layer, "has a bias beyond int32 at scale s_x * s_w")
+            if layer.weight("bias") is None:   # a bias made only of folded channel zero points
+                raise rw.error(layer, "has a bias beyond int32 at scale s_x * s_w")
+            return _crossbar_bias_apart(rw, layer)
         name = layer.weight("bias").name if layer.weight("bias") else f"{layer.name}.bias"
         weights["bias"] = rw.add_weight(name, np.broadcast_to(q_bias, (n,)).astype(np.int32))
     if weight[0].size * U8_MAX**2 + largest_bias >= ACC_LIMIT:
@@ -443,6 +446,26 @@ def quantize_array_rows(weight: np.ndarray, p: QParams) -> np.ndarray:
 def _code_span(p: QParams) -> int:
     """The largest |q - zp| the codes of a value can take."""
     return (1 << 15) + abs(int(p.zp)) if p.wide else U8_MAX
+
+
+def _crossbar_bias_apart(rw: _Rewriter, layer: Layer) -> None:
+    """A degenerate layer whose bias is beyond int32 at scale s_x * s_w (GoogLeNet at random
+    init: its last inputs are ~1e-11, so the output is the bias): the crossbars compute the
+    product alone into `<name>.product`, and a qadd adds the bias as a u8 constant. The
+    product's range follows from the calibrated output range: y = z + b puts z in
+    [y_min - max(b), y_max - min(b)]."""
+    bias = rw.float_weight(layer, "bias").astype(np.float64)
+    low, high = rw.stats[layer.name].low, rw.stats[layer.name].high
+    product = Layer(f"{layer.name}.product", layer.op, layer.inputs, layer.type, layer.attrs,
+                    {"weight": layer.weight("weight")}, layer.loc)
+    rw.stats[product.name] = Stats(low - bias.max(), high - bias.min())
+    _crossbar(rw, product)
+    channels = (-1,) + (1,) * (len(layer.type.shape) - 2) if layer.op == "conv2d" else (-1,)
+    params = tensor_qparams(bias)
+    ref = rw.add_weight(layer.weight("bias").name, quantize_array(bias.reshape(channels), params))
+    constant = Layer(f"{layer.name}.bias", "const", (), TensorType("f32", ref.type.shape), {}, {}, layer.loc)
+    rw.emit(constant, "const", params, {}, {"value": ref})
+    _add(rw, Layer(layer.name, "add", (product.name, constant.name), layer.type, {}, {}, layer.loc))
 
 
 def _matmul(rw: _Rewriter, layer: Layer) -> None:
@@ -539,6 +562,24 @@ def _softmax(rw: _Rewriter, layer: Layer) -> None:
                                      "shift": shift}, {"table": table})
 
 
+def _masked_softmax(rw: _Rewriter, layer: Layer) -> None:
+    """As softmax; the bool mask (an integer-side value, kept as it is) picks the entries."""
+    scores = layer.inputs[0]
+    if scores not in rw.params:
+        raise rw.error(layer, f"reads %{scores}, which is not a quantized value")
+    x, out = rw.params[scores], rw.output_params(layer)
+    multiplier, shift = fixed_point(2.0**-SOFTMAX_PROB_BITS / out.scale)
+    table = rw.add_weight(f"{layer.name}.table", softmax_table(x.scale).numpy())
+    rw.emit(layer, "qmasked_softmax", out, {"dim": layer.attr("dim"), "out_zp": out.zp, "multiplier": multiplier,
+                                            "shift": shift}, {"table": table})
+
+
+def _cast(rw: _Rewriter, layer: Layer) -> None:
+    """An integer value turned float (a mask, a count) enters the u8 domain like a graph input."""
+    params = rw.output_params(layer)
+    rw.emit(layer, "quantize", params, {"scale": params.scale, "zp": params.zp})
+
+
 def _layernorm(rw: _Rewriter, layer: Layer) -> None:
     (x,), out = rw.input_params(layer), rw.output_params(layer)
     weights = {role: rw.add_weight(ref.name, np.asarray(rw.model.weights[ref.name])) for role, ref in layer.weights}
@@ -590,4 +631,5 @@ HANDLERS: dict[str, Callable[[_Rewriter, Layer], None]] = {
     "adaptive_avgpool2d": _same_scale("qadaptive_avgpool2d"),
     "mean": _same_scale("qmean"),
     "concat": _concat, "embedding": _embedding, "const": _const,
+    "masked_softmax": _masked_softmax, "cast": _cast,
 }
