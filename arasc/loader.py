@@ -14,6 +14,7 @@ import torch
 
 from . import models
 from .frontend import FrontendError, import_exported, import_module
+from .frontend.torchvision_ops import declare_torchvision_ops
 from .ir import Model
 
 
@@ -92,6 +93,7 @@ def _load_factory(spec: str):
     module_spec = importlib.util.spec_from_file_location(f"arasc_user_{name}", path)
     source = importlib.util.module_from_spec(module_spec)
     sys.modules[module_spec.name] = source
+    declare_torchvision_ops()   # a model file may import torchvision, or transformers that imports it
     try:
         module_spec.loader.exec_module(source)
     except Exception as err:

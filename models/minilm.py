@@ -49,9 +49,17 @@ class SentenceEncoder(torch.nn.Module):
         return self.bert(input_ids=ids).last_hidden_state
 
 
+def _import_transformers():
+    """transformers imports torchvision where it is installed, which needs its op schemas declared."""
+    from ..frontend.torchvision_ops import declare_torchvision_ops
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    declare_torchvision_ops()
+
+
 @functools.cache
 def _tokenizer():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _import_transformers()
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(_folder())
@@ -82,7 +90,7 @@ def sentences() -> tuple[str, ...]:
 
 
 def build_minilm() -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _import_transformers()
     from transformers import BertModel
     from transformers.utils import logging
 

@@ -40,7 +40,7 @@ class Vanishing(nn.Module):
 def test_bias_beyond_int32_goes_apart_and_the_output_is_exact(conv):
     module = Vanishing(conv).eval()
     x = torch.randn((1, 4, 5, 5) if conv else (2, 16), generator=torch.Generator().manual_seed(1))
-    model = Quantize(((x,),)).run(import_module(module, (x,)))
+    model = Quantize(((x,),), weights="tensor", residual="u8").run(import_module(module, (x,)))  # one shift attr
     ops = {layer.name: layer.op for layer in model.graph.layers}
     assert ops["layer.product"] == ("qconv2d" if conv else "qlinear") and ops["layer.bias"] == "const"
     assert ops["layer"] == "qadd"

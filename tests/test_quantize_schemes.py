@@ -142,18 +142,22 @@ def test_plan_puts_the_residual_stream_in_int16():
     ops = {layer.name: layer.op for layer in q.graph.layers}
     # By hand: proj feeds the add (int16), the add feeds the norm (int16), the norm feeds the second
     # add (int16) and, narrowed, the up projection; down feeds the second add (int16); the output
-    # add is a graph output (int16). up -> gelu -> down stay uint8: a table and a crossbar read them.
+    # add is a graph output (int16). up is int16 too: gelu's table reads it through a 12-bit index
+    # (up.t, 4,096 entries); gelu's output stays uint8, a crossbar (down) reads it.
     wide = sorted(name for name, dtype in types.items() if dtype == "i16")
-    assert wide == sorted(["proj", "add", "norm", "down", "add_1"])
+    assert wide == sorted(["proj", "add", "norm", "down", "add_1", "up", "up.t"])
     narrowings = [name for name, op in ops.items() if op == "qrequant"]
-    assert narrowings == ["norm.n"]
-    assert q.graph.layer("up").inputs == ("norm.n",)
+    assert narrowings == ["norm.n", "up.t"]
+    assert q.graph.layer("up").inputs == ("norm.n",) and q.graph.layer("gelu").inputs == ("up.t",)
+    assert q.graph.layer("up.t").attr("levels") == 4095
     assert q.graph.layer("norm.n").weight("multiplier") is None          # one scale by default
-    assert q.graph.layer("gelu").weight("table").type.shape == (256,)
-    # With channel groups, the narrowing, up's output and gelu's tables are per channel.
+    assert q.graph.layer("gelu").weight("table").type.shape == (4096,)
+    assert types["gelu"] == "u8"
+    # With channel groups, the narrowings of norm and up are per channel, and gelu has one
+    # 256-entry table per channel instead of the 12-bit index.
     grouped = Quantize(calibration=(tuple(x.numpy() for x in inputs),), channel_groups=4).run(model).graph
     assert grouped.layer("norm.n").weight("multiplier") is not None
-    assert grouped.layer("up").weight("out_zp") is not None
+    assert grouped.layer("up.n").weight("out_zp") is not None and grouped.layer("gelu").inputs == ("up.n",)
     assert grouped.layer("gelu").weight("table").type.shape == (32, 256)
 
 

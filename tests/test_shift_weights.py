@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -137,14 +138,28 @@ def test_per_channel_zero_points_shift_per_channel_and_keep_the_outputs():
     assert np.abs(means - 104).max() <= 0.5 + 1e-9
 
 
+def test_task_agreement_by_output_shape():
+    from arasc.passes.shift_weights import task_agreement
+
+    logits = np.array([[1.0, 2.0, 0.0], [3.0, 0.0, 1.0], [0.0, 0.0, 5.0], [2.0, 1.0, 0.0]])
+    flipped = logits.copy()
+    flipped[1] = [0.0, 3.0, 1.0]                  # one of four top-1 classes changes
+    assert task_agreement([[logits]], [[logits]]) == 1.0
+    assert task_agreement([[logits]], [[flipped]]) == 0.75
+    rng = np.random.default_rng(0)
+    hidden = rng.normal(size=(6, 4, 8))
+    assert task_agreement([[hidden]], [[hidden * 2.0]]) == pytest.approx(1.0)   # similarities keep their order
+    assert task_agreement([[hidden]], [[rng.normal(size=(6, 4, 8))]]) < 0.9
+
+
 def test_auto_keeps_the_outputs_or_shifts_nothing():
     _, inputs = built("bert-base-small")
     model = quantized("bert-base-small")
     choice = choose_center(model, [inputs], 0.999, HW)
     if choice.center is not None:
-        assert choice.cosine[choice.center] >= 0.999
+        assert choice.agreement[choice.center] >= 0.999
         assert choice.skip[choice.center] > choice.skip[None]
-    strict = ShiftWeights("auto", (tuple(np.asarray(x) for x in inputs),), min_cosine=1.5).run(model, HW)
+    strict = ShiftWeights("auto", (tuple(np.asarray(x) for x in inputs),), min_agreement=1.5).run(model, HW)
     assert strict is model
 
 

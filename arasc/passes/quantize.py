@@ -129,6 +129,11 @@ def _positive_scale(layer: Layer) -> bool:
             and not isinstance(scalar, bool) and scalar > 0)
 
 
+def _relays(layer: Layer) -> bool:
+    """Moves codes or relabels the scale: int16 in, int16 out."""
+    return layer.op in TRANSPARENT or _positive_scale(layer)
+
+
 def _reads_wide(layer: Layer) -> bool:
     """SFU forms that take int16 codes and make use of them: qadd (two-input add/sub), qmul,
     qmatmul, qlayernorm and qsoftmax (a longer exponent table)."""
@@ -180,15 +185,14 @@ def _plan(graph: Graph, fused: dict[str, str], residual: str, per_channel: bool)
         for layer in reversed(graph.layers):
             if layer.name in fused or layer.type.dtype != "f32":
                 continue
-            relays = layer.op in TRANSPARENT or _positive_scale(layer)
-            if not (relays or _emits_wide(layer)):
+            if not (_relays(layer) or _emits_wide(layer)):
                 continue
-            if is_output(layer.name) or any(_reads_wide(r) or _elementwise_table(r) or r.name in wide
+            if is_output(layer.name) or any(_reads_wide(r) or _elementwise_table(r) or (r.name in wide and _relays(r))
                                             for r in readers(layer.name)):
                 wide.add(layer.name)
         # Forwards: a relay is int16 only where its input is.
         for layer in graph.layers:
-            if layer.name in wide and (layer.op in TRANSPARENT or _positive_scale(layer)):
+            if layer.name in wide and _relays(layer):
                 source = fused.get(layer.inputs[0], layer.inputs[0])
                 if source not in wide:
                     wide.discard(layer.name)
@@ -201,7 +205,8 @@ def _plan(graph: Graph, fused: dict[str, str], residual: str, per_channel: bool)
         wide_source = name in wide   # its narrowing feeds the readers that do not take int16
         if not (wide_source or layer.op == "linear" or _elementwise_table(layer)):
             continue
-        narrow_readers = [r for r in readers(name) if not (wide_source and (_reads_wide(r) or r.name in wide))]
+        narrow_readers = [r for r in readers(name)
+                          if not (wide_source and (_reads_wide(r) or (r.name in wide and _relays(r))))]
         if narrow_readers and all(_reads_channels(r, name) for r in narrow_readers):
             channels.add(name)
     return _Plan(frozenset(wide), frozenset(channels))
@@ -234,8 +239,7 @@ class _Rewriter:
             if layer.name in self.fused:
                 continue
             inputs = tuple(self.alias.get(i, i) for i in layer.inputs)
-            relay = layer.name in self.plan.wide and (layer.op in TRANSPARENT or _positive_scale(layer))
-            if not (_reads_wide(layer) or relay):   # an int16 relay reads int16
+            if not (_reads_wide(layer) or (layer.name in self.plan.wide and _relays(layer))):
                 inputs = tuple(self._narrow(i, layer) for i in inputs)
             layer = Layer(layer.name, layer.op, inputs, layer.type, layer.attrs, layer.weights, layer.loc)
             if layer.type.dtype != "f32":
@@ -290,8 +294,12 @@ class _Rewriter:
         return {"relu": True} if layer.name in self.relu_of else {}
 
     def add_weight(self, name: str, array: np.ndarray) -> WeightRef:
-        if name in self.weights and not np.array_equal(self.weights[name], array):
-            raise QuantizeError(f"quantize: weight @{name} would need two different quantized values")
+        """Store a quantized tensor. A float tensor two layers share (tied embeddings and output
+        projections) may quantize differently for each: the second copy gets its own name."""
+        base, copy = name, 1
+        while name in self.weights and not (self.weights[name].dtype == array.dtype
+                                            and np.array_equal(self.weights[name], array)):
+            name, copy = f"{base}.{copy}", copy + 1
         self.weights[name] = array
         return WeightRef(name, TensorType(IR_DTYPE[array.dtype], array.shape))
 

@@ -20,9 +20,13 @@ those layers.
 The candidates are the paper's six centers: 88, 96, 104, 152, 160 and 168. They are the middles
 of the 4th cell's sections and of their quarters, away from the ends of the range. With
 `center="auto"` the pass ranks the centers by the skip ratio Eq. 3 predicts between consecutive
-layers. It takes the first one whose outputs on the calibration inputs (the first
-`GUARD_BATCHES` of them) keep a cosine of at least `min_cosine` with the unshifted model's. If
-no center qualifies, nothing is shifted. The first layer is never shifted: the paper keeps it
+layers. It takes the first one that keeps the unshifted model's task on the calibration inputs
+(the first `GUARD_BATCHES` of them), by a task metric read off the outputs' shape
+(`task_agreement`): top-1 agreement for classifier logits, the correlation of sentence-embedding
+similarities for sequences, else the cosine; at least `min_agreement` (0.999: at most 0.1 point
+of accuracy, or 0.001 of similarity correlation, lost). If no center qualifies, nothing is
+shifted. With a weight zero point per output channel (the default quantization), each channel's
+codes move to the center on their own. The first layer is never shifted: the paper keeps it
 exact, since errors there cost the most accuracy.
 """
 from __future__ import annotations
@@ -40,6 +44,7 @@ from ..isa.tiling import cell_levels
 from .tile import is_crossbar_layer
 
 CENTERS = (88, 96, 104, 152, 160, 168)
+MIN_FIT = 0.5      # "fit" squeezes a channel's codes by at most this factor; one needing more is not shifted
 GUARD_BATCHES = 4  # calibration input tuples the output check runs: each costs a full integer evaluation
 
 
@@ -47,7 +52,7 @@ GUARD_BATCHES = 4  # calibration input tuples the output check runs: each costs 
 class CenterChoice:
     center: int | None                               # None: no center kept the outputs
     skip: dict[int | None, float]                    # Eq. 3's predicted skip ratio, None = unshifted
-    cosine: dict[int, float]                         # output cosine with the unshifted model, as far as tried
+    agreement: dict[int, float]                      # task_agreement with the unshifted model, as far as tried
     clipped: dict[int, float]                        # fraction of the shifted weights that clip
 
 
@@ -126,6 +131,11 @@ def shifted(model: Model, center: int, method: str = "fit") -> tuple[Model, floa
                               for row, z, s in zip(codes, zp, d[name])])
             if layer.weight("w_zp") is None:   # one zero point for the layer: one alpha for it too
                 alpha[:] = alpha.min()
+            # A channel that would have to shrink below half its step (its zero point at an end of
+            # the range: all its weights of one sign) stays where it is.
+            stay = alpha < MIN_FIT
+            d[name] = np.where(stay, 0, d[name])
+            alpha = np.where(stay, 1.0, alpha)
         params = {"w_zp": zp + d[name]}
         squeezed = alpha < 1.0
         if squeezed.any():
@@ -179,17 +189,39 @@ def predicted_skip(model: Model, hw: Hardware) -> float:
     return float(np.average(pairs, weights=sizes[1:]))
 
 
-def output_cosine(reference: list, model: Model, calibration) -> float:
-    """The lowest cosine between the model's outputs on the calibration inputs and `reference`
-    (a list of output lists, one per input tuple)."""
-    from ..ir.evaluate import evaluate
+def task_agreement(reference: list, outputs: list) -> float:
+    """How well the shifted model keeps the unshifted one's task on the calibration inputs (lists
+    of output lists, one per input tuple), by the shape of each output: classifier logits
+    [batch, classes]: the fraction of inputs whose top-1 class agrees; sequences [batch, tokens,
+    hidden]: the Spearman correlation of the pairwise cosine similarities of the token-mean
+    embeddings (a sentence encoder's metric), with 3 inputs or more; otherwise the cosine. The
+    lowest over the outputs."""
     from ..runtime.report import cosine
 
-    return min(cosine(a.numpy(), b.numpy())
-               for inputs, want in zip(calibration, reference) for a, b in zip(want, evaluate(model, inputs)))
+    scores = []
+    for index, want in enumerate(reference[0]):
+        a = np.concatenate([np.asarray(r[index]) for r in reference])
+        b = np.concatenate([np.asarray(o[index]) for o in outputs])
+        if a.ndim == 2 and a.shape[1] > 1:
+            scores.append(float((a.argmax(1) == b.argmax(1)).mean()))
+        elif a.ndim == 3 and len(a) >= 3:
+            scores.append(_similarity_correlation(a.mean(1), b.mean(1)))
+        else:
+            scores.append(cosine(a.ravel().astype(np.float64), b.ravel().astype(np.float64)))
+    return min(scores)
 
 
-def choose_center(model: Model, calibration, min_cosine: float, hw: Hardware, method: str = "fit") -> CenterChoice:
+def _similarity_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    def similarities(e):
+        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-30)
+        return (e @ e.T)[np.triu_indices(len(e), 1)]
+
+    return float(spearmanr(similarities(a), similarities(b)).statistic)
+
+
+def choose_center(model: Model, calibration, min_agreement: float, hw: Hardware, method: str = "fit") -> CenterChoice:
     from ..ir.evaluate import evaluate
 
     skip: dict[int | None, float] = {None: predicted_skip(model, hw)}
@@ -198,15 +230,16 @@ def choose_center(model: Model, calibration, min_cosine: float, hw: Hardware, me
         candidates[center], clipped[center] = shifted(model, center, method)
         skip[center] = predicted_skip(candidates[center], hw)
     calibration = list(calibration)[:GUARD_BATCHES]
-    reference = [evaluate(model, inputs) for inputs in calibration]
-    cosine: dict[int, float] = {}
+    reference = [[t.numpy() for t in evaluate(model, inputs)] for inputs in calibration]
+    agreement: dict[int, float] = {}
     for center in sorted(CENTERS, key=lambda c: -skip[c]):
         if skip[center] <= skip[None]:
             break
-        cosine[center] = output_cosine(reference, candidates[center], calibration)
-        if cosine[center] >= min_cosine:
-            return CenterChoice(center, skip, cosine, clipped)
-    return CenterChoice(None, skip, cosine, clipped)
+        outputs = [[t.numpy() for t in evaluate(candidates[center], inputs)] for inputs in calibration]
+        agreement[center] = task_agreement(reference, outputs)
+        if agreement[center] >= min_agreement:
+            return CenterChoice(center, skip, agreement, clipped)
+    return CenterChoice(None, skip, agreement, clipped)
 
 
 @dataclass(frozen=True)
@@ -216,7 +249,7 @@ class ShiftWeights:
 
     center: int | str | None = "auto"
     calibration: tuple = ()
-    min_cosine: float = 0.999
+    min_agreement: float = 0.999    # at most 0.1 point of top-1, or 0.001 of similarity correlation, lost
     method: str = "fit"
 
     name: ClassVar[str] = "shift-weights"
@@ -228,6 +261,6 @@ class ShiftWeights:
         if center == "auto":
             if not self.calibration:
                 raise ValueError("shift-weights: choosing a center needs calibration inputs")
-            center = choose_center(model, self.calibration, self.min_cosine, hw or default_hardware(),
+            center = choose_center(model, self.calibration, self.min_agreement, hw or default_hardware(),
                                    self.method).center
         return model if center is None else shifted(model, int(center), self.method)[0]
