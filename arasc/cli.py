@@ -39,29 +39,55 @@ def cmd_models(args, out: Console) -> int:
 
 def calibration_inputs(args, example_inputs) -> list[tuple]:
     """--calib FILE.npy (one sample per row, single-input models), else the example inputs."""
-    if not getattr(args, "calib", None):
+    return sample_batches(getattr(args, "calib", None), "--calib", example_inputs)
+
+
+def sample_batches(path: str | None, flag: str, example_inputs) -> list[tuple]:
+    """Input tuples from an .npy of samples, one per row, in batches of the traced batch size.
+    The file is memory-mapped, so a large calibration set is read batch by batch, not held."""
+    if not path:
         return [tuple(example_inputs)]
     import numpy as np
 
-    if not os.path.isfile(args.calib):
-        raise UsageError(f"--calib {args.calib}: no such file")
+    if not os.path.isfile(path):
+        raise UsageError(f"{flag} {path}: no such file")
     try:  # memory-mapped: the header's shape is checked before any data is read
-        samples = np.load(args.calib, mmap_mode="r", allow_pickle=False)
+        samples = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as err:  # numpy raises many kinds on a damaged file
-        raise UsageError(f"--calib {args.calib}: not a readable .npy array ({type(err).__name__}: {err})") from None
-    if not isinstance(samples, np.ndarray) or samples.dtype.kind not in "fiu":
-        raise UsageError(f"--calib {args.calib}: not an .npy array of numbers")
+        raise UsageError(f"{flag} {path}: not a readable .npy array ({type(err).__name__}: {err})") from None
+    if not isinstance(samples, np.ndarray) or samples.dtype.kind not in "fiub":
+        raise UsageError(f"{flag} {path}: not an .npy array of numbers")
     if len(example_inputs) != 1:
-        raise UsageError(f"--calib {args.calib}: the model takes {len(example_inputs)} inputs; --calib holds one")
+        raise UsageError(f"{flag} {path}: the model takes {len(example_inputs)} inputs; {flag} holds one")
     shape = tuple(example_inputs[0].shape)
     batch = shape[0] if shape else 1  # the graph was traced at this batch size: calibrate in batches of it
     if samples.ndim != len(shape) or tuple(samples.shape[1:]) != shape[1:] or len(samples) < batch:
-        raise UsageError(f"--calib {args.calib}: shape {list(samples.shape)}, expected [N, "
+        raise UsageError(f"{flag} {path}: shape {list(samples.shape)}, expected [N, "
                          f"{', '.join(map(str, shape[1:]))}] with N >= {batch} (the traced batch size)")
     samples = np.array(samples, dtype=np.asarray(example_inputs[0]).dtype)
     if samples.dtype.kind == "f" and not np.isfinite(samples).all():
-        raise UsageError(f"--calib {args.calib}: holds NaN or infinite values, which calibrate no scale")
+        raise UsageError(f"{flag} {path}: holds NaN or infinite values, which calibrate no scale")
     return [(samples[i:i + batch],) for i in range(0, len(samples) - batch + 1, batch)]
+
+
+def quantization_options(args) -> dict:
+    """The quantize pass's scheme from the command line (arasc/passes/quantize.py)."""
+    return {"weights": args.weight_scales, "observer": args.observer, "residual": args.residual,
+            "channel_groups": args.channel_groups, "smooth": args.smooth}
+
+
+def add_quantization_options(p) -> None:
+    p.add_argument("--weight-scales", choices=("channel", "tensor"), default="channel", help="weight scales and zero "
+                   "points per output channel (default) or per layer")
+    p.add_argument("--observer", choices=("mse", "percentile", "minmax"), default="mse", help="how activation "
+                   "ranges are chosen from calibration: least squared error (default), 0.01%%/99.99%% percentiles, "
+                   "or the whole observed range")
+    p.add_argument("--residual", choices=("wide", "u8"), default="wide", help="the residual stream (adds and layer "
+                   "norm inputs) in int16 on the SFU (default), or uint8 like every other value")
+    p.add_argument("--channel-groups", type=int, default=0, metavar="G", help="scale groups for values between "
+                   "linear layers and tables (per-embedding-group quantization; default 0: one scale per tensor)")
+    p.add_argument("--smooth", type=float, default=0.0, metavar="ALPHA", help="SmoothQuant migration of activation "
+                   "outliers into the weights of the linear layers that read them, 0 < ALPHA <= 1 (default 0: off)")
 
 
 def hardware(args):
@@ -84,7 +110,8 @@ def cmd_ir(args, out: Console) -> int:
     loaded = load(args.model, args.frontend)
     hw = hardware(args)
     stages = run_pipeline(loaded.model, hw, default_pipeline(calibration_inputs(args, loaded.example_inputs),
-                                                             args.weight_center, args.weight_shift),
+                                                             args.weight_center, args.weight_shift,
+                                                             quantization_options(args)),
                           stop_after=None if after == "all" else after)
     if after != "all":
         stages = [s for s in stages if s.name == after]
@@ -117,7 +144,7 @@ def cmd_compile(args, out: Console) -> int:
     loaded = load(args.model, args.frontend)
     compiled = compile_model(loaded.model, hardware(args), calibration_inputs(args, loaded.example_inputs),
                              loaded.example_inputs, weights_name(args.output), args.scheduler, args.banks,
-                             args.replication, args.weight_center, args.weight_shift)
+                             args.replication, args.weight_center, args.weight_shift, quantization_options(args))
     weights_path = write_compiled(compiled, args.output)
     p = compiled.program
     out.print(f"wrote {args.output} ({len(p.write) + len(p.compute):,} instructions: {len(p.write):,} write, "
@@ -152,6 +179,63 @@ def cmd_run(args, out: Console) -> int:
     if args.plot:
         write_plot(result, args.plot)
     print_run(result, out)
+    return EXIT_OK
+
+
+def cmd_compare(args, out: Console) -> int:
+    """Float IR against the integer program, layer by layer (arasc/compare.py)."""
+    import json
+
+    import numpy as np
+
+    from .compare import all_values, compare, interpreter_values
+    from .loader import load
+    from .passes.quantize import Quantize
+
+    if args.adc_bits is not None and args.engine != "interpreter":
+        raise UsageError("--adc-bits models the chip's ADC: it needs --engine interpreter")
+    loaded = load(args.model, args.frontend)
+    calibration = calibration_inputs(args, loaded.example_inputs)
+    inputs = sample_batches(args.input, "--input", loaded.example_inputs)
+    options = quantization_options(args)
+    quantized = Quantize(calibration=tuple(tuple(np.asarray(x) for x in c) for c in calibration),
+                         **options).rewrite(loaded.model)
+    if args.engine == "interpreter":
+        import tempfile
+
+        from .compile import compile_model, weights_name, write_compiled
+        from .runtime.run import load_program
+
+        hw = hardware(args)
+        with tempfile.TemporaryDirectory() as folder:
+            path = f"{folder}/{loaded.model.graph.name}.aras"
+            compiled = compile_model(loaded.model, hw, calibration, loaded.example_inputs, weights_name(path),
+                                     weight_center=args.weight_center, weight_shift=args.weight_shift,
+                                     quantization=options)
+            write_compiled(compiled, path)
+            program, weights, hw = load_program(path, args.hw)
+            values = [interpreter_values(program, weights, hw, x, args.adc_bits) for x in inputs]
+    else:
+        values = [all_values(quantized.model, x) for x in inputs]
+    rows = compare(loaded.model, quantized.params, quantized.sources, values, inputs)
+    table = Table(title=f"{loaded.model.graph.name}: {args.engine} against float, {len(inputs)} input(s)",
+                  title_justify="left")
+    for column in ("layer", "op", "codes", "cosine", "SQNR dB", "float range", "clipped", "scale"):
+        table.add_column(column, justify="left" if column in ("layer", "op", "codes", "scale") else "right")
+    for row in rows:
+        mark = " <- error jumps" if row.jump else ""
+        table.add_row(row.layer + mark, row.op, row.dtype, f"{row.cosine:.5f}", f"{row.sqnr_db:.1f}",
+                      f"[{row.low:.3g}, {row.high:.3g}]", f"{row.clipped:.2%}", row.scale,
+                      style="bold red" if row.jump else None)
+    if not out.is_terminal:   # a file or a pipe: full layer names, one row per line
+        out = Console(width=240, highlight=False)
+    out.print(table)
+    if args.json:
+        from .runtime.report import _atomic_write
+
+        text = json.dumps({"model": loaded.model.graph.name, "engine": args.engine, "adc_bits": args.adc_bits,
+                           "inputs": len(inputs), "layers": [row.as_dict() for row in rows]}, indent=1)
+        _atomic_write(args.json, lambda tmp: open(tmp, "w").write(text + "\n"))
     return EXIT_OK
 
 
@@ -242,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hw", metavar="FILE", help="hardware description (default: the bundled ARAS chip)")
     p.add_argument("--calib", metavar="FILE.npy", help="calibration inputs, one per row (default: example inputs)")
     add_weight_center(p)
+    add_quantization_options(p)
     p.set_defaults(run=cmd_ir)
 
     p = sub.add_parser("compile", help="compile a model to a .aras program", description="Compile MODEL to an "
@@ -258,8 +343,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replication", choices=("adaptive", "none"), default="adaptive", help="adaptive: copies of "
                    "the slowest layers' weights compute several windows at once (paper V-B; aras scheduler only)")
     add_weight_center(p)
+    add_quantization_options(p)
     p.add_argument("--frontend", choices=("auto", "fx", "export"), default="auto", help=frontend_help)
     p.set_defaults(run=cmd_compile)
+
+    p = sub.add_parser("compare", help="per-layer error of the integer program against float",
+                       description="Run the float IR and the integer program on the same inputs and print, per "
+                       "layer, the cosine and SQNR of the dequantized value against float, the float range, the "
+                       "fraction clipped and the scale; the first layer where the error jumps is marked.")
+    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("--input", metavar="X.npy", help="inputs to compare on, one per row (default: the example inputs)")
+    p.add_argument("--calib", metavar="FILE.npy", help="calibration inputs, one per row (default: example inputs)")
+    p.add_argument("--engine", choices=("reference", "interpreter"), default="reference", help="the integer side: "
+                   "the integer reference executor (default) or the compiled .aras program on the interpreter")
+    p.add_argument("--adc-bits", type=int, metavar="N", help="with --engine interpreter: a finite ADC of N bits")
+    p.add_argument("--json", metavar="FILE", help="write the table as JSON")
+    p.add_argument("--hw", metavar="FILE", help="hardware description (default: the bundled ARAS chip)")
+    p.add_argument("--frontend", choices=("auto", "fx", "export"), default="auto", help=frontend_help)
+    add_weight_center(p)
+    add_quantization_options(p)
+    p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("run", help="run a .aras program on the interpreter-simulator",
                        description="Verify and execute an .aras program: outputs and write statistics.")

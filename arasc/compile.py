@@ -39,11 +39,13 @@ class Compiled:
 
 def compile_model(model: Model, hw: Hardware, calibration, example_inputs, weights_file: str,
                   scheduler: str = "aras", banks: str = "ilp", replication: str = "adaptive",
-                  weight_center: int | str | None = "auto", weight_shift: str = "fit") -> Compiled:
+                  weight_center: int | str | None = "auto", weight_shift: str = "fit",
+                  quantization: dict | None = None) -> Compiled:
     """`replication` "adaptive" (paper V-B) or "none"; the naive scheduler never replicates.
     `weight_center` a code, "auto" or None, and `weight_shift` "fit" or "clip": weight-mean
-    shifting (paper V-C, arasc/passes/shift_weights.py)."""
-    stages = run_pipeline(model, hw, default_pipeline(calibration, weight_center, weight_shift))
+    shifting (paper V-C, arasc/passes/shift_weights.py). `quantization`: the options of the
+    quantize pass (arasc/passes/quantize.py), its defaults where absent."""
+    stages = run_pipeline(model, hw, default_pipeline(calibration, weight_center, weight_shift, quantization))
     final = stages[-1].model
     if scheduler == "aras":
         schedule = aras_schedule(final, hw, replication_factors(final, hw) if replication == "adaptive" else None)

@@ -1,8 +1,8 @@
 """Turn the MODEL argument of the CLI into a layer-IR model.
 
 MODEL is a zoo name (`arasc models`), `path/to/file.py:factory` (the factory returns a module
-and its example inputs, or a module with an `example_inputs` attribute), or a saved
-`torch.export` archive (`.pt2`)."""
+and its example inputs, or a module with an `example_inputs` attribute), a saved
+`torch.export` archive (`.pt2`), or an ONNX model (`.onnx`, frontend/onnx_import.py)."""
 from __future__ import annotations
 
 import importlib.util
@@ -15,6 +15,7 @@ import torch
 from . import models
 from .frontend import FrontendError, import_exported, import_module
 from .frontend.errors import torch_reason
+from .frontend.torchvision_ops import declare_torchvision_ops
 from .ir import Model
 
 
@@ -38,6 +39,10 @@ def load(spec: str, frontend: str = "auto") -> Loaded:
     module, inputs, name = load_module(spec)
     if isinstance(module, torch.export.ExportedProgram):
         return Loaded(import_exported(module, name), inputs)
+    if spec.endswith(".onnx"):
+        if frontend == "fx":
+            raise ModelLoadError(f"{spec}: an ONNX model is captured with torch.export; --frontend fx does not apply")
+        frontend = "export"  # the ONNX module computes shapes in Python: only export sees them as numbers
     return Loaded(import_module(module, inputs, name, frontend), inputs)
 
 
@@ -45,6 +50,12 @@ def load_module(spec: str):
     """(torch module or ExportedProgram, example inputs, name) for a MODEL argument."""
     if spec.endswith(".pt2"):
         return _load_pt2(spec)
+    if spec.endswith(".onnx"):
+        if not os.path.isfile(spec):
+            raise ModelLoadError(f"{spec}: no such file")
+        from .frontend.onnx_import import load_onnx
+
+        return load_onnx(spec)
     if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
         return _load_factory(spec)
     if os.path.isfile(spec):
@@ -55,8 +66,12 @@ def load_module(spec: str):
         entry = models.get(spec)
     except KeyError:
         raise ModelLoadError(f"unknown model {spec!r}: give a zoo name ({', '.join(models.ZOO)}), "
-                             f"path/to/file.py:factory, or a torch.export archive ending in .pt2") from None
-    module, inputs = entry.build()
+                             f"path/to/file.py:factory, a torch.export archive ending in .pt2, or an ONNX model ending in "
+                             f".onnx") from None
+    try:
+        module, inputs = entry.build()
+    except models.MissingPackage as err:
+        raise ModelLoadError(f"{spec}: {err}") from None
     return module, tuple(inputs), _ident(spec)
 
 
@@ -83,6 +98,7 @@ def _load_factory(spec: str):
     module_spec = importlib.util.spec_from_file_location(f"arasc_user_{name}", path)
     source = importlib.util.module_from_spec(module_spec)
     sys.modules[module_spec.name] = source
+    declare_torchvision_ops()   # a model file may import torchvision, or transformers that imports it
     try:
         module_spec.loader.exec_module(source)
     except (Exception, SystemExit) as err:  # the user's code: whatever it raises is the model's fault

@@ -56,6 +56,18 @@ class Bool:
         return "true or false"
 
 
+@dataclass(frozen=True)
+class Choice:
+    """One of a few words (a comparison, a logical function, a dtype), written as a string."""
+    words: tuple[str, ...]
+
+    def problem(self, value, inputs: int) -> str | None:
+        return None if value in self.words and isinstance(value, str) else f"expected {self}, got {_show(value)}"
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(f'"{w}"' for w in self.words)
+
+
 PER_INPUT = -1  # a list length: one item per instruction input
 
 
@@ -102,9 +114,12 @@ def _show(value) -> str:
 
 # The kinds the quantized ops share (DESIGN.md section 3; arasc/ir/qops.py).
 ZERO_POINT = Int(0, 255)                          # a uint8 code
+WIDE_ZERO_POINT = Int(-(1 << 15), (1 << 15) - 1)  # an int16 code: qrequant's output zero point (wide, levels)
 MULTIPLIER = Int(0, (1 << 31) - 1)                # an int32 fixed-point multiplier, m < 2^31
 SIGNED_MULTIPLIER = Int(-(1 << 31) + 1, (1 << 31) - 1)  # qadd's: signed for a subtraction
 SHIFT = Int(1, 62)                                # a right shift of an int64 product
+# A table index of more than 8 bits: codes 0..levels in int16 (a qlut table has at most 4,096 entries).
+LEVELS = Int(1, (1 << 12) - 1)
 # Quantization scales: real = scale * (code - zp). 1e-30..1e30 spans every float32 tensor a model
 # holds, and keeps x / scale and the layer norm's float64 steps away from overflow and underflow.
 SCALE = Real(1e-30, 1e30)

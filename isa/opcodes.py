@@ -75,15 +75,19 @@ OPCODES: dict[str, Opcode] = {op.name: op for op in [
 # One line per attribute, role or op: the verifier (runtime/verify.py) checks programs against
 # these tables and docs/isa.md lists them. Adding an attribute, a role or a dtype is one entry.
 
-U8, I8, I32, I64, F32 = ("u8",), ("i8",), ("i32",), ("i64",), ("f32",)
-INTEGER = ("u8", "i8", "i32", "i64")
-ANY = ("u8", "i8", "i32", "i64", "f32")
+U8, I8, I16, I32, I64, F32 = ("u8",), ("i8",), ("i16",), ("i32",), ("i64",), ("f32",)
+CODES = ("u8", "i16")                       # quantized values: uint8, or int16 where `wide` (the residual stream)
+INTEGER = ("u8", "i8", "i16", "i32", "i64", "bool")
+ANY = ("u8", "i8", "i16", "i32", "i64", "f32", "bool")
+DTYPE_NAMES = ("f32", "i64", "i32", "u8", "i8", "bool")   # cast's targets (runtime/sfu.py NUMPY_TYPES)
 
 
 @dataclass(frozen=True)
 class OpSpec:
     """What a layer op or SFU op accepts: its attributes (required and optional) with their
-    kinds, its weight roles with their dtypes, how many inputs and of which dtypes."""
+    kinds, its weight roles with their dtypes, how many inputs and of which dtypes.
+    `either`: requantization parameters given as an attribute (one for the layer) or as an int32
+    weight of the same role (one per output channel), exactly one of the two."""
     name: str
     attrs: dict = field(default_factory=dict)            # name -> kind (isa/attributes.py)
     optional: dict = field(default_factory=dict)
@@ -91,41 +95,56 @@ class OpSpec:
     optional_roles: dict = field(default_factory=dict)
     inputs: tuple[int, int] = (1, 1)                     # (fewest, most)
     input_dtypes: tuple[str, ...] = U8
+    either: tuple[str, ...] = ()
 
 
 _REQUANTIZE = {"out_zp": A.ZERO_POINT, "multiplier": A.MULTIPLIER, "shift": A.SHIFT}
+# The per-channel form of a requantization parameter: one int32 per output channel (isa/program.py
+# CHANNEL_PARAMS); the verifier checks each value against the attribute's kind.
+_CHANNEL_KINDS = {"w_zp": A.ZERO_POINT, **_REQUANTIZE}
+_CHANNEL_ROLES = {name: I32 for name in _CHANNEL_KINDS}
+_WIDE = {"wide": A.Bool()}
 _POOL = {"kernel": A.PAIR_POSITIVE, "stride": A.PAIR_POSITIVE, "padding": A.PAIR_PADDING, "ceil_mode": A.Bool()}
 _TILE_MAP = {"k": A.Int(1, 1 << 40), "n": A.Int(1, 1 << 40), "blocks": A.Ints(A.Int(1, 1 << 40), length=2),
              "apu_rows": A.Int(1, 1 << 40), "segments": A.Int(1, 1 << 40)}  # docs/tiling.md
-_CROSSBAR = {"x_zp": A.ZERO_POINT, "w_zp": A.ZERO_POINT, **_REQUANTIZE, **_TILE_MAP}
+_CROSSBAR = {"x_zp": A.ZERO_POINT, **_TILE_MAP}
+_CROSSBAR_OPTIONAL = {"relu": A.Bool(), **_WIDE, **_CHANNEL_KINDS}
 
 LAYER_OPS: dict[str, OpSpec] = {s.name: s for s in [
     OpSpec("qconv2d", {"stride": A.PAIR_POSITIVE, "padding": A.PAIR_PADDING, "dilation": A.PAIR_POSITIVE,
                        "groups": A.Int(1, 1 << 20), **_CROSSBAR},
-           {"relu": A.Bool()}, {"weight": U8}, {"bias": I32}),
-    OpSpec("qlinear", dict(_CROSSBAR), {"relu": A.Bool()}, {"weight": U8}, {"bias": I32}),
+           dict(_CROSSBAR_OPTIONAL), {"weight": U8}, {"bias": I32, **_CHANNEL_ROLES}, either=tuple(_CHANNEL_KINDS)),
+    OpSpec("qlinear", dict(_CROSSBAR), dict(_CROSSBAR_OPTIONAL), {"weight": U8}, {"bias": I32, **_CHANNEL_ROLES},
+           either=tuple(_CHANNEL_KINDS)),
 ]}
 
 SFU_SPECS: dict[str, OpSpec] = {s.name: s for s in [
     OpSpec("quantize", {"scale": A.SCALE, "zp": A.ZERO_POINT}, input_dtypes=F32),
-    OpSpec("dequantize", {"scale": A.SCALE, "zp": A.ZERO_POINT}),
-    OpSpec("qmatmul", {"a_zp": A.ZERO_POINT, "b_zp": A.ZERO_POINT, **_REQUANTIZE}, {"relu": A.Bool()},
-           inputs=(2, 2)),
+    OpSpec("dequantize", {"scale": A.SCALE, "zp": A.ZERO_POINT}, input_dtypes=CODES),
+    OpSpec("qmatmul", {"a_zp": A.ZERO_POINT, "b_zp": A.ZERO_POINT, **_REQUANTIZE}, {"relu": A.Bool(), **_WIDE},
+           inputs=(2, 2), input_dtypes=CODES),
     OpSpec("qadd", {"zps": A.Ints(A.ZERO_POINT, A.PER_INPUT), "multipliers": A.Ints(A.SIGNED_MULTIPLIER, A.PER_INPUT),
-                    "shift": A.SHIFT, "out_zp": A.ZERO_POINT}, {"relu": A.Bool()}, inputs=(1, 64)),
-    OpSpec("qmul", {"zps": A.Ints(A.ZERO_POINT, 2), **_REQUANTIZE}, {"relu": A.Bool()}, inputs=(2, 2)),
+                    "shift": A.SHIFT, "out_zp": A.ZERO_POINT}, {"relu": A.Bool(), **_WIDE}, inputs=(1, 64),
+           input_dtypes=CODES),
+    OpSpec("qmul", {"zps": A.Ints(A.ZERO_POINT, 2), **_REQUANTIZE}, {"relu": A.Bool(), **_WIDE}, inputs=(2, 2),
+           input_dtypes=CODES),
     OpSpec("qconcat", {"dim": A.DIM, "zps": A.Ints(A.ZERO_POINT, A.PER_INPUT),
                        "multipliers": A.Ints(A.MULTIPLIER, A.PER_INPUT), "shift": A.SHIFT, "out_zp": A.ZERO_POINT},
-           inputs=(1, 1024)),
-    OpSpec("qrelu", {"zp": A.ZERO_POINT}),
-    OpSpec("qlut", optional={"dim": A.DIM}, roles={"table": U8}),
+           inputs=(1, 1024), input_dtypes=CODES),
+    OpSpec("qrequant", {"x_zp": A.ZERO_POINT}, {"dim": A.DIM, **_WIDE, "levels": A.LEVELS, **_REQUANTIZE,
+                                                "out_zp": A.WIDE_ZERO_POINT},
+           optional_roles={name: I32 for name in _REQUANTIZE}, input_dtypes=CODES, either=tuple(_REQUANTIZE)),
+    OpSpec("qrelu", {"zp": A.ZERO_POINT}, input_dtypes=CODES),
+    OpSpec("qlut", optional={"dim": A.DIM}, roles={"table": CODES}, input_dtypes=CODES),
     OpSpec("qavgpool2d", {**_POOL, "count_include_pad": A.Bool(), "zp": A.ZERO_POINT}),
     OpSpec("qadaptive_avgpool2d", {"output_size": A.Ints(A.Int(1, 1 << 16), length=2)}),
     OpSpec("qmean", {"dims": A.Ints(A.DIM, min_length=1), "keepdim": A.Bool()}),
-    OpSpec("qsoftmax", {"dim": A.DIM, **_REQUANTIZE}, roles={"table": I32}),
+    OpSpec("qsoftmax", {"dim": A.DIM, **_REQUANTIZE}, dict(_WIDE), roles={"table": I32}, input_dtypes=CODES),
+    OpSpec("qmasked_softmax", {"dim": A.DIM, **_REQUANTIZE}, dict(_WIDE), roles={"table": I32}, inputs=(2, 2),
+           input_dtypes=CODES + ("bool",)),
     OpSpec("qlayernorm", {"ndim": A.Int(1, 8), "eps": A.EPSILON, "x_scale": A.SCALE,
-                          "x_zp": A.ZERO_POINT, "out_scale": A.SCALE, "out_zp": A.ZERO_POINT},
-           optional_roles={"weight": F32, "bias": F32}),
+                          "x_zp": A.ZERO_POINT, "out_scale": A.SCALE, "out_zp": A.ZERO_POINT}, dict(_WIDE),
+           optional_roles={"weight": F32, "bias": F32}, input_dtypes=CODES),
     OpSpec("const", roles={"value": ANY}, inputs=(0, 0)),
     OpSpec("reshape", {"shape": A.Ints(A.Int(-1, 1 << 40))}, input_dtypes=ANY),
     OpSpec("permute", {"dims": A.Ints(A.DIM)}, input_dtypes=ANY),
@@ -134,12 +153,21 @@ SFU_SPECS: dict[str, OpSpec] = {s.name: s for s in [
     OpSpec("select", {"dim": A.DIM, "index": A.Int()}, input_dtypes=ANY),
     OpSpec("embedding", roles={"table": ANY}, input_dtypes=("i32", "i64")),
     OpSpec("concat", {"dim": A.DIM}, inputs=(1, 1024), input_dtypes=ANY),
-    OpSpec("maxpool2d", {**_POOL, "dilation": A.PAIR_POSITIVE}, input_dtypes=INTEGER),
+    OpSpec("maxpool2d", {**_POOL, "dilation": A.PAIR_POSITIVE}, input_dtypes=("u8", "i8", "i16", "i32", "i64")),
     OpSpec("relu", input_dtypes=INTEGER),
     OpSpec("add", optional={"scalar": A.Int()}, inputs=(1, 2), input_dtypes=INTEGER),
     OpSpec("sub", optional={"scalar": A.Int()}, inputs=(1, 2), input_dtypes=INTEGER),
     OpSpec("mul", optional={"scalar": A.Int()}, inputs=(1, 2), input_dtypes=INTEGER),
     OpSpec("avgpool2d", {**_POOL, "count_include_pad": A.Bool()}, input_dtypes=I64),
+    OpSpec("compare", {"cmp": A.Choice(("eq", "ne", "lt", "le", "gt", "ge"))}, {"scalar": A.Int()}, inputs=(1, 2),
+           input_dtypes=INTEGER),
+    OpSpec("logical", {"fn": A.Choice(("and", "or", "xor"))}, inputs=(2, 2), input_dtypes=("bool",)),
+    OpSpec("logical_not", input_dtypes=INTEGER),
+    OpSpec("cumsum", {"dim": A.DIM}, input_dtypes=INTEGER),
+    OpSpec("cast", {"dtype": A.Choice(DTYPE_NAMES)}, input_dtypes=INTEGER),
+    OpSpec("where", inputs=(3, 3), input_dtypes=ANY),
+    OpSpec("expand", {"shape": A.Ints(A.Int(-1, 1 << 40))}, input_dtypes=ANY),
+    OpSpec("take", roles={"positions": ("i32", "i64")}, input_dtypes=ANY),
 ]}
 
 # `.input NAME TYPE {scale=, zp=}`: a float input quantized by `load` (both or neither attribute);

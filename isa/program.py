@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-DTYPES = {"f32": np.float32, "i64": np.int64, "i32": np.int32, "u8": np.uint8, "i8": np.int8}
+DTYPES = {"f32": np.float32, "i64": np.int64, "i32": np.int32, "u8": np.uint8, "i8": np.int8, "i16": np.int16,
+          "bool": np.bool_}
 STREAMS = ("write", "compute")
 VERSION = "0.1"
 
@@ -79,6 +80,11 @@ class Port:
 
     def attr(self, key, default=None):
         return dict(self.attrs).get(key, default)
+
+
+# Requantization parameters of a crossbar layer that may be one per output channel: given as
+# int32 weights of these roles instead of attributes (docs/quantization.md).
+CHANNEL_PARAMS = ("w_zp", "out_zp", "multiplier", "shift")
 
 
 @dataclass(frozen=True)

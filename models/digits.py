@@ -1,9 +1,10 @@
-"""A small CNN trained on scikit-learn's 8x8 handwritten digits.
+"""Small CNNs trained on scikit-learn's 8x8 handwritten digits.
 
-The only zoo model with trained weights: scikit-learn bundles the UCI
-optical-recognition digits (1,797 images, Alpaydin & Kaynak 1998), so it can
-be trained offline in seconds and used to check that compiled code keeps the
-accuracy of the float model, not just its outputs on random inputs.
+scikit-learn bundles the UCI optical-recognition digits (1,797 images, Alpaydin
+& Kaynak 1998), so these train offline in seconds and check that compiled code
+keeps the accuracy of the float model, not just its outputs on random inputs:
+a plain CNN, and a residual one whose skip connections exercise the residual
+path of the integer pipeline.
 """
 
 from __future__ import annotations
@@ -45,6 +46,34 @@ class DigitsCNN(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+class _Block(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN, plus the input, then ReLU (He et al. 2016)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+
+
+class DigitsResNet(nn.Module):
+    """conv3x3(1->16)-BN-ReLU, two residual blocks, global average pool, linear(16->10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.blocks = nn.Sequential(_Block(16), _Block(16))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
 @functools.cache
 def _split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     data = load_digits()
@@ -77,8 +106,8 @@ def accuracy(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: tor
         return (fn(x).argmax(dim=1) == y).float().mean().item()
 
 
-def train(seed: int = SEED) -> DigitsCNN:
-    """Train a fresh DigitsCNN; the same seed gives bit-identical weights."""
+def train(seed: int = SEED, architecture: type[nn.Module] = DigitsCNN) -> nn.Module:
+    """Train a fresh model of `architecture`; the same seed gives bit-identical weights."""
     x_train, y_train, _, _ = _split()
     threads = torch.get_num_threads()
     # Multi-threaded kernels may split reductions differently depending on
@@ -87,7 +116,7 @@ def train(seed: int = SEED) -> DigitsCNN:
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = DigitsCNN()
+            model = architecture()
         gen = torch.Generator().manual_seed(seed)
         optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, EPOCHS)
@@ -104,16 +133,25 @@ def train(seed: int = SEED) -> DigitsCNN:
 
 
 @functools.cache
-def _trained_state() -> dict[str, torch.Tensor]:
-    return train().state_dict()
+def _trained_state(architecture: type[nn.Module]) -> dict[str, torch.Tensor]:
+    return train(architecture=architecture).state_dict()
 
 
-def build_digits_cnn() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
-    """The trained DigitsCNN (trained once per process) and the first test images."""
+def _build(architecture: type[nn.Module]) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     # A fresh copy each time, so a caller that modifies it (e.g. folds its
     # batch norms in place) cannot corrupt the cached weights. Built on the
     # meta device so the caller's global RNG is not consumed by a default init.
     with torch.device("meta"):
-        model = DigitsCNN()
-    model.to_empty(device="cpu").load_state_dict(_trained_state())
+        model = architecture()
+    model.to_empty(device="cpu").load_state_dict(_trained_state(architecture))
     return model.eval(), (_split()[2][:EXAMPLE_BATCH].clone(),)
+
+
+def build_digits_cnn() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """The trained DigitsCNN (trained once per process) and the first test images."""
+    return _build(DigitsCNN)
+
+
+def build_digits_resnet() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """The trained DigitsResNet (trained once per process) and the first test images."""
+    return _build(DigitsResNet)

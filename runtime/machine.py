@@ -21,7 +21,7 @@ from ..isa.program import Instr, LayerDef, Program
 from ..isa.tiling import cell_levels, layer_blocks as tiled_blocks, matrix_shape
 from .crossbar import BitSerial
 from .kernels import requantize, write_cells
-from .sfu import SFU_OPS, DataError
+from .sfu import I16_MAX, I16_MIN, SFU_OPS, DataError
 from .verify import layer_grid
 from .windows import conv_windows
 
@@ -282,18 +282,29 @@ class Machine:
         """Digital zero-point correction, bias, requantization (DESIGN.md section 3):
         out_zp + round_half_up((acc - w_zp sum(x) - x_zp sum(w) + k x_zp w_zp + bias) m / 2^shift),
         with the terms known offline folded into one constant per output column. With inputs and
-        weights centred on c, the same formula holds with x - c, w - c, x_zp - c and w_zp - c."""
+        weights centred on c, the same formula holds with x - c, w - c, x_zp - c and w_zp - c.
+        w_zp, m, shift and out_zp are the layer's or, given as weights, each output channel's."""
         groups, windows = len(state.windows), state.windows[0].shape[0]
         exact = np.float32 if k * 255 < 1 << 24 else np.float64  # sums of 8-bit inputs, exact in float32 below 2^24
-        w_zp = attrs["w_zp"] - self.center
-        row_terms = np.stack([w_zp * win.sum(1, dtype=exact).astype(np.float64) for win in state.windows])
+        x_sums = np.stack([win.sum(1, dtype=exact).astype(np.float64) for win in state.windows])
+        w_zp, multiplier, shift, out_zp = (self._channel_param(layer, attrs, name, groups, n)
+                                           for name in ("w_zp", "multiplier", "shift", "out_zp"))
         positions = math.prod(state.out_hw) if layer.op == "qconv2d" else 1
-        out = np.empty((windows // positions, groups * n, positions), np.uint8)
-        requantize(state.acc, row_terms, attrs["multiplier"], self._column_terms(layer, attrs, k, n), attrs["shift"],
-                   attrs["out_zp"] if attrs.get("relu") else 0, out)
+        wide = bool(attrs.get("wide"))
+        out = np.empty((windows // positions, groups * n, positions), np.int16 if wide else np.uint8)
+        low = I16_MIN if wide else 0
+        floor = np.maximum(out_zp, low) if attrs.get("relu") else np.full_like(out_zp, low)
+        requantize(state.acc, x_sums, (w_zp - self.center).astype(np.float64), multiplier,
+                   self._column_terms(layer, attrs, k, n), shift, floor, I16_MAX if wide else 255, out)
         if layer.op == "qconv2d":
             return out.reshape(out.shape[0], groups * n, *state.out_hw)
         return out.reshape(*state.lead, groups * n)
+
+    def _channel_param(self, layer: LayerDef, attrs: dict, name: str, groups: int, n: int) -> np.ndarray:
+        """int64 [groups, n]: a requantization parameter, the layer's attribute or its per-channel weight."""
+        ref = layer.weight(name)
+        value = self.w[ref[0]] if ref is not None else attrs[name]
+        return np.broadcast_to(np.asarray(value, np.int64).reshape(-1), (groups * n,)).reshape(groups, n)
 
     def _column_terms(self, layer: LayerDef, attrs: dict, k: int, n: int) -> np.ndarray:
         """int64 [groups, n]: (k x_zp w_zp - x_zp sum(w) + bias) m + 2^(shift-1) + (out_zp << shift),
@@ -302,13 +313,14 @@ class Machine:
         if layer.name not in self._column_cache:
             groups = attrs.get("groups", 1)
             weight = self.w[layer.weight("weight")[0]].reshape(groups, n, k).astype(np.int64) - self.center
-            x_zp, w_zp = attrs["x_zp"] - self.center, attrs["w_zp"] - self.center
+            w_zp, multiplier, shift, out_zp = (self._channel_param(layer, attrs, name, groups, n)
+                                               for name in ("w_zp", "multiplier", "shift", "out_zp"))
+            x_zp, w_zp = attrs["x_zp"] - self.center, w_zp - self.center
             terms = k * x_zp * w_zp - x_zp * weight.sum(2)
             bias = layer.weight("bias")
             if bias is not None:
                 terms = terms + self.w[bias[0]].astype(np.int64).reshape(groups, n)
-            shift = attrs["shift"]
-            self._column_cache[layer.name] = terms * attrs["multiplier"] + (1 << (shift - 1)) + (attrs["out_zp"] << shift)
+            self._column_cache[layer.name] = terms * multiplier + (1 << (shift - 1)) + (out_zp << shift)
         return self._column_cache[layer.name]
 
     # ---- special function unit ----------------------------------------------------------------

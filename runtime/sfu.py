@@ -17,16 +17,18 @@ attributes (`relu`, qlut's `dim`, `scalar`) may be absent, as in an IR dump.
     dequantize:           u8 -> f32, (q - zp) * scale in float64, rounded once to f32
     qmatmul:              out_zp + round_half_up(sum_k (a - a_zp)(b - b_zp) * multiplier / 2^shift), batched
     qadd:                 out_zp + round_half_up(sum_i (x_i - zps[i]) * multipliers[i] / 2^shift), broadcasting;
-                          relu clamps at out_zp
+                          relu clamps at out_zp; int16 codes when wide (the residual path)
     qmul:                 out_zp + round_half_up((a - zps[0])(b - zps[1]) * multiplier / 2^shift), broadcasting
     qconcat:              each input requantized to out_zp + round_half_up((x_i - zps[i]) * multipliers[i] / 2^shift),
                           concatenated along dim
+    qrequant:             out_zp + round_half_up((x - x_zp) * multiplier / 2^shift), per layer or per channel along dim
     qrelu:                max(x, zp)
     qlut:                 table[x] (table [256]) or table[c, x] (table [C, 256], c the index along dim, default 1)
     qavgpool2d:           zp + round_half_up(sum(x - zp) / d) over torch's windows, d torch's divisor
     qadaptive_avgpool2d:  round_half_up(mean(x)) over torch's adaptive windows
     qmean:                round_half_up(mean(x)) over dims
-    qsoftmax:             e = table[max(x) - x], p = floor(e 2^31 / sum e), requantized by multiplier/shift
+    qsoftmax:             e = table[min(max(x) - x, len - 1)], p = floor(e 2^31 / sum e), requantized by multiplier/shift
+    qmasked_softmax:      qsoftmax over the entries whose bool mask (2nd input) is true, the others 0
     qlayernorm:           exact integer sums, then the reference's float64 steps, rint at out_scale/out_zp
     const:                the weight `value`
     reshape:              same elements, new shape
@@ -40,6 +42,7 @@ attributes (`relu`, qlut's `dim`, `scalar`) may be absent, as in an IR dump.
     add, sub, mul:        on integer tensors (token-id arithmetic the quantizer keeps), wrapping like torch;
                           with one input the other operand is the integer attribute `scalar`
     avgpool2d:            on int64, torch's integer average: sum / divisor truncated toward zero
+    compare, logical, logical_not, cumsum, cast, where, expand, take: on integer and bool tensors (ids, masks)
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ from .kernels import qadd_pair
 from .windows import output_length
 
 U8_MAX = 255
+I16_MIN, I16_MAX = -(1 << 15), (1 << 15) - 1
 
 
 class DataError(ValueError):
@@ -78,13 +82,33 @@ def _rounding_shift(acc: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
     return (acc * multiplier + (1 << (shift - 1))) >> shift
 
 
-def _relu_floor(a: dict) -> int:
+def _range(a: dict) -> tuple[int, int, type]:
+    """The output's codes: uint8, int16 for a `wide` value (the residual path), or 0..levels in
+    int16 for a table index wider than 8 bits."""
+    if a.get("levels"):
+        return 0, a["levels"], np.int16
+    return (I16_MIN, I16_MAX, np.int16) if a.get("wide", False) else (0, U8_MAX, np.uint8)
+
+
+def _saturate(q: np.ndarray, a: dict, low=None) -> np.ndarray:
+    """Saturate integer-valued q to the output's codes; `low` raises the floor (a fused ReLU)."""
+    lo, hi, dtype = _range(a)
+    q = np.clip(q, lo, hi)
+    return (q if low is None else np.maximum(q, low)).astype(dtype)
+
+
+def _relu_floor(a: dict):
     """A fused ReLU clamps at the output zero point, the code of real 0."""
-    return a["out_zp"] if a.get("relu", False) else 0
+    return a["out_zp"] if a.get("relu", False) else None
+
+
+def _channel_param(a: dict, w: dict, name: str, shape: tuple[int, ...]):
+    """A requantization parameter: the attribute, or the per-channel int32 weight of that role."""
+    return _wide(w[name]).reshape(shape) if name in w else a[name]
 
 
 def _requantize(acc: np.ndarray, a: dict) -> np.ndarray:
-    return _to_u8(a["out_zp"] + _rounding_shift(acc, a["multiplier"], a["shift"]), _relu_floor(a))
+    return _saturate(a["out_zp"] + _rounding_shift(acc, a["multiplier"], a["shift"]), a, _relu_floor(a))
 
 
 def _divide_rounded(total: np.ndarray, count) -> np.ndarray:
@@ -112,16 +136,26 @@ def qmatmul(xs, a, w):
 
 
 def qadd(xs, a, w):
-    if len(xs) == 2 and xs[0].shape == xs[1].shape and xs[0].dtype == xs[1].dtype == np.uint8:
+    lo, hi, dtype = _range(a)
+    if len(xs) == 2 and xs[0].shape == xs[1].shape and xs[0].dtype == xs[1].dtype:
         # the residual add of two same-shape tensors, as one fused loop: the same formula
-        out = np.empty(xs[0].shape, np.uint8)
+        out = np.empty(xs[0].shape, dtype)
+        floor = lo if _relu_floor(a) is None else max(lo, _relu_floor(a))
         qadd_pair(np.ascontiguousarray(xs[0]).reshape(-1), np.ascontiguousarray(xs[1]).reshape(-1),
                   np.array(a["zps"], np.int64), np.array(a["multipliers"], np.int64),
-                  (1 << (a["shift"] - 1)) + (a["out_zp"] << a["shift"]), a["shift"], _relu_floor(a), out.reshape(-1))
+                  (1 << (a["shift"] - 1)) + (a["out_zp"] << a["shift"]), a["shift"], floor, hi, out.reshape(-1))
         return out
     terms = [(_wide(x) - zp) * m for x, zp, m in zip(xs, a["zps"], a["multipliers"], strict=True)]
     # The multipliers share one shift, so the sum rounds once.
-    return _to_u8(a["out_zp"] + _rounding_shift(sum(terms[1:], terms[0]), 1, a["shift"]), _relu_floor(a))
+    return _saturate(a["out_zp"] + _rounding_shift(sum(terms[1:], terms[0]), 1, a["shift"]), a, _relu_floor(a))
+
+
+def qrequant(xs, a, w):
+    x = _wide(xs[0])
+    dim = a.get("dim", -1) % x.ndim
+    shape = tuple(-1 if d == dim else 1 for d in range(x.ndim))
+    m, shift, out_zp = (_channel_param(a, w, name, shape) for name in ("multiplier", "shift", "out_zp"))
+    return _saturate(out_zp + _rounding_shift(x - a["x_zp"], m, shift), a)
 
 
 def qmul(xs, a, w):
@@ -242,8 +276,17 @@ def maxpool2d(xs, a, w):
 
 def qsoftmax(xs, a, w):
     x, dim = _wide(xs[0]), a["dim"]
-    e = _wide(w["table"])[x.max(dim, keepdims=True) - x]
+    e = _wide(w["table"])[np.minimum(x.max(dim, keepdims=True) - x, len(w["table"]) - 1)]
     p = (e << SOFTMAX_PROB_BITS) // e.sum(dim, keepdims=True)
+    return _requantize(p, a)
+
+
+def qmasked_softmax(xs, a, w):
+    x, dim = _wide(xs[0]), a["dim"]
+    mask = np.broadcast_to(xs[1], x.shape)
+    largest = np.maximum(np.where(mask, x, -1).max(dim, keepdims=True), 0)
+    e = np.where(mask, _wide(w["table"])[np.clip(largest - x, 0, U8_MAX)], 0)
+    p = (e << SOFTMAX_PROB_BITS) // np.maximum(e.sum(dim, keepdims=True), 1)
     return _requantize(p, a)
 
 
@@ -260,9 +303,10 @@ def qlayernorm(xs, a, w):
         y = y * w["weight"].astype(np.float64)
     if "bias" in w:
         y = y + w["bias"].astype(np.float64)
-    # Saturated in float64 before the integer cast, so that a y past int64 (an f32 weight near its
+    # Clipped in float64 before the integer cast, so that a y past int64 (an f32 weight near its
     # largest) saturates too; in range, the same as rint then add.
-    return _to_u8(np.clip(np.rint(y / a["out_scale"]) + a["out_zp"], 0, U8_MAX))
+    lo, hi, _ = _range(a)
+    return _saturate(np.clip(np.rint(y / a["out_scale"]) + a["out_zp"], lo, hi), a)
 
 
 # ---- data movement and integer ops --------------------------------------------------------------
@@ -332,6 +376,44 @@ def _integer_binary(name: str, ufunc) -> Callable:
     return run
 
 
+COMPARISONS = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater,
+               "ge": np.greater_equal}
+LOGICAL = {"and": np.logical_and, "or": np.logical_or, "xor": np.logical_xor}
+NUMPY_TYPES = {"f32": np.float32, "i64": np.int64, "i32": np.int32, "u8": np.uint8, "i8": np.int8, "bool": np.bool_}
+
+
+def compare(xs, a, w):
+    return COMPARISONS[a["cmp"]](xs[0], xs[1] if len(xs) == 2 else a["scalar"])
+
+
+def logical(xs, a, w):
+    return LOGICAL[a["fn"]](xs[0], xs[1])
+
+
+def logical_not(xs, a, w):
+    return np.logical_not(xs[0])
+
+
+def cumsum(xs, a, w):
+    return np.cumsum(xs[0], axis=a["dim"], dtype=np.int64)
+
+
+def cast(xs, a, w):
+    return xs[0].astype(NUMPY_TYPES[a["dtype"]])
+
+
+def where(xs, a, w):
+    return np.where(*xs)
+
+
+def take(xs, a, w):
+    return xs[0].reshape(-1)[w["positions"]]
+
+
+def expand(xs, a, w):
+    return np.broadcast_to(xs[0], a["shape"]).copy()
+
+
 def _array(fn: Callable) -> Callable:
     """numpy turns 0-d results into scalars; the interpreter's values are always arrays."""
     @functools.wraps(fn)
@@ -342,11 +424,13 @@ def _array(fn: Callable) -> Callable:
 
 SFU_OPS: dict[str, Callable] = {name: _array(fn) for name, fn in {
     "quantize": quantize, "dequantize": dequantize,
-    "qmatmul": qmatmul, "qadd": qadd, "qmul": qmul, "qconcat": qconcat, "qrelu": qrelu, "qlut": qlut,
+    "qmatmul": qmatmul, "qadd": qadd, "qrequant": qrequant, "qmul": qmul, "qconcat": qconcat, "qrelu": qrelu, "qlut": qlut,
     "qavgpool2d": qavgpool2d, "qadaptive_avgpool2d": qadaptive_avgpool2d, "qmean": qmean,
     "qsoftmax": qsoftmax, "qlayernorm": qlayernorm,
     "const": const, "reshape": reshape, "permute": permute, "slice": slice_, "select": select,
     "embedding": embedding, "concat": concat, "maxpool2d": maxpool2d, "relu": relu,
     "add": _integer_binary("add", np.add), "sub": _integer_binary("sub", np.subtract),
     "mul": _integer_binary("mul", np.multiply), "avgpool2d": avgpool2d,
+    "qmasked_softmax": qmasked_softmax, "compare": compare, "logical": logical, "logical_not": logical_not,
+    "cumsum": cumsum, "cast": cast, "where": where, "expand": expand, "take": take,
 }.items()}

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from ..isa.hardware import Hardware
 from ..isa.opcodes import OPCODES
-from ..isa.program import Instr, Program
+from ..isa.program import CHANNEL_PARAMS, Instr, Program
 from ..isa.tiling import block_grid, matrix_shape
 from .verify import layer_grid
 
@@ -84,6 +84,10 @@ class Timing:
         self.layers = {layer.name: layer for layer in self.program.layers}
         # declared types of every value: the timing model needs shapes, never values
         self.types = {i["out"]: i["type"] for i in self.program.compute if i.opcode in ("load", "mvm", "sfu")}
+        # Per-channel requantization parameters (w_zp, multiplier, shift, out_zp) come from main
+        # memory with the layer's weights, once per inference, into the requantization unit.
+        self.channel_param_bytes = {layer.name: sum(spec.nbytes for role, _, spec in layer.weights
+                                                    if role in CHANNEL_PARAMS) for layer in self.program.layers}
 
     # ---- streams ------------------------------------------------------------------------------
     def record(self, stream: str, instr: Instr, machine) -> None:
@@ -158,6 +162,8 @@ class Timing:
         self.energy.compute += crossbars * windows * e.compute_j_per_crossbar_window
         self.energy.compute += (last - first + 1) * windows * self.block[1] * e.accumulate_j_per_add
         self._gbuffer(self.types[instr["input"]].nbytes + instr["type"].nbytes)
+        params = self.channel_param_bytes.pop(layer.name, 0)   # the first segment brings them
+        self.energy.memory += params * e.main_memory_j_per_byte
 
     def _sfu(self, stream, instr, machine):
         out = instr["type"]

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..isa.diagnostics import render_error
 from ..isa.hardware import Hardware, machine_memory_bytes
-from ..isa.opcodes import INPUT_ATTRS, LAYER_OPS, OPCODES, OUTPUT_ATTRS, SFU_SPECS, OpSpec
+from ..isa.opcodes import CODES, INPUT_ATTRS, LAYER_OPS, OPCODES, OUTPUT_ATTRS, SFU_SPECS, OpSpec
 from ..isa.program import DTYPES, Instr, LayerDef, Program, TensorSpec
 from ..isa.tiling import block_grid, matrix_shape
 from .sfu import SFU_OPS
@@ -38,6 +38,14 @@ from .windows import output_length
 MEMORY_SHARE = 0.5
 TEMPORARY_FACTOR = 8      # bytes of temporaries per byte of an op's operands and result, at most
 SOFTMAX_TABLE_MAX = 1 << 16  # qsoftmax's exponentials: table[0] = 2^16 stands for exp(0) (qops.py)
+SOFTMAX_TABLE_LENGTH = 1 << 16  # one entry per distance max - x of int16 codes, at most (qops.softmax_table)
+LUT_TABLE_LENGTH = 1 << 12   # a qlut table read by a 12-bit index (arasc/passes/quantize.py TABLE_INDEX_LEVELS)
+U8_CODES = 256
+
+
+def _largest_offset(t: TensorSpec, zp: int) -> int:
+    """The largest |x - zp| of codes of type t: 255 for u8, 2^15 + zp for int16."""
+    return max(zp, 255 - zp) if t.dtype == "u8" else (1 << 15) + abs(zp)
 
 
 class VerifyError(ValueError):
@@ -80,6 +88,33 @@ def attribute_problems(spec: OpSpec, attrs: dict, inputs: int) -> str | None:
     return None
 
 
+def either_problems(spec: OpSpec, attrs: dict, weights) -> str | None:
+    """A requantization parameter given once: as an attribute (per layer) or as a weight of the
+    same role (per channel), not both and not neither."""
+    roles = {role for role, _, _ in weights}
+    for name in spec.either:
+        if (name in attrs) == (name in roles):
+            how = "both as an attribute and as a weight" if name in attrs else "neither as an attribute nor as a weight"
+            return f"{name} is given {how}; give it once (attribute: per layer, int32 weight: per channel)"
+    return None
+
+
+def channel_problems(spec: OpSpec, weights, tensors: dict, channels: int) -> str | None:
+    """Per-channel parameters: one int32 per channel, each of the attribute's kind."""
+    for role, name, tensor in weights:
+        if role not in spec.either:
+            continue
+        if tensor.shape != (channels,):
+            return f"weight {role}=@{name} is {tensor}; a per-channel {role} has one value per channel ({channels})"
+        kind = spec.attrs.get(role) or spec.optional[role]
+        values = np.asarray(tensors[name]).astype(np.int64)
+        for value in (int(values.min()), int(values.max())) if values.size else ():
+            problem = kind.problem(value, 1)
+            if problem:
+                return f"weight {role}=@{name}: {problem}"
+    return None
+
+
 def role_problems(spec: OpSpec, weights) -> str | None:
     roles = [role for role, _, _ in weights]
     for role in roles:
@@ -98,6 +133,11 @@ def role_problems(spec: OpSpec, weights) -> str | None:
     return None
 
 
+def _code_type(attrs: dict) -> str:
+    """A crossbar layer's output codes: int16 when `wide` (the residual stream), else uint8."""
+    return "i16" if attrs.get("wide", False) else "u8"
+
+
 def conv_output(x: TensorSpec, weight: TensorSpec, attrs: dict) -> tuple[TensorSpec | None, str]:
     """qconv2d's output type for input x, or (None, why not)."""
     if len(x.shape) != 4 or len(weight.shape) != 4:
@@ -111,13 +151,13 @@ def conv_output(x: TensorSpec, weight: TensorSpec, attrs: dict) -> tuple[TensorS
                             attrs["dilation"][a]) for a in (0, 1)]
     if min(out_hw) < 1:
         return None, f"kernel {kh}x{kw} does not fit input {x} with padding {list(attrs['padding'])}"
-    return TensorSpec("u8", (x.shape[0], cout, *out_hw)), ""
+    return TensorSpec(_code_type(attrs), (x.shape[0], cout, *out_hw)), ""
 
 
-def linear_output(x: TensorSpec, weight: TensorSpec) -> tuple[TensorSpec | None, str]:
+def linear_output(x: TensorSpec, weight: TensorSpec, attrs: dict) -> tuple[TensorSpec | None, str]:
     if len(weight.shape) != 2 or not x.shape or x.shape[-1] != weight.shape[1]:
         return None, f"qlinear takes an input [..., K] and a weight [N, K], got {x} and {weight}"
-    return TensorSpec("u8", x.shape[:-1] + (weight.shape[0],)), ""
+    return TensorSpec(_code_type(attrs), x.shape[:-1] + (weight.shape[0],)), ""
 
 
 class Verifier:
@@ -126,6 +166,7 @@ class Verifier:
         self.source, self.filename = source, filename
         self.layers = {layer.name: layer for layer in program.layers}
         self.memory = int(machine_memory_bytes() * MEMORY_SHARE)
+        self.levels: dict[str, int] = {}  # an int16 table index: its largest code (a `levels` requantization)
 
     def fail(self, instr: Instr | None, message: str):
         line, col = (instr.line, instr.column) if instr is not None and instr.line else (1, 1)
@@ -190,11 +231,16 @@ class Verifier:
             if spec is None:
                 self.fail_line(layer.line, f"{where}: op {layer.op} does not run on crossbars "
                                            f"({', '.join(LAYER_OPS)})")
-            problem = attribute_problems(spec, dict(layer.attrs), 1) or role_problems(spec, layer.weights)
+            problem = (attribute_problems(spec, dict(layer.attrs), 1) or role_problems(spec, layer.weights)
+                       or either_problems(spec, dict(layer.attrs), layer.weights))
             if problem:
                 self.fail_line(layer.line, f"{where}: {problem}")
             for _, name, tensor in layer.weights:
                 self.check_tensor(layer.line, where, name, tensor)
+            _, weight = layer.weight("weight")
+            problem = channel_problems(spec, layer.weights, self.weights, weight.shape[0] if weight.shape else 1)
+            if problem:
+                self.fail_line(layer.line, f"{where}: {problem}")
             self.check_layer_shapes(layer, where)
 
     def check_layer_shapes(self, layer: LayerDef, where: str) -> None:
@@ -219,11 +265,19 @@ class Verifier:
                                            f"{weight} and its mvm instructions give {name}={value}")
         largest_bias = int(np.abs(self.weights[bias[0]].astype(np.int64)).max()) if bias else 0
         # |acc - zero-point terms + bias| <= 4 k 255^2 + |bias|, times the multiplier, plus the rounding.
-        bound = (4 * k * 255 * 255 + largest_bias) * layer.attr("multiplier") + (256 << layer.attr("shift"))
+        # Per-channel parameters: the largest channel's bounds every channel's.
+        multiplier, shift = (self.largest_param(layer, name) for name in ("multiplier", "shift"))
+        bound = (4 * k * 255 * 255 + largest_bias) * multiplier + (256 << shift)
         if bound >= 1 << 63:
-            self.fail_line(layer.line, f"{where}: multiplier={layer.attr('multiplier')} and shift="
-                                       f"{layer.attr('shift')} with K={k} and |bias| up to {largest_bias} may "
-                                       f"overflow the int64 requantization")
+            self.fail_line(layer.line, f"{where}: multiplier={multiplier} and shift={shift} with K={k} and "
+                                       f"|bias| up to {largest_bias} may overflow the int64 requantization")
+
+    def largest_param(self, layer: LayerDef, name: str) -> int:
+        """A requantization parameter of a layer: its attribute, or the largest of its per-channel weight."""
+        given = layer.weight(name)
+        if given is None:
+            return layer.attr(name)
+        return int(self.weights[given[0]].astype(np.int64).max())
 
     # ---- per-stream checks --------------------------------------------------------------------
     def check_streams_static(self) -> None:
@@ -325,6 +379,8 @@ class Verifier:
                 if instr["blocks"][1] + 1 < layer_grid(self.layers[instr["layer"]], self.hw)[3]:
                     continue  # the value is defined by the layer's last segment
             defined[out] = instr["type"]
+            if op == "sfu" and "levels" in dict(instr["attrs"]):
+                self.levels[out] = dict(instr["attrs"])["levels"]
             total_bytes += instr["type"].nbytes
             if total_bytes > self.memory:
                 self.fail(instr, f"the program's values need more than {self.memory:,} B, more than this machine "
@@ -343,9 +399,9 @@ class Verifier:
         if instr["value"] != port.value:
             self.fail(instr, f".output {port.name} is %{port.value}, not %{instr['value']}")
         value = defined[instr["value"]]
-        if value != TensorSpec("u8", port.type.shape):
+        if value.dtype not in CODES or value.shape != port.type.shape:
             self.fail(instr, f"%{instr['value']} is {value}; .output {port.name} dequantizes a "
-                             f"u8[{','.join(map(str, port.type.shape))}]")
+                             f"u8 or i16 [{','.join(map(str, port.type.shape))}]")
 
     def load_type(self, instr: Instr, defined: dict, inputs: dict) -> TensorSpec:
         port = inputs.get(instr["port"])
@@ -360,7 +416,7 @@ class Verifier:
             self.fail(instr, f"{layer.op} {layer.name} reads u8 activations, %{instr['input']} is {x}")
         _, weight = layer.weight("weight")
         attrs = dict(layer.attrs)
-        out, why = conv_output(x, weight, attrs) if layer.op == "qconv2d" else linear_output(x, weight)
+        out, why = conv_output(x, weight, attrs) if layer.op == "qconv2d" else linear_output(x, weight, attrs)
         if out is None:
             self.fail(instr, f"{layer.name}: {why}")
         k, n = matrix_shape(weight.shape, layer.attr("groups", 1))
@@ -377,7 +433,9 @@ class Verifier:
         fewest, most = spec.inputs
         if not fewest <= len(operands) <= most:
             self.fail(instr, f"{spec.name} takes {fewest}..{most} inputs, got {len(operands)}")
-        problem = attribute_problems(spec, dict(instr["attrs"]), len(operands)) or role_problems(spec, instr["weights"])
+        attrs = dict(instr["attrs"])
+        problem = (attribute_problems(spec, attrs, len(operands)) or role_problems(spec, instr["weights"])
+                   or either_problems(spec, attrs, instr["weights"]))
         if problem:
             self.fail(instr, f"{spec.name}: {problem}")
         for name, operand in zip(instr["inputs"], operands):
@@ -385,37 +443,60 @@ class Verifier:
                 self.fail(instr, f"{spec.name} takes {', '.join(spec.input_dtypes)} inputs, %{name} is {operand}")
         for role, name, tensor in instr["weights"]:
             self.check_tensor(instr.line, f"sfu {spec.name}", name, tensor)
+        if spec.either and operands[0].shape:
+            rank = len(operands[0].shape)
+            dim = attrs.get("dim", -1)
+            channels = operands[0].shape[dim % rank] if -rank <= dim < rank else 1
+            problem = channel_problems(spec, instr["weights"], self.weights, channels)
+            if problem:
+                self.fail(instr, f"{spec.name}: {problem}")
         self.check_tables(instr, operands)
         largest = max([t.nbytes for t in operands] + [instr["type"].nbytes])
         self.check_size(instr.line, f"sfu {spec.name}", TensorSpec("u8", (largest,)), TEMPORARY_FACTOR)
         return self.run_abstractly(instr, operands)
 
     def check_tables(self, instr: Instr, operands: list[TensorSpec]) -> None:
-        """What zero-filled operands cannot show: lookup tables are indexed by data (their shapes
-        and, for qsoftmax, their values: a positive sum), and a qmatmul's sums grow with K."""
-        op = instr["op"]
+        """What zero-filled operands cannot show: lookup tables are indexed by data (their shapes,
+        the range of the codes that index them and, for the softmaxes, their values: a positive
+        first entry), and the integer products of qmatmul and qmul grow with their operands."""
+        op, attrs = instr["op"], dict(instr["attrs"])
         table = next((self.weights[name] for role, name, _ in instr["weights"] if role == "table"), None)
         if op == "qlut":
-            rank = len(operands[0].shape)
-            dim = dict(instr["attrs"]).get("dim", 1)
-            if table.ndim == 2 and rank and -rank <= dim < rank:
-                channels = operands[0].shape[dim % rank]
-                if table.shape == (channels, 256):
-                    return
-            if table.shape != (256,):
-                self.fail(instr, f"qlut takes a table [256] or [C, 256] with C the input's size along dim, "
-                                 f"got {list(table.shape)} for input {operands[0]}")
-        if op == "qmatmul" and operands[0].shape:
-            attrs = dict(instr["attrs"])
-            inner = operands[0].shape[-1]
-            if inner * 255 * 255 * attrs["multiplier"] + (1 << (attrs["shift"] - 1)) >= 1 << 63:
-                self.fail(instr, f"qmatmul over K={inner} with multiplier={attrs['multiplier']} may overflow the "
-                                 f"int64 requantization")
-        if op == "qsoftmax":
+            self.check_lut(instr, operands[0], table, attrs)
+        if op in ("qmatmul", "qmul") and operands[0].shape:
+            zps = (attrs["a_zp"], attrs["b_zp"]) if op == "qmatmul" else attrs["zps"]
+            left, right = (_largest_offset(t, zp) for t, zp in zip(operands, zps))
+            inner = operands[0].shape[-1] if op == "qmatmul" else 1
+            largest = inner * left * right
+            # qmatmul sums in float64, exact below 2^53; requantization multiplies in int64
+            if largest >= 1 << 53 or largest * attrs["multiplier"] + (1 << (attrs["shift"] - 1)) >= 1 << 63:
+                self.fail(instr, f"{op} of {operands[0]} and {operands[1]} (K={inner}) with multiplier="
+                                 f"{attrs['multiplier']} may overflow the int64 requantization")
+        if op in ("qsoftmax", "qmasked_softmax"):
+            # qmasked_softmax indexes its table by max - x clipped to 0..255; qsoftmax by max - x
+            # clipped to the table's last entry, so any length serves
+            shortest = U8_CODES if op == "qmasked_softmax" else 1
             values = table.astype(np.int64)
-            if table.shape != (256,) or values.min() < 0 or values.max() > SOFTMAX_TABLE_MAX or values[0] < 1:
-                self.fail(instr, f"qsoftmax takes a table [256] of exponentials in 0..{SOFTMAX_TABLE_MAX} "
-                                 f"with table[0] > 0")
+            if (table.ndim != 1 or not shortest <= len(table) <= SOFTMAX_TABLE_LENGTH or values.min() < 0
+                    or values.max() > SOFTMAX_TABLE_MAX or values[0] < 1):
+                self.fail(instr, f"{op} takes a table [L], {shortest} <= L <= {SOFTMAX_TABLE_LENGTH}, of "
+                                 f"exponentials in 0..{SOFTMAX_TABLE_MAX} with table[0] > 0, got {list(table.shape)}")
+
+    def check_lut(self, instr: Instr, x: TensorSpec, table: np.ndarray, attrs: dict) -> None:
+        """A table [L] or [C, L] (C the input's size along dim) with an entry for every code the
+        input can hold: 256 for u8, levels + 1 for an int16 index made by a `levels` requantization."""
+        name = instr["inputs"][0]
+        codes = U8_CODES if x.dtype == "u8" else self.levels.get(name, 0) + 1 if name in self.levels else None
+        if codes is None:
+            self.fail(instr, f"qlut indexes its table by %{name}, {x}, whose codes may be negative or past any "
+                             f"table: an int16 index comes from a qrequant with levels")
+        rank = len(x.shape)
+        dim = attrs.get("dim", 1)
+        rows_fit = table.ndim == 1 or (table.ndim == 2 and rank and -rank <= dim < rank
+                                       and table.shape[0] == x.shape[dim % rank])
+        if not rows_fit or not codes <= table.shape[-1] <= LUT_TABLE_LENGTH:
+            self.fail(instr, f"qlut takes a table [L] or [C, L] with C the input's size along dim and "
+                             f"{codes} <= L <= {LUT_TABLE_LENGTH} (an entry per code of {x}), got {list(table.shape)}")
 
     def run_abstractly(self, instr: Instr, operands: list[TensorSpec]) -> TensorSpec:
         """The op's own type: run it on zero-filled operands of the declared types (their pages

@@ -145,3 +145,37 @@ def test_constant_subgraphs_fold():
 
     model = import_module(Net(), (torch.randn(2, 4),), "fold")
     assert [layer.op for layer in model.graph.layers] == ["const", "add"]
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+def test_unsupported_module_names_its_class_path_and_the_users_line(frontend):
+    with pytest.raises(FrontendError) as err:
+        load_model(f"{DATA / 'unsupported_module.py'}:factory", frontend=frontend)
+    message = str(err.value)
+    assert "Softplus" in message and "head.act" in message
+    assert "tests/data/unsupported_module.py:12" in message
+    assert "unknown source line" not in message
+
+
+def test_library_models_get_their_source_line(tmp_path):
+    """Frames inside site-packages/torchvision are not torch's own: the path starts with torch's
+    folder name but not with that folder."""
+    from arasc.frontend.errors import source_location
+
+    torchvision_file = str(Path(torch.__file__).parent) + "vision/models/mobilenetv2.py"  # .../torchvision/...
+
+    class Node:
+        meta = {"stack_trace": f'File "{torchvision_file}", line 170, in forward\n'
+                               f'  File "{torch.__file__}", line 3, in f'}
+    assert source_location(Node())[1] == 170
+
+
+def test_dropout_in_training_mode_is_an_error_not_an_identity():
+    class Noisy(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.dropout(x, 0.5)  # training=True by default: random
+
+    with pytest.raises(FrontendError, match="training mode"):
+        import_module(Noisy(), (torch.randn(2, 3),))
+    module = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5)).eval()
+    assert [layer.op for layer in import_module(module, (torch.randn(2, 3),)).graph.layers] == ["linear"]

@@ -26,12 +26,12 @@ def _assert_same(actual, expected) -> None:
 
 
 def test_zoo_order_and_entries():
-    assert list(ZOO) == FULL + SMALL + ["digits-cnn"]
+    assert list(ZOO) == FULL + ["minilm-l6"] + SMALL + ["digits-cnn", "digits-resnet"]
     for name, entry in ZOO.items():
         assert isinstance(entry, ZooModel)
         assert entry.name == name
         assert entry.summary and "\n" not in entry.summary
-        assert (entry.reference_params is not None) == (name in FULL)
+        assert (entry.reference_params is not None) == (name in FULL + ["minilm-l6"])
 
 
 def test_get_unknown_name_lists_valid_names():
@@ -107,8 +107,9 @@ def test_batchnorm_statistics_are_nontrivial():
         assert ((bn.running_var >= 0.5) & (bn.running_var <= 1.5)).all()
 
 
-def test_digits_cnn_accuracy():
-    model, (examples,) = get("digits-cnn").build()
+@pytest.mark.parametrize("name", ["digits-cnn", "digits-resnet"])
+def test_digits_models_accuracy(name):
+    model, (examples,) = get(name).build()
     x_train, y_train, x_test, y_test = load_digits_split()
     assert x_train.shape[1:] == (1, 8, 8) and x_train.dtype == torch.float32
     assert len(x_train) + len(x_test) == 1797

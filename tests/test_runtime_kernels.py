@@ -68,21 +68,28 @@ def test_write_table_is_level_distance():
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), groups=st.integers(1, 3), relu=st.booleans(), shift=st.integers(8, 40))
-def test_requantize_is_the_integer_formula(seed, groups, relu, shift):
+@given(seed=st.integers(0, 2**32 - 1), groups=st.integers(1, 3), relu=st.booleans(), wide=st.booleans())
+def test_requantize_is_the_integer_formula(seed, groups, relu, wide):
     rng = np.random.default_rng(seed)
     batch, positions, n = 2, 6, 5
     acc = rng.integers(-2**27, 2**27, (groups, n, batch * positions)).astype(np.float64)
-    rows = rng.integers(-2**20, 2**20, (groups, batch * positions)).astype(np.float64)
+    x_sums = rng.integers(0, 2**16, (groups, batch * positions)).astype(np.float64)
+    w_zp = rng.integers(-128, 128, (groups, n)).astype(np.float64)
     columns = rng.integers(-2**40, 2**40, (groups, n))
-    multiplier = int(rng.integers(1, 2**20))
-    floor = 7 if relu else 0
-    out = np.empty((batch, groups * n, positions), np.uint8)
-    requantize(acc, rows, multiplier, columns, shift, floor, out)
-    q = ((acc.astype(np.int64).transpose(0, 2, 1) - rows.astype(np.int64)[:, :, None]) * multiplier
-         + columns[:, None, :]) >> shift
-    want = np.clip(q, floor, 255).transpose(1, 0, 2).reshape(batch, positions, groups * n).transpose(0, 2, 1)
-    assert np.array_equal(out, want)
+    multiplier = rng.integers(1, 2**20, (groups, n))
+    shift = rng.integers(8, 40, (groups, n))
+    low, high, dtype = (-2**15, 2**15 - 1, np.int16) if wide else (0, 255, np.uint8)
+    floor = rng.integers(low, 128, (groups, n)) if relu else np.full((groups, n), low)
+    out = np.empty((batch, groups * n, positions), dtype)
+    requantize(acc, x_sums, w_zp, multiplier, columns, shift, floor, high, out)
+    # the same formula, element by element in Python integers
+    for g in range(groups):
+        for c in range(n):
+            for w in range(batch * positions):
+                q = ((int(acc[g, c, w]) - int(w_zp[g, c]) * int(x_sums[g, w])) * int(multiplier[g, c])
+                     + int(columns[g, c])) >> int(shift[g, c])
+                b, p = divmod(w, positions)
+                assert out[b, g * n + c, p] == min(max(q, int(floor[g, c])), high)
 
 
 @settings(max_examples=30, deadline=None)

@@ -18,7 +18,8 @@ from arasc.runtime.sfu import SFU_OPS, DataError
 
 # Ops a quantized graph keeps from the float op set: data movement, and integer (token-id) layers.
 KEPT_FLOAT_OPS = {"const", "reshape", "permute", "slice", "select", "embedding", "concat", "maxpool2d", "relu",
-                  "add", "sub", "mul", "avgpool2d"}
+                  "add", "sub", "mul", "avgpool2d", "compare", "logical", "logical_not", "cumsum", "cast", "where",
+                  "expand", "take"}
 INT_DTYPES = [np.uint8, np.int8, np.int32, np.int64]
 
 zero_points = st.integers(0, 255)
@@ -257,6 +258,56 @@ def test_qsoftmax(data, x, x_scale, out_scale, out_zp):
     attrs = {"dim": data.draw(st.integers(-x.ndim, x.ndim - 1)), "out_zp": out_zp, "multiplier": multiplier,
              "shift": shift}
     check("qsoftmax", [x], attrs, {"table": softmax_table(x_scale).numpy()})
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), x=uniform_u8(small_shapes), x_scale=st.floats(1e-3, 1.0),
+       out_scale=st.floats(0.25 / 255, 4 / 255), out_zp=st.one_of(st.just(0), zero_points))
+def test_qmasked_softmax(data, x, x_scale, out_scale, out_zp):
+    multiplier, shift = fixed_point(2.0**-31 / out_scale)
+    # a mask broadcast along a random subset of dimensions, rows entirely masked included
+    shape = tuple(1 if data.draw(st.booleans()) else n for n in x.shape)
+    mask = data.draw(hnp.arrays(np.bool_, shape))
+    attrs = {"dim": data.draw(st.integers(-x.ndim, x.ndim - 1)), "out_zp": out_zp, "multiplier": multiplier,
+             "shift": shift}
+    check("qmasked_softmax", [x, mask], attrs, {"table": softmax_table(x_scale).numpy()})
+
+
+def test_qmasked_softmax_of_a_full_mask_is_qsoftmax_and_masked_entries_are_zero():
+    x = np.random.default_rng(0).integers(0, 256, (3, 7), dtype=np.uint8)
+    multiplier, shift = fixed_point(2.0**-31 / (1 / 255))
+    attrs = {"dim": 1, "out_zp": 0, "multiplier": multiplier, "shift": shift}
+    table = {"table": softmax_table(0.05).numpy()}
+    assert np.array_equal(SFU_OPS["qmasked_softmax"]([x, np.ones((1, 7), bool)], attrs, table),
+                          SFU_OPS["qsoftmax"]([x], attrs, table))
+    keep = np.arange(7) < 4
+    masked = SFU_OPS["qmasked_softmax"]([x, keep], attrs, table)
+    assert (masked[:, ~keep] == 0).all()
+    assert np.array_equal(masked[:, keep], SFU_OPS["qsoftmax"]([x[:, keep]], attrs, table))
+
+
+int_arrays = hnp.arrays(np.int64, small_shapes, elements=st.integers(-5, 5))
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), x=int_arrays, cmp=st.sampled_from(["eq", "ne", "lt", "le", "gt", "ge"]))
+def test_integer_and_mask_ops(data, x, cmp):
+    other = data.draw(hnp.arrays(np.int64, x.shape, elements=st.integers(-5, 5)))
+    check("compare", [x], {"cmp": cmp, "scalar": data.draw(st.integers(-5, 5))})
+    check("compare", [x, other], {"cmp": cmp})
+    a, b = x > 0, other > 0
+    for fn in ("and", "or", "xor"):
+        check("logical", [a, b], {"fn": fn})
+    check("logical_not", [a], {})
+    dim = data.draw(st.integers(-x.ndim, x.ndim - 1))
+    check("cumsum", [x], {"dim": dim})
+    check("cumsum", [a], {"dim": dim})
+    for dtype in ("bool", "i32", "i64", "f32"):
+        check("cast", [x], {"dtype": dtype})
+    check("where", [a, x, other], {})
+    check("expand", [x[..., :1]], {"shape": x.shape[:-1] + (3,)})
+    positions = data.draw(hnp.arrays(np.int64, small_shapes, elements=st.integers(0, x.size - 1)))
+    check("take", [x], {}, {"positions": positions})
 
 
 norm_shapes = hnp.array_shapes(min_dims=1, max_dims=3, max_side=12)

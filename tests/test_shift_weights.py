@@ -2,10 +2,12 @@
 choice and its guard, and the skipped cells it buys on the interpreter."""
 import dataclasses
 import difflib
+import functools
 import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,17 +15,22 @@ import arasc.isa.hardware
 from arasc.compile import compile_model, weights_name, write_compiled
 from arasc.ir import OPS, evaluate, print_graph
 from arasc.isa.hardware import default_hardware, load_hardware
-from arasc.passes.shift_weights import CENTERS, ShiftWeights, choose_center, crossbar_weights, shifted
+from arasc.passes.quantize import Quantize
+from arasc.passes.shift_weights import (CENTERS, ShiftWeights, channel_param, choose_center, crossbar_weights,
+                                         shifted)
 from arasc.runtime.run import run_file
 
-from conftest import built, compiled, lowered
+from conftest import built, lowered
 
 HW = default_hardware()
 ISA_DIR = os.path.dirname(arasc.isa.hardware.__file__)
 
 
+@functools.cache
 def quantized(name):
-    return compiled(name)[0].stages[1].model  # after quantize, before shift-weights
+    """After quantize with one weight zero point per layer: the paper's Eqs. 4-7 shift layers."""
+    _, inputs = built(name)
+    return Quantize(calibration=(tuple(np.asarray(x) for x in inputs),), weights="tensor").run(lowered(name))
 
 
 def narrowed(model):
@@ -107,14 +114,52 @@ def test_without_clipping_the_outputs_are_bit_identical():
             assert np.array_equal(a.numpy(), b.numpy())
 
 
+def test_per_channel_zero_points_shift_per_channel_and_keep_the_outputs():
+    # With a zero point per output channel, each channel's codes move by its own d_c = center -
+    # mean(q_c) (clamped so that z_c + d_c stays a code): q - z is unchanged per channel, so
+    # without clipping the outputs are bit-identical and every channel's mean lands on the center.
+    _, inputs = built("digits-cnn")
+    model = Quantize(calibration=(tuple(np.asarray(x) for x in inputs),)).run(lowered("digits-cnn"))
+    weights = dict(model.weights)
+    for layer in model.graph.layers:
+        if OPS[layer.op].kind == "mvm":
+            zp, name = channel_param(model, layer, "w_zp"), layer.weight("weight").name
+            codes = np.asarray(weights[name]).astype(np.int64).reshape(len(zp), -1)
+            weights[name] = (zp[:, None] + (codes - zp[:, None]) // 8).astype(np.uint8).reshape(weights[name].shape)
+    model = model.replace(weights=weights)       # within 32 codes of each zero point: nothing clips
+    out, clipped = shifted(model, 104, "clip")
+    assert clipped == 0
+    for a, b in zip(evaluate(model, inputs), evaluate(out, inputs), strict=True):
+        assert np.array_equal(a.numpy(), b.numpy())
+    second = next(l for l in out.graph.layers if OPS[l.op].kind == "mvm" and l.weight("weight").name ==
+                  crossbar_weights(out)[1])
+    means = np.asarray(out.weights[second.weight("weight").name]).reshape(len(channel_param(out, second, "w_zp")),
+                                                                           -1).mean(1)
+    assert np.abs(means - 104).max() <= 0.5 + 1e-9
+
+
+def test_task_agreement_by_output_shape():
+    from arasc.passes.shift_weights import task_agreement
+
+    logits = np.array([[1.0, 2.0, 0.0], [3.0, 0.0, 1.0], [0.0, 0.0, 5.0], [2.0, 1.0, 0.0]])
+    flipped = logits.copy()
+    flipped[1] = [0.0, 3.0, 1.0]                  # one of four top-1 classes changes
+    assert task_agreement([[logits]], [[logits]]) == 1.0
+    assert task_agreement([[logits]], [[flipped]]) == 0.75
+    rng = np.random.default_rng(0)
+    hidden = rng.normal(size=(6, 4, 8))
+    assert task_agreement([[hidden]], [[hidden * 2.0]]) == pytest.approx(1.0)   # similarities keep their order
+    assert task_agreement([[hidden]], [[rng.normal(size=(6, 4, 8))]]) < 0.9
+
+
 def test_auto_keeps_the_outputs_or_shifts_nothing():
     _, inputs = built("bert-base-small")
     model = quantized("bert-base-small")
     choice = choose_center(model, [inputs], 0.999, HW)
     if choice.center is not None:
-        assert choice.cosine[choice.center] >= 0.999
+        assert choice.agreement[choice.center] >= 0.999
         assert choice.skip[choice.center] > choice.skip[None]
-    strict = ShiftWeights("auto", (tuple(np.asarray(x) for x in inputs),), min_cosine=1.5).run(model, HW)
+    strict = ShiftWeights("auto", (tuple(np.asarray(x) for x in inputs),), min_agreement=1.5).run(model, HW)
     assert strict is model
 
 

@@ -14,6 +14,8 @@ def _arg(args, kwargs, i, name, default=None):
 
 
 def emit_sdpa(lw, q, k, v, mask=None, is_causal=False, scale=None, base=None):
+    from .ids_and_masks import MaskedScores, combine, masked_softmax  # they register in the handler table
+
     base = base or lw.node_base_name(lw.node)
     dims = list(range(k.ndim))
     dims[-1], dims[-2] = dims[-2], dims[-1]
@@ -21,17 +23,31 @@ def emit_sdpa(lw, q, k, v, mask=None, is_causal=False, scale=None, base=None):
     scores = lw.emit("matmul", [q, kt], base=f"{base}.scores")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     scores = lw.emit("mul", [scores], {"scalar": scale}, base=f"{base}.scaled")
-    if is_causal:
-        length, source = q.shape[-2], k.shape[-2]
-        mask = torch.ones(length, source, dtype=torch.bool).tril()
+    keep = None
+    if is_causal:  # torch's causal mask is the upper-left aligned lower triangle
+        keep = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril()
     if mask is not None:
-        if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
-            mask = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
-        elif not isinstance(mask, torch.Tensor) and mask.type.dtype == "bool":
-            lw.fail("a boolean attention mask computed at run time is not supported; pass an additive float mask")
-        scores = lw.emit("add", [scores, lw.as_val(mask)], base=f"{base}.masked")
-    probs = lw.emit("softmax", [scores], {"dim": scores.ndim - 1}, base=f"{base}.probs")
+        keep_of_mask = _keep_mask(lw, mask)
+        if keep_of_mask is None:  # a general additive float mask
+            scores = lw.emit("add", [scores, lw.as_val(mask)], base=f"{base}.masked")
+        else:
+            keep = keep_of_mask if keep is None else combine(lw, keep, keep_of_mask)
+    if keep is None:
+        probs = lw.emit("softmax", [scores], {"dim": scores.ndim - 1}, base=f"{base}.probs")
+    else:
+        probs = masked_softmax(lw, MaskedScores(scores, keep), scores.ndim - 1, base=f"{base}.probs")
     return lw.emit("matmul", [probs, v], base=base)
+
+
+def _keep_mask(lw, mask):
+    """The boolean keep-mask of an attention mask, or None for a general additive float mask."""
+    from .ids_and_masks import KeepMask, keep_of_constant
+
+    if isinstance(mask, KeepMask):
+        return mask.keep
+    if isinstance(mask, torch.Tensor):
+        return mask if mask.dtype == torch.bool else keep_of_constant(mask)
+    return mask if mask.type.dtype == "bool" else None
 
 
 def lower_sdpa(lw, args, kwargs):

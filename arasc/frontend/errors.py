@@ -31,7 +31,7 @@ def source_location(node) -> tuple[str, int] | None:
     Paths inside this repository (the model zoo) are printed relative to it, so IR dumps are the
     same bytes on every clone; other paths relative to the working directory when below it."""
     trace = node.meta.get("stack_trace") or ""
-    frames = [(f, int(line)) for f, line in _FRAME.findall(trace) if not f.startswith(_TORCH_DIR)]
+    frames = [(f, int(line)) for f, line in _FRAME.findall(trace) if not f.startswith(_TORCH_DIR + os.sep)]
     if not frames:
         return None
     path, line = frames[-1]
@@ -43,9 +43,16 @@ def source_location(node) -> tuple[str, int] | None:
 
 
 def describe_node(node) -> str:
+    """The node, the model's submodule it belongs to (torch.export records it) and the source line."""
     loc = source_location(node)
     where = f"{loc[0]}:{loc[1]}" if loc else "unknown source line"
-    return f"node %{node.name} ({node.op} {target_name(node.target)}) at {where}"
+    stack = node.meta.get("nn_module_stack") or {}
+    module = ""
+    if stack and node.op != "call_module":
+        path, module_type = list(stack.values())[-1]
+        if path:
+            module = f" in module {path} ({module_type if isinstance(module_type, str) else target_name(module_type)})"
+    return f"node %{node.name} ({node.op} {target_name(node.target)}){module} at {where}"
 
 
 def target_name(target) -> str:

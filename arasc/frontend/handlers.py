@@ -57,7 +57,7 @@ def norm_dim(dim: int, ndim: int) -> int:
 
 
 def has_val(x) -> bool:
-    if isinstance(x, Val):
+    if isinstance(x, (Val, KeepMask, MaskedScores)):
         return True
     if isinstance(x, (list, tuple)):
         return any(has_val(y) for y in x)
@@ -75,38 +75,52 @@ def const(lw: Lowerer, x, what: str) -> torch.Tensor:
 # ---- dispatch ---------------------------------------------------------------------------------
 def lower_node(lw: Lowerer, node):
     args, kwargs = lw.resolve(node.args), lw.resolve(node.kwargs)
+    if node.op == "call_function" and node.target is operator.getitem and isinstance(args[0], (tuple, list,
+                                                                                                  torch.Size)):
+        return args[0][args[1]]
+    if not has_val((args, kwargs)):  # computed from constants only: folded now
+        with torch.no_grad():
+            if node.op == "call_module":
+                return lw.cap.root.get_submodule(str(node.target))(*args, **kwargs)
+            if node.op == "call_method":
+                return getattr(args[0], node.target)(*args[1:], **kwargs)
+            return node.target(*args, **kwargs)
+    handler, module = find_handler(lw, node)
+    start = len(lw.layers)
+    if isinstance(args[0] if args else None, KeepMask) and handler in MOVES_DATA:
+        result = lower_on_mask(lw, handler, args, kwargs)
+    else:
+        result = handler(lw, module, args, kwargs) if module is not None else handler(lw, args, kwargs)
+    lw.handled.append((handler, tuple(layer.op for layer in lw.layers[start:])))  # for the coverage table
+    return result
+
+
+def find_handler(lw: Lowerer, node):
+    """(handler, the nn.Module for module calls or None); an unsupported target stops here."""
     if node.op == "call_module":
         module = lw.cap.root.get_submodule(str(node.target))
-        if not has_val((args, kwargs)):
-            with torch.no_grad():
-                return module(*args, **kwargs)
         for cls in type(module).__mro__:
             if cls in MODULES:
-                return MODULES[cls](lw, module, args, kwargs)
-        return _unsupported(lw, f"module {type(module).__module__}.{type(module).__name__}")
+                return MODULES[cls], module
+        _unsupported(lw, f"module {type(module).__module__}.{type(module).__qualname__} (the model's submodule "
+                         f"{node.target})")
     if node.op == "call_method":
-        if not has_val((args, kwargs)):
-            return getattr(args[0], node.target)(*args[1:], **kwargs)
-        if node.target in METHODS:
-            return METHODS[node.target](lw, args, kwargs)
-        return _unsupported(lw, f"tensor method .{node.target}()")
+        if node.target not in METHODS:
+            _unsupported(lw, f"tensor method .{node.target}()")
+        return METHODS[node.target], None
     target = node.target
-    if target is operator.getitem and isinstance(args[0], (tuple, list, torch.Size)):
-        return args[0][args[1]]
-    if not has_val((args, kwargs)):
-        with torch.no_grad():
-            return target(*args, **kwargs)
-    handler = FUNCTIONS.get(target) or FUNCTIONS.get(getattr(target, "overloadpacket", None))
+    handler = (FUNCTIONS.get(target) or FUNCTIONS.get(getattr(target, "overloadpacket", None))
+               or NAMED_FUNCTIONS.get(target_name(target)))
     if handler is None:
-        return _unsupported(lw, f"function {target_name(target)}")
-    return handler(lw, args, kwargs)
+        _unsupported(lw, f"function {target_name(target)}")
+    return handler, None
 
 
 def _unsupported(lw: Lowerer, what: str):
     raise FrontendError(f"{describe_node(lw.node)}: unsupported operation {what}. arasc lowers convolutions, "
-                        f"linear layers, matmuls, pooling, elementwise add/sub/mul/div, concat, relu/gelu/tanh/"
-                        f"sigmoid/silu, softmax, layer/batch norm, embedding, attention and the reshape family "
-                        f"(docs/frontend.md)")
+                        f"linear layers, matmuls, pooling, elementwise arithmetic and activations, softmax, "
+                        f"layer/batch norm, embedding, attention, integer ops on ids and masks, and the reshape, "
+                        f"slice and split family; the full list is the coverage table in docs/frontend.md")
 
 
 # ---- crossbar layers --------------------------------------------------------------------------
@@ -168,7 +182,7 @@ def _linear_function(lw, args, kwargs):
     return emit_linear(lw, args[0], weight, const(lw, arg(args, kwargs, 2, "bias", None), "linear bias"), base)
 
 
-@handles(aten.addmm)
+@handles(torch.addmm, aten.addmm)
 def _addmm(lw, args, kwargs):
     bias, x, w_t = args[0], args[1], const(lw, args[2], "addmm weight")
     if kwargs.get("beta", 1) != 1 or kwargs.get("alpha", 1) != 1:
@@ -264,9 +278,73 @@ _unary("sigmoid", torch.sigmoid, F.sigmoid, aten.sigmoid, modules=(nn.Sigmoid,),
 _unary("silu", F.silu, aten.silu, modules=(nn.SiLU,))
 
 
+# Hard activations (MobileNet-v2/v3): clamp, hardswish and hardsigmoid are one SFU pass each;
+# quantized, each becomes a 256-entry table like the other elementwise functions.
+_unary("hardswish", F.hardswish, aten.hardswish, aten.hardswish_, modules=(nn.Hardswish,))
+_unary("hardsigmoid", F.hardsigmoid, aten.hardsigmoid, aten.hardsigmoid_, modules=(nn.Hardsigmoid,))
+handles(aten.sigmoid_, methods=("sigmoid_",))(FUNCTIONS[F.sigmoid])
+handles(aten.silu_)(FUNCTIONS[F.silu])
+
+
+@handles(torch.pow, operator.pow, aten.pow, methods=("pow",))
+def _pow(lw, args, kwargs):
+    x, exponent = args[0], arg(args, kwargs, 1, "exponent")
+    if not isinstance(x, Val) or isinstance(exponent, (Val, torch.Tensor)):
+        lw.fail("pow is supported with a run-time base and a constant number as exponent")
+    if x.type.dtype != "f32":
+        lw.fail("pow of an integer tensor is not supported")
+    return lw.emit("pow", [x], {"exponent": float(exponent)})
+
+
+def emit_clamp(lw, x, low, high):
+    if isinstance(low, Val) or isinstance(high, Val):
+        lw.fail("clamp with bounds computed at run time is not supported; use constant bounds")
+    if x.type.dtype != "f32":
+        lw.fail(f"clamp of a {x.type.dtype} tensor is not supported (float activations only)")
+    low = float("-inf") if low is None else float(low)
+    high = float("inf") if high is None else float(high)
+    return lw.emit("clamp", [x], {"min": low, "max": high})
+
+
+@handles(modules=(nn.Hardtanh,))  # nn.ReLU6 is a Hardtanh(0, 6)
+def _hardtanh_module(lw, mod, args, kwargs):
+    return emit_clamp(lw, args[0], mod.min_val, mod.max_val)
+
+
+@handles(F.relu6, aten.relu6, aten.relu6_)
+def _relu6(lw, args, kwargs):
+    return emit_clamp(lw, args[0], 0.0, 6.0)
+
+
+@handles(F.hardtanh, F.hardtanh_, aten.hardtanh, aten.hardtanh_)
+def _hardtanh(lw, args, kwargs):
+    return emit_clamp(lw, args[0], arg(args, kwargs, 1, "min_val", -1.0), arg(args, kwargs, 2, "max_val", 1.0))
+
+
+@handles(torch.clamp, torch.clip, aten.clamp, aten.clip, aten.clamp_, methods=("clamp", "clip", "clamp_", "clip_"))
+def _clamp(lw, args, kwargs):
+    return emit_clamp(lw, args[0], arg(args, kwargs, 1, "min", None), arg(args, kwargs, 2, "max", None))
+
+
+@handles(torch.clamp_min, aten.clamp_min, methods=("clamp_min",))
+def _clamp_min(lw, args, kwargs):
+    return emit_clamp(lw, args[0], arg(args, kwargs, 1, "min"), None)
+
+
+@handles(torch.clamp_max, aten.clamp_max, methods=("clamp_max",))
+def _clamp_max(lw, args, kwargs):
+    return emit_clamp(lw, args[0], None, arg(args, kwargs, 1, "max"))
+
+
+def emit_softmax(lw, x, dim):
+    if isinstance(x, MaskedScores):
+        return masked_softmax(lw, x, dim)
+    return lw.emit("softmax", [x], {"dim": norm_dim(dim, x.ndim)})
+
+
 @handles(modules=(nn.Softmax,))
 def _softmax_module(lw, mod, args, kwargs):
-    return lw.emit("softmax", [args[0]], {"dim": norm_dim(mod.dim, args[0].ndim)})
+    return emit_softmax(lw, args[0], mod.dim)
 
 
 @handles(F.softmax, torch.softmax, aten.softmax, aten._softmax, methods=("softmax",))
@@ -275,7 +353,7 @@ def _softmax(lw, args, kwargs):
     dtype = kwargs.get("dtype")
     if dtype not in (None, torch.float32):
         lw.fail(f"softmax to dtype {dtype} is not supported")
-    return lw.emit("softmax", [x], {"dim": norm_dim(dim, x.ndim)})
+    return emit_softmax(lw, x, dim)
 
 
 def emit_layernorm(lw, x, shape, weight, bias, eps, base):
@@ -422,6 +500,10 @@ def _binary(op, *targets, methods=()):
             b = b * alpha
         if kwargs.get("rounding_mode") is not None:
             lw.fail("division with a rounding mode is not supported")
+        if op == "add":
+            masked = add_mask(lw, a, b)
+            if masked is not None:
+                return masked
         return emit_binary(lw, op, a, b)
     handles(*targets, methods=methods)(handler)
 
@@ -439,7 +521,9 @@ def _rsub(lw, args, kwargs):
 
 @handles(torch.cat, torch.concat, aten.cat, aten.concat)
 def _cat(lw, args, kwargs):
-    tensors = [lw.as_val(t) for t in arg(args, kwargs, 0, "tensors")]
+    # torch.cat skips empty 1-D tensors (an empty key/value cache before the first token)
+    tensors = [lw.as_val(t) for t in arg(args, kwargs, 0, "tensors")
+               if not (isinstance(t, torch.Tensor) and t.dim() == 1 and t.numel() == 0)]
     dim = norm_dim(arg(args, kwargs, 1, "dim", 0), tensors[0].ndim)
     return tensors[0] if len(tensors) == 1 else lw.emit("concat", tensors, {"dim": dim})
 
@@ -449,9 +533,45 @@ def identity(lw, *rest):
     return rest[-2][0]
 
 
-handles(F.dropout, aten.dropout, aten.clone, aten.alias, aten.detach, aten.contiguous, aten.lift_fresh_copy,
-        torch.clone, modules=(nn.Dropout, nn.Identity),
-        methods=("contiguous", "clone", "detach"))(identity)
+handles(aten.clone, aten.alias, aten.detach, aten.contiguous, aten.lift_fresh_copy, torch.clone,
+        modules=(nn.Identity,), methods=("contiguous", "clone", "detach"))(identity)
+
+
+def eval_identity(lw, x, p, training):
+    """Dropout and stochastic depth: identities at inference; in training mode they draw random
+    masks, which a compiled inference program has no use for."""
+    if training and p:
+        lw.fail(f"{target_name(lw.node.target)} in training mode (p={p}) is random; call model.eval(), or pass "
+                f"training=False")
+    return x
+
+
+@handles(modules=(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout))
+def _dropout_module(lw, mod, args, kwargs):
+    return eval_identity(lw, args[0], mod.p, mod.training)
+
+
+@handles(F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout)
+def _dropout(lw, args, kwargs):
+    return eval_identity(lw, args[0], arg(args, kwargs, 1, "p", 0.5), arg(args, kwargs, 2, "training", True))
+
+
+@handles(aten.dropout, aten.feature_dropout, aten.alpha_dropout, aten.feature_alpha_dropout)
+def _dropout_aten(lw, args, kwargs):
+    return eval_identity(lw, args[0], args[1], args[2])
+
+
+# torchvision is optional: its stochastic depth (EfficientNet, ConvNeXt) is matched by name. (Its
+# StochasticDepth module is no leaf for torch.fx, which traces into it down to this function.)
+NAMED_FUNCTIONS = {"torchvision.ops.stochastic_depth.stochastic_depth": lambda lw, args, kwargs: eval_identity(
+    lw, args[0], arg(args, kwargs, 1, "p"), arg(args, kwargs, 3, "training", True))}
+
+
+@handles(aten._assert_tensor_metadata, aten._assert_async, aten._assert_scalar, aten.sym_constrain_range_for_size)
+def _assertion(lw, args, kwargs):
+    """torch.export's dtype/shape assertions: the traced shapes were checked when the graph was
+    captured and are checked again on every layer, so the assertion has nothing left to do."""
+    return None
 
 
 def emit_reshape(lw, x: Val, shape):
@@ -517,6 +637,60 @@ def _slice(lw, args, kwargs):
                       arg(args, kwargs, 3, "end", None), arg(args, kwargs, 4, "step", 1))
 
 
+def emit_pieces(lw, x: Val, dim: int, sizes) -> tuple:
+    """chunk / split: consecutive slices along `dim`; pieces nothing reads are dropped later."""
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(emit_slice(lw, x, dim, start, start + size, 1))
+        start += size
+    if start != x.shape[dim]:
+        lw.fail(f"split sizes {list(sizes)} do not add up to the dimension's {x.shape[dim]}")
+    return tuple(pieces)
+
+
+def _even_sizes(total: int, size: int) -> list[int]:
+    return [min(size, total - start) for start in range(0, total, size)] or [0]
+
+
+@handles(torch.chunk, aten.chunk, methods=("chunk",))
+def _chunk(lw, args, kwargs):
+    x = args[0]
+    dim = norm_dim(arg(args, kwargs, 2, "dim", 0), x.ndim)
+    chunks = int(arg(args, kwargs, 1, "chunks"))
+    return emit_pieces(lw, x, dim, _even_sizes(x.shape[dim], -(-x.shape[dim] // chunks)))
+
+
+@handles(torch.split, aten.split, aten.split_with_sizes, methods=("split",))
+def _split(lw, args, kwargs):
+    x = args[0]
+    sizes = arg(args, kwargs, 1, "split_size_or_sections", None)
+    if sizes is None:
+        sizes = kwargs.get("split_size", kwargs.get("split_sizes"))
+    dim = norm_dim(arg(args, kwargs, 2, "dim", 0), x.ndim)
+    sizes = _even_sizes(x.shape[dim], int(sizes)) if isinstance(sizes, int) else [int(s) for s in sizes]
+    return emit_pieces(lw, x, dim, sizes)
+
+
+@handles(torch.unbind, aten.unbind, methods=("unbind",))
+def _unbind(lw, args, kwargs):
+    x = args[0]
+    dim = norm_dim(arg(args, kwargs, 1, "dim", 0), x.ndim)
+    return tuple(lw.emit("select", [x], {"dim": dim, "index": i}) for i in range(x.shape[dim]))
+
+
+@handles(torch.channel_shuffle, F.channel_shuffle, F.native_channel_shuffle, aten.channel_shuffle,
+         aten.native_channel_shuffle, modules=(nn.ChannelShuffle,))
+def _channel_shuffle(lw, *rest):
+    """ShuffleNet's shuffle: [N, g*c, ...] -> [N, g, c, ...] -> swap g and c -> [N, c*g, ...]."""
+    args, kwargs = rest[-2], rest[-1]
+    x = args[0]
+    groups = rest[0].groups if len(rest) == 3 else int(arg(args, kwargs, 1, "groups"))
+    n, channels, *spatial = x.shape
+    split = emit_reshape(lw, x, (n, groups, channels // groups, *spatial))
+    swapped = emit_permute(lw, split, (0, 2, 1) + tuple(range(3, split.ndim)))
+    return emit_reshape(lw, swapped, x.shape)
+
+
 @handles(aten.select, torch.select, methods=("select",))
 def _select(lw, args, kwargs):
     x = args[0]
@@ -528,8 +702,10 @@ def _select(lw, args, kwargs):
 def _getitem(lw, args, kwargs):
     x, index = args
     index = index if isinstance(index, tuple) else (index,)
-    if any(isinstance(i, (torch.Tensor, Val, list)) for i in index):
-        lw.fail("indexing with tensors (advanced indexing) is not supported")
+    if any(isinstance(i, Val) for i in index):
+        lw.fail("indexing with index tensors computed at run time is not supported")
+    if any(isinstance(i, (torch.Tensor, list)) for i in index):
+        return emit_take(lw, x, index)
     if Ellipsis in index:
         at = index.index(Ellipsis)
         fill = x.ndim - (len(index) - 1 - sum(i is None for i in index))
@@ -554,11 +730,6 @@ def _size(lw, args, kwargs):
     return torch.Size(x.shape) if dim is None else x.shape[dim]
 
 
-@handles(aten.sym_size)
-def _sym_size(lw, args, kwargs):
-    return args[0].shape[args[1]]
-
-
 @handles(getattr)
 def _getattr(lw, args, kwargs):
     x, name = args
@@ -569,7 +740,8 @@ def _getattr(lw, args, kwargs):
     lw.fail(f"reading .{name} of a run-time tensor is not supported")
 
 
-@handles(torch.zeros_like, torch.ones_like, aten.zeros_like, aten.ones_like, methods=("new_zeros", "new_ones"))
+@handles(torch.zeros_like, torch.ones_like, aten.zeros_like, aten.ones_like, aten.new_zeros, aten.new_ones,
+         methods=("new_zeros", "new_ones"))
 def _filled_like(lw, args, kwargs):
     """Tensors that depend only on a run-time tensor's (static) shape are compile-time constants."""
     meta = node_shape(lw.node)
@@ -582,23 +754,16 @@ def _dim(lw, args, kwargs):
     return args[0].ndim
 
 
-@handles(methods=("to", "float", "type_as"))
-def _to(lw, args, kwargs):
-    x = args[0]
-    meta = node_shape(lw.node)
-    if meta is not None and meta[1] != torch.float32 and x.type.dtype == "f32":
-        lw.fail(f"casting to {meta[1]} is not supported")
-    return x
-
-
-@handles(aten._to_copy, aten.to)
-def _to_copy(lw, args, kwargs):
-    return _to(lw, args, kwargs)
-
-
 # ---- attention --------------------------------------------------------------------------------
 handles(F.scaled_dot_product_attention, aten.scaled_dot_product_attention)(lower_sdpa)
 handles(modules=(nn.MultiheadAttention,))(lower_multihead_attention)
+
+# Integer ids and attention masks (their handlers register themselves in this table).
+from .ids_and_masks import (KeepMask, MaskedScores, _expand, add_mask, emit_take, lower_on_mask,  # noqa: E402
+                            masked_softmax)
+
+# Handlers that only move data: they apply unchanged to the boolean inside an attention mask.
+MOVES_DATA = {reshape_to_traced, _slice, _select, _getitem, _permute, _transpose, identity, _expand}
 
 # Modules that lower to one layer: in torch.export graphs, their op is named after the module path.
 UNIT_MODULES = {f"{cls.__module__}.{cls.__qualname__}" for cls in MODULES} - {

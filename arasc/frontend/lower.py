@@ -56,6 +56,7 @@ class Lowerer:
         self.env: dict[torch.fx.Node, object] = {}
         self.node: torch.fx.Node | None = None
         self.use_counts = {n: len(n.users) for n in captured.graph.nodes}
+        self.handled: list[tuple[object, tuple[str, ...]]] = []  # (handler, IR ops it emitted) per node
 
     # ---- naming ---------------------------------------------------------------------------
     def fresh(self, base: str) -> str:

@@ -14,7 +14,7 @@ from typing import Mapping, Union
 
 import numpy as np
 
-NUMPY_DTYPES = {"f32": np.float32, "i64": np.int64, "i32": np.int32, "u8": np.uint8, "i8": np.int8, "bool": np.bool_}
+NUMPY_DTYPES = {"f32": np.float32, "i64": np.int64, "i32": np.int32, "u8": np.uint8, "i8": np.int8, "i16": np.int16, "bool": np.bool_}
 DTYPES = tuple(NUMPY_DTYPES)
 
 AttrValue = Union[bool, int, float, str, tuple]

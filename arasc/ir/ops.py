@@ -22,6 +22,7 @@ TORCH_DTYPES = {
     "i32": torch.int32,
     "u8": torch.uint8,
     "i8": torch.int8,
+    "i16": torch.int16,
     "bool": torch.bool,
 }
 IR_DTYPES = {v: k for k, v in TORCH_DTYPES.items()}
@@ -141,9 +142,40 @@ def _silu(xs, a, w):
     return F.silu(xs[0])
 
 
+@op("clamp", "sfu", "min(max(x, min), max) on a float tensor (ReLU6, hardtanh, clamp); a bound may be -inf/inf",
+    attrs=("min", "max"))
+def _clamp(xs, a, w):
+    return torch.clamp(xs[0], a["min"], a["max"])
+
+
+@op("hardswish", "sfu", "x * relu6(x + 3) / 6 (MobileNet-v3)")
+def _hardswish(xs, a, w):
+    return F.hardswish(xs[0])
+
+
+@op("hardsigmoid", "sfu", "relu6(x + 3) / 6 (MobileNet-v3's squeeze-excitation gate)")
+def _hardsigmoid(xs, a, w):
+    return F.hardsigmoid(xs[0])
+
+
+@op("pow", "sfu", "x ** exponent, a constant exponent (GPT-2's tanh GELU spells out x^3)", attrs=("exponent",))
+def _pow(xs, a, w):
+    return torch.pow(xs[0], a["exponent"])
+
+
 @op("softmax", "sfu", "softmax along `dim`", attrs=("dim",))
 def _softmax(xs, a, w):
     return torch.softmax(xs[0], dim=a["dim"])
+
+
+@op("masked_softmax", "sfu", "softmax along `dim` over the entries where the bool `mask` (2nd input, broadcast) "
+    "is true; masked entries are 0, and so is a row with no entry kept", min_inputs=2, max_inputs=2, attrs=("dim",))
+def _masked_softmax(xs, a, w):
+    x, mask = xs[0], xs[1].expand(xs[0].shape)
+    if mask.dtype != torch.bool:
+        raise TypeError(f"masked_softmax's mask must be bool, got {mask.dtype}")
+    probs = torch.softmax(x.masked_fill(~mask, float("-inf")), dim=a["dim"])
+    return probs.masked_fill(~mask, 0.0).nan_to_num(0.0)
 
 
 @op("layernorm", "sfu", "layer normalisation over the last `ndim` dimensions",
@@ -184,6 +216,54 @@ def _slice(xs, a, w):
 @op("select", "data", "element `index` along `dim`, removing that dimension", attrs=("dim", "index"))
 def _select(xs, a, w):
     return xs[0].select(a["dim"], a["index"])
+
+
+# ---- integer and boolean ops: token ids and the masks computed from them (SFU) ---------------
+COMPARISONS = {"eq": torch.eq, "ne": torch.ne, "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge}
+LOGICAL = {"and": torch.logical_and, "or": torch.logical_or, "xor": torch.logical_xor}
+
+
+@op("compare", "sfu", "elementwise comparison `cmp` (eq ne lt le gt ge) -> bool, against a second input or the "
+    "attribute `scalar`", max_inputs=2, attrs=("cmp",), defaults={"scalar": None})
+def _compare(xs, a, w):
+    return COMPARISONS[a["cmp"]](xs[0], xs[1] if len(xs) == 2 else a["scalar"])
+
+
+@op("logical", "sfu", "elementwise `fn` (and or xor) of two bool tensors", min_inputs=2, max_inputs=2, attrs=("fn",))
+def _logical(xs, a, w):
+    return LOGICAL[a["fn"]](xs[0], xs[1])
+
+
+@op("logical_not", "sfu", "elementwise not of a bool tensor")
+def _logical_not(xs, a, w):
+    return torch.logical_not(xs[0])
+
+
+@op("cumsum", "sfu", "running sum along `dim` of an integer or bool tensor (int64 result)", attrs=("dim",))
+def _cumsum(xs, a, w):
+    return torch.cumsum(xs[0], dim=a["dim"])
+
+
+@op("cast", "sfu", "conversion of an integer or bool tensor to `dtype` (an IR dtype name)", attrs=("dtype",))
+def _cast(xs, a, w):
+    return xs[0].to(TORCH_DTYPES[a["dtype"]])
+
+
+@op("where", "sfu", "cond ? a : b on integer or bool tensors, broadcasting; cond (bool) is the first input",
+    min_inputs=3, max_inputs=3)
+def _where(xs, a, w):
+    return torch.where(xs[0], xs[1], xs[2])
+
+
+@op("take", "data", "elements of the input at the flat `positions` (an int64 weight; the output has its shape)",
+    weights=("positions",))
+def _take(xs, a, w):
+    return xs[0].reshape(-1)[w["positions"]]
+
+
+@op("expand", "data", "broadcast to `shape` (size-1 dimensions repeated)", attrs=("shape",))
+def _expand(xs, a, w):
+    return xs[0].expand(a["shape"])
 
 
 def attention_scale(head_dim: int) -> float:

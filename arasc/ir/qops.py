@@ -26,38 +26,56 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..isa.program import CHANNEL_PARAMS
 from .ops import op
 
 U8_MAX = 255
+I16_MIN, I16_MAX = -(1 << 15), (1 << 15) - 1
 MULTIPLIER_BITS = 31     # m in [2^30, 2^31): the int32 fixed-point multiplier of gemmlowp / TFLite
 SOFTMAX_EXP_BITS = 16    # qsoftmax's exponentials: table[0] = 2^16 stands for exp(0) = 1
 SOFTMAX_PROB_BITS = 31   # qsoftmax's probabilities are Q31 integers before requantization
 
 
-def fixed_point(real: float) -> tuple[int, int]:
-    """(m, shift) with real ~= m * 2^-shift, m in [2^30, 2^31), 1 <= shift <= 62."""
-    m, shift = shared_fixed_point((real,))
+MAX_SHIFT = 52           # out_zp * 2^shift (< 2^60) plus acc * m (< 2^62 in practice) stays inside int64
+
+
+def fixed_point(real: float, bits: int = MULTIPLIER_BITS) -> tuple[int, int]:
+    """(m, shift) with real ~= m * 2^-shift, m in [2^(bits-1), 2^bits), 1 <= shift <= 52; below
+    2^-22, m is smaller (see shared_fixed_point). Fewer bits than 31 where the accumulator is
+    wider than 32 bits (int16 operands)."""
+    m, shift = shared_fixed_point((real,), bits)
     return m[0], shift
 
 
-def shared_fixed_point(reals) -> tuple[tuple[int, ...], int]:
-    """Signed multipliers sharing one shift, chosen so the largest |real| gets m in [2^30, 2^31).
+def shared_fixed_point(reals, bits: int = MULTIPLIER_BITS) -> tuple[tuple[int, ...], int]:
+    """Signed multipliers sharing one shift, chosen so the largest |real| gets m in [2^(bits-1), 2^bits).
 
-    Sharing the shift lets a sum of several rescaled inputs (qadd) round once."""
+    Sharing the shift lets a sum of several rescaled inputs (qadd) round once. A multiplier
+    below 2^-22 (a degenerate layer, e.g. GoogLeNet at random init, whose inputs are ~1e-11)
+    keeps the largest shift, MAX_SHIFT = 52, and a smaller m = round(real 2^52): the error of
+    acc * m / 2^52 against acc * real is then below |acc| 2^-53 < 2^-21 of an output code for
+    any |acc| < 2^32, so the result is the exactly rounded one except when acc * real falls
+    within 2^-21 of a rounding tie; a multiplier below 2^-53 becomes m = 0, a layer whose
+    accumulator cannot move its output by half a code."""
     largest = max(abs(r) for r in reals)
     if not largest > 0:
         raise ValueError(f"fixed-point multipliers {tuple(reals)}: need a nonzero one")
     mantissa, exponent = math.frexp(largest)          # largest = mantissa * 2^exponent, mantissa in [0.5, 1)
-    shift = MULTIPLIER_BITS - exponent
-    if round(mantissa * 2**MULTIPLIER_BITS) == 2**MULTIPLIER_BITS:
-        shift -= 1                                    # rounding reached 2^31: renormalise
-    if not 1 <= shift <= 62:
-        raise ValueError(f"multiplier {largest!r} is outside the fixed-point range [2^-32, 2^30)")
+    shift = bits - exponent
+    if round(mantissa * 2**bits) == 2**bits:
+        shift -= 1                                    # rounding reached 2^bits: renormalise
+    if shift < 1:
+        raise ValueError(f"multiplier {largest!r} is outside the fixed-point range (below 2^{bits - 1})")
+    shift = min(shift, MAX_SHIFT)
     return tuple(int(round(r * 2.0**shift)) for r in reals), shift
 
 
-def rounding_shift(acc: torch.Tensor, multiplier: int, shift: int) -> torch.Tensor:
-    """round_half_up(acc * multiplier / 2^shift) in int64. |acc| < 2^32 keeps acc * m below 2^63."""
+def rounding_shift(acc: torch.Tensor, multiplier, shift) -> torch.Tensor:
+    """round_half_up(acc * multiplier / 2^shift) in int64. |acc| < 2^32 keeps acc * m below 2^63.
+    multiplier and shift are ints, or int64 tensors broadcasting against acc (one per channel)."""
+    if isinstance(shift, torch.Tensor):
+        return torch.bitwise_right_shift(acc * multiplier + torch.bitwise_left_shift(torch.ones_like(shift), shift - 1),
+                                         shift)
     return (acc * multiplier + (1 << (shift - 1))) >> shift
 
 
@@ -66,14 +84,40 @@ def _to_u8(q: torch.Tensor, low: int = 0) -> torch.Tensor:
     return q.clamp(low, U8_MAX).to(torch.uint8)
 
 
-def _relu_floor(a: dict) -> int:
+def _saturate(q: torch.Tensor, a: dict, low=None) -> torch.Tensor:
+    """Saturate to the output's code range: uint8, or int16 for a `wide` value (the SFU's residual
+    path, docs/quantization.md); `low` (an int or a per-channel tensor) raises the floor (fused ReLU)."""
+    lo, hi, dtype = (I16_MIN, I16_MAX, torch.int16) if a.get("wide") else (0, U8_MAX, torch.uint8)
+    if a.get("levels"):    # a table index of more than 8 bits: codes 0..levels in int16
+        lo, hi, dtype = 0, a["levels"], torch.int16
+    q = q.clamp(lo, hi)
+    if low is not None:
+        q = torch.maximum(q, torch.as_tensor(low, dtype=q.dtype, device=q.device))
+    return q.to(dtype)
+
+
+def _relu_floor(a: dict):
     """A fused ReLU clamps at the output zero point, the code of real 0."""
-    return a["out_zp"] if a.get("relu") else 0
+    return a["out_zp"] if a.get("relu") else None
 
 
-def requantize(acc: torch.Tensor, a: dict) -> torch.Tensor:
-    """int64 accumulator -> uint8 at the output scale: out_zp + round_half_up(acc * m / 2^shift)."""
-    return _to_u8(a["out_zp"] + rounding_shift(acc, a["multiplier"], a["shift"]), _relu_floor(a))
+def channel_param(a: dict, w: dict, name: str, shape: tuple[int, ...]):
+    """A requantization parameter of a crossbar layer: the attribute (one for the layer) or the
+    int32 weight of that role (one per output channel), shaped to broadcast along the channels."""
+    if name in w:
+        return _wide(w[name]).reshape(shape)
+    if a.get(name) is None:
+        raise ValueError(f"{name} must be an attribute (per layer) or a weight (per channel)")
+    return a[name]
+
+
+def requantize(acc: torch.Tensor, a: dict, w: dict | None = None, channels: tuple[int, ...] = (-1,)) -> torch.Tensor:
+    """int64 accumulator -> uint8 (int16 when `wide`) at the output scale:
+    out_zp + round_half_up(acc * m / 2^shift); m, shift and out_zp per layer or per channel
+    (`channels`: the broadcast shape of a per-channel parameter)."""
+    w = w or {}
+    m, shift, out_zp = (channel_param(a, w, k, channels) for k in ("multiplier", "shift", "out_zp"))
+    return _saturate(out_zp + rounding_shift(acc, m, shift), a, out_zp if a.get("relu") else None)
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:
@@ -100,22 +144,24 @@ def _dequantize(xs, a, w):
 
 # ---- crossbar layers ---------------------------------------------------------------------------
 
-MVM_ATTRS = ("x_zp", "w_zp", "out_zp", "multiplier", "shift")
+MVM_ATTRS = ("x_zp",)
+# CHANNEL_PARAMS: per layer as attributes, or per output channel as int32 weights of the same role.
+MVM_DEFAULTS = {"relu": False, "wide": False, **{name: None for name in CHANNEL_PARAMS}}
 
 
-def _zero_point_terms(xw, x_sum, w_sum, k, a, bias):
+def _zero_point_terms(xw, x_sum, w_sum, k, a, w_zp, bias):
     """sum((q_x - z_x)(q_w - z_w)) + bias from the crossbar's unsigned sum(q_x q_w) (DESIGN.md 3).
 
     x_sum is sum(q_x) over each window, w_sum sum(q_w) per output channel, k the window size,
-    bias (int32, or None) shaped to broadcast like w_sum."""
-    acc = xw - a["w_zp"] * x_sum - a["x_zp"] * w_sum + k * a["x_zp"] * a["w_zp"]
+    w_zp an int or per-channel tensor and bias (int32, or None) shaped to broadcast like w_sum."""
+    acc = xw - w_zp * x_sum - a["x_zp"] * w_sum + k * a["x_zp"] * w_zp
     return acc if bias is None else acc + _wide(bias)
 
 
 @op("qconv2d", "mvm", "uint8 conv2d: crossbar sum(q_x q_w), digital zero-point correction, + int32 bias, "
     "requantized by multiplier/shift; padding feeds x_zp (real 0); relu clamps at out_zp",
-    attrs=("stride", "padding", "dilation", "groups") + MVM_ATTRS, defaults={"relu": False},
-    weights=("weight",), optional_weights=("bias",))
+    attrs=("stride", "padding", "dilation", "groups") + MVM_ATTRS, defaults=MVM_DEFAULTS,
+    weights=("weight",), optional_weights=("bias",) + CHANNEL_PARAMS)
 def _qconv2d(xs, a, w):
     weight, groups = w["weight"], a["groups"]
     pad_h, pad_w = a["padding"]
@@ -131,22 +177,24 @@ def _qconv2d(xs, a, w):
     w_sum = channel(_wide(weight).sum((1, 2, 3)))
     bias = channel(w["bias"]) if "bias" in w else None
     k = weight.shape[1] * weight.shape[2] * weight.shape[3]
-    return requantize(_zero_point_terms(xw, x_sum, w_sum, k, a, bias), a)
+    w_zp = channel_param(a, w, "w_zp", (1, -1, 1, 1))
+    return requantize(_zero_point_terms(xw, x_sum, w_sum, k, a, w_zp, bias), a, w, (1, -1, 1, 1))
 
 
 @op("qlinear", "mvm", "uint8 linear over the last dimension (weight u8 [N, K], bias i32 [N]): as qconv2d",
-    attrs=MVM_ATTRS, defaults={"relu": False}, weights=("weight",), optional_weights=("bias",))
+    attrs=MVM_ATTRS, defaults=MVM_DEFAULTS, weights=("weight",), optional_weights=("bias",) + CHANNEL_PARAMS)
 def _qlinear(xs, a, w):
     x, weight = xs[0], w["weight"]
     xw = torch.matmul(_exact(x), _exact(weight).T).to(torch.int64)
     x_sum = _wide(x).sum(-1, keepdim=True)
     w_sum = _wide(weight).sum(1)
-    return requantize(_zero_point_terms(xw, x_sum, w_sum, weight.shape[1], a, w.get("bias")), a)
+    w_zp = channel_param(a, w, "w_zp", (-1,))
+    return requantize(_zero_point_terms(xw, x_sum, w_sum, weight.shape[1], a, w_zp, w.get("bias")), a, w)
 
 
 @op("qmatmul", "matmul", "product of two uint8 activations: sum((a - a_zp)(b - b_zp)) over the inner "
-    "dimension, requantized by multiplier/shift", min_inputs=2, max_inputs=2,
-    attrs=("a_zp", "b_zp", "out_zp", "multiplier", "shift"))
+    "dimension, requantized by multiplier/shift; int16 output when wide", min_inputs=2, max_inputs=2,
+    attrs=("a_zp", "b_zp", "out_zp", "multiplier", "shift"), defaults={"wide": False})
 def _qmatmul(xs, a, w):
     left, right = xs
     ab = torch.matmul(_exact(left), _exact(right)).to(torch.int64)
@@ -166,14 +214,14 @@ def _rescaled_sum(xs, a):
 
 @op("qadd", "sfu", "sum of uint8 inputs at their own scales: out_zp + round_half_up(sum_i (x_i - zps[i]) * "
     "multipliers[i] / 2^shift); multipliers are signed (sub), broadcasting; relu clamps at out_zp",
-    max_inputs=None, attrs=("zps", "multipliers", "shift", "out_zp"), defaults={"relu": False})
+    max_inputs=None, attrs=("zps", "multipliers", "shift", "out_zp"), defaults={"relu": False, "wide": False})
 def _qadd(xs, a, w):
-    return _to_u8(a["out_zp"] + rounding_shift(_rescaled_sum(xs, a), 1, a["shift"]), _relu_floor(a))
+    return _saturate(a["out_zp"] + rounding_shift(_rescaled_sum(xs, a), 1, a["shift"]), a, _relu_floor(a))
 
 
 @op("qmul", "sfu", "product of two uint8 inputs: out_zp + round_half_up((a - zps[0])(b - zps[1]) * "
-    "multiplier / 2^shift), broadcasting", min_inputs=2, max_inputs=2,
-    attrs=("zps", "multiplier", "shift", "out_zp"))
+    "multiplier / 2^shift), broadcasting; int16 output when wide", min_inputs=2, max_inputs=2,
+    attrs=("zps", "multiplier", "shift", "out_zp"), defaults={"wide": False})
 def _qmul(xs, a, w):
     left, right = ((_wide(x) - zp) for x, zp in zip(xs, a["zps"], strict=True))
     return requantize(left * right, a)
@@ -188,12 +236,25 @@ def _qconcat(xs, a, w):
     return torch.cat(parts, dim=a["dim"])
 
 
+@op("qrequant", "sfu", "new codes for a value, per layer or per channel along `dim`: out_zp + "
+    "round_half_up((x - x_zp) * multiplier / 2^shift), saturated to u8 (i16 when wide); narrows the int16 "
+    "residual stream to a crossbar's 8-bit input", attrs=("x_zp",),
+    defaults={"dim": -1, "wide": False, "levels": None, "multiplier": None, "shift": None, "out_zp": None},
+    optional_weights=("multiplier", "shift", "out_zp"))
+def _qrequant(xs, a, w):
+    x = _wide(xs[0])
+    dim = a["dim"] % x.dim()
+    channels = tuple(-1 if d == dim else 1 for d in range(x.dim()))
+    return requantize(x - a["x_zp"], a, w, channels)
+
+
 @op("qrelu", "sfu", "uint8 ReLU at an unchanged scale: max(x, zp)", attrs=("zp",))
 def _qrelu(xs, a, w):
     return xs[0].clamp_min(a["zp"])
 
 
-@op("qlut", "sfu", "table lookup y = table[x] (table u8 [256]); per channel y = table[c, x] (table u8 [C, 256], "
+@op("qlut", "sfu", "table lookup y = table[x] (table u8 [256], or [L] for an index of 0..L-1); per channel "
+    "y = table[c, x] (table u8 [C, L], "
     "c the index along `dim`): any elementwise function of one uint8 input, exact by construction",
     defaults={"dim": 1}, weights=("table",))
 def _qlut(xs, a, w):
@@ -204,7 +265,7 @@ def _qlut(xs, a, w):
     if table.shape[0] != x.shape[dim]:
         raise ValueError(f"per-channel table has {table.shape[0]} rows, input has {x.shape[dim]} channels")
     channel = torch.arange(x.shape[dim], device=x.device).reshape([-1 if d == dim else 1 for d in range(x.dim())])
-    return table.reshape(-1)[channel * (U8_MAX + 1) + x]
+    return table.reshape(-1)[channel * table.shape[-1] + x]
 
 
 # ---- pooling: integer sums, division rounded half up --------------------------------------------
@@ -255,19 +316,38 @@ def _qmean(xs, a, w):
 
 # ---- SFU normalisations ------------------------------------------------------------------------
 
-def softmax_table(x_scale: float) -> torch.Tensor:
-    """qsoftmax's exponential table: round(2^16 exp(-d * x_scale)) for d = max(x) - x in 0..255."""
-    d = torch.arange(U8_MAX + 1, dtype=torch.float64)
+def softmax_table(x_scale: float, wide: bool = False) -> torch.Tensor:
+    """qsoftmax's exponential table: round(2^16 exp(-d * x_scale)) for d = max(x) - x in 0..255,
+    or, for int16 inputs, for d up to the first d whose entry rounds to 0 (at most 2^16 entries)."""
+    length = U8_MAX + 1
+    if wide:
+        length = min(1 << 16, math.ceil((SOFTMAX_EXP_BITS + 1) * math.log(2) / x_scale) + 1)
+    d = torch.arange(length, dtype=torch.float64)
     return torch.round(torch.exp(-d * x_scale) * 2**SOFTMAX_EXP_BITS).to(torch.int32)
 
 
-@op("qsoftmax", "sfu", "integer softmax along `dim`: e = table[max(x) - x] (i32 [256], round(2^16 exp(-d s_x))), "
+@op("qsoftmax", "sfu", "integer softmax along `dim`: e = table[min(max(x) - x, len - 1)] (i32 [len], "
+    "round(2^16 exp(-d s_x)); 256 entries for u8 input, up to 2^16 for int16, the last 0), "
     "p = floor(e 2^31 / sum e), out_zp + round_half_up(p * multiplier / 2^shift)",
-    attrs=("dim", "out_zp", "multiplier", "shift"), weights=("table",))
+    attrs=("dim", "out_zp", "multiplier", "shift"), defaults={"wide": False}, weights=("table",))
 def _qsoftmax(xs, a, w):
     x, dim = _wide(xs[0]), a["dim"]
-    e = _wide(w["table"])[x.amax(dim, keepdim=True) - x]
+    e = _wide(w["table"])[(x.amax(dim, keepdim=True) - x).clamp_max(w["table"].shape[0] - 1)]
     p = torch.div(e << SOFTMAX_PROB_BITS, e.sum(dim, keepdim=True), rounding_mode="floor")
+    return requantize(p, a)
+
+
+@op("qmasked_softmax", "sfu", "qsoftmax over the entries where the bool `mask` (2nd input, broadcast) is true: "
+    "e = mask ? table[max_kept(x) - x] : 0, p = floor(e 2^31 / sum e) (0 for a row with no entry kept), "
+    "requantized by multiplier/shift; int16 output when wide", min_inputs=2, max_inputs=2,
+    attrs=("dim", "out_zp", "multiplier", "shift"), defaults={"wide": False}, weights=("table",))
+def _qmasked_softmax(xs, a, w):
+    x, dim = _wide(xs[0]), a["dim"]
+    mask = xs[1].expand(x.shape)
+    largest = x.masked_fill(~mask, -1).amax(dim, keepdim=True).clamp_min(0)
+    e = _wide(w["table"])[(largest - x).clamp(0, U8_MAX)].masked_fill(~mask, 0)
+    total = e.sum(dim, keepdim=True)
+    p = torch.div(e << SOFTMAX_PROB_BITS, total.clamp_min(1), rounding_mode="floor")
     return requantize(p, a)
 
 
@@ -281,7 +361,8 @@ def _ieee_sqrt(t: torch.Tensor) -> torch.Tensor:
 
 @op("qlayernorm", "sfu", "layer norm of a uint8 input over the last `ndim` dimensions: exact integer sums, "
     "then float64 with correctly rounded + - * / sqrt only, rounded half to even at out_scale/out_zp",
-    attrs=("ndim", "eps", "x_scale", "x_zp", "out_scale", "out_zp"), optional_weights=("weight", "bias"))
+    attrs=("ndim", "eps", "x_scale", "x_zp", "out_scale", "out_zp"), defaults={"wide": False},
+    optional_weights=("weight", "bias"))
 def _qlayernorm(xs, a, w):
     dims = tuple(range(-a["ndim"], 0))
     d = _wide(xs[0]) - a["x_zp"]
@@ -295,4 +376,4 @@ def _qlayernorm(xs, a, w):
         y = y * w["weight"].to(torch.float64)
     if "bias" in w:
         y = y + w["bias"].to(torch.float64)
-    return _to_u8(torch.round(y / a["out_scale"]).to(torch.int64) + a["out_zp"])
+    return _saturate(torch.round(y / a["out_scale"]).to(torch.int64) + a["out_zp"], a)

@@ -32,10 +32,11 @@ class Stage:
     model: Model
 
 
-def default_pipeline(calibration=None, weight_center="auto", weight_shift="fit") -> list[Pass]:
+def default_pipeline(calibration=None, weight_center="auto", weight_shift="fit",
+                     quantization: dict | None = None) -> list[Pass]:
     """The passes `arasc compile` runs, in order. calibration: input tuples, for quantize's
     activation ranges and for checking the weight center; weight_center and weight_shift: the
-    center and the method of ShiftWeights."""
+    center and the method of ShiftWeights; quantization: options of Quantize (its scheme)."""
     import numpy as np
 
     from .quantize import Quantize
@@ -43,7 +44,7 @@ def default_pipeline(calibration=None, weight_center="auto", weight_shift="fit")
     from .tile import Tile
 
     calibration = tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration or ())
-    return [Quantize(calibration=calibration), ShiftWeights(weight_center, calibration, method=weight_shift), Tile()]
+    return [Quantize(calibration=calibration, **(quantization or {})), ShiftWeights(weight_center, calibration, method=weight_shift), Tile()]
 
 
 def run_pipeline(model: Model, hw=None, passes: list[Pass] | None = None, stop_after: str | None = None) -> list[Stage]:

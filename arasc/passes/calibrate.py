@@ -1,39 +1,80 @@
-"""Calibration for the quantize pass: observed ranges and the uint8 parameters chosen from them.
+"""Calibration for the quantize pass: statistics of every float value, and the ranges chosen from them.
 
-Ranges are the plain minimum and maximum seen over the calibration inputs (no percentile
-clipping). With the handful of calibration inputs a compile gets, a percentile would be a
-statistic of a few hundred samples per tensor and clip real values it has seen; min/max never
-clips a calibration value and gives the same answer for the same inputs (DESIGN.md section 3).
+The calibration inputs are streamed: each input tuple runs once through the float evaluator and
+only running statistics are kept (a tensor's min and max, the min and max of each channel along
+its last dimension, and a histogram), never the activations themselves. The histogram needs the
+final min and max, so it takes a second pass over the inputs.
+
+Observers (DESIGN.md section 3; docs/quantization.md compares them on trained networks):
+- `minmax`: the whole observed range, never clipping a calibration value;
+- `percentile`: the 0.01 % and 99.99 % quantiles of the histogram;
+- `mse`: the range whose uint8 grid gives the least expected squared error over the
+  histogram, rounding inside the range and clipping outside (the error-minimising search of
+  TensorRT's and PyTorch's histogram observers). It includes the whole range as a candidate, so
+  it clips only where clipping lowers the error.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
 
 import numpy as np
+import torch
 
 from ..ir import Model, evaluate
 
 U8_LEVELS = 255
+I16_MAX = (1 << 15) - 1
+BINS = 2048
+OBSERVERS = ("mse", "percentile", "minmax")
+PERCENTILE = 1e-4          # the tail clipped on each side by the percentile observer
+WIDE_HEADROOM = 2.0        # int16 values keep a factor 2 above the calibrated |max| for unseen inputs
 
 
 @dataclass(frozen=True)
 class QParams:
-    """uint8 quantization of a tensor: real = scale * (q - zp)."""
+    """Quantization of a tensor: real = scale * (q - zp). scale and zp are numbers, or arrays with
+    one entry per channel along the last dimension; `wide` codes are int16, others uint8."""
 
-    scale: float
-    zp: int
+    scale: float | np.ndarray
+    zp: int | np.ndarray
+    wide: bool = False
+    levels: int = U8_LEVELS     # uint8 codes run 0..255; a wider table index 0..levels
+
+    @property
+    def per_channel(self) -> bool:
+        return np.ndim(self.scale) > 0
+
+    def __eq__(self, other):
+        return (isinstance(other, QParams) and (self.wide, self.levels) == (other.wide, other.levels)
+                and np.array_equal(self.scale, other.scale) and np.array_equal(self.zp, other.zp))
+
+    def __hash__(self):
+        return hash((self.wide, self.levels, np.asarray(self.scale).tobytes(), np.asarray(self.zp).tobytes()))
 
 
-def qparams(low: float, high: float) -> QParams:
-    """Affine uint8 parameters covering [low, high] widened to include 0, so real 0 (padding,
-    ReLU's floor) has an exact code, the zero point."""
+def qparams(low: float, high: float, levels: int = U8_LEVELS) -> QParams:
+    """Affine parameters of codes 0..levels (uint8 by default) covering [low, high] widened to
+    include 0, so real 0 (padding, ReLU's floor) has an exact code, the zero point."""
     low, high = min(float(low), 0.0), max(float(high), 0.0)
     if high == low:
-        return QParams(1.0, 0)  # an all-zero tensor: any scale represents it exactly
-    scale = (high - low) / U8_LEVELS
-    return QParams(scale, int(round(-low / scale)))
+        return QParams(1.0, 0, levels=levels)  # an all-zero tensor: any scale represents it exactly
+    scale = (high - low) / levels
+    return QParams(scale, int(round(-low / scale)), levels=levels)
+
+
+def channel_qparams(low: np.ndarray, high: np.ndarray) -> QParams:
+    """Per-channel uint8 parameters, each channel's [low, high] widened to include 0."""
+    low, high = np.minimum(low, 0.0).astype(np.float64), np.maximum(high, 0.0).astype(np.float64)
+    span = high - low
+    scale = np.where(span > 0, span / U8_LEVELS, 1.0)
+    return QParams(scale, np.round(-low / scale).astype(np.int64))
+
+
+def wide_qparams(absmax: float) -> QParams:
+    """Symmetric int16 parameters (zero point 0) with headroom above the calibrated |max|."""
+    return QParams(absmax * WIDE_HEADROOM / I16_MAX if absmax > 0 else 1.0, 0, wide=True)
 
 
 def tensor_qparams(array: np.ndarray) -> QParams:
@@ -41,24 +82,131 @@ def tensor_qparams(array: np.ndarray) -> QParams:
 
 
 def quantize_array(array: np.ndarray, p: QParams) -> np.ndarray:
-    """round_half_even(array / scale) + zp saturated to uint8, in float64."""
+    """round_half_even(array / scale) + zp saturated to uint8 (int16 when wide), in float64;
+    per-channel parameters apply along the last dimension."""
     q = np.round(np.asarray(array, np.float64) / p.scale) + p.zp
+    if p.wide:
+        return np.clip(q, -I16_MAX - 1, I16_MAX).astype(np.int16)
     return np.clip(q, 0, U8_LEVELS).astype(np.uint8)
 
 
-def observe_ranges(model: Model, calibration: Sequence[Sequence]) -> dict[str, tuple[float, float]]:
-    """(min, max) of every floating-point value (graph inputs and layers) over the calibration
+@dataclass
+class Stats:
+    """Running statistics of one float value over the calibration inputs."""
+
+    low: float = np.inf
+    high: float = -np.inf
+    channel_low: np.ndarray | None = None     # per channel along the last dimension
+    channel_high: np.ndarray | None = None
+    histogram: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.int64))
+
+    def absmax(self) -> float:
+        return max(abs(self.low), abs(self.high))
+
+    def add_range(self, value: torch.Tensor) -> None:
+        v = value.detach().to(torch.float64)
+        self.low, self.high = min(self.low, float(v.min())), max(self.high, float(v.max()))
+        if v.dim() == 0:
+            return
+        rows = v.reshape(-1, v.shape[-1])
+        lo, hi = rows.amin(0).numpy(), rows.amax(0).numpy()
+        if self.channel_low is None:
+            self.channel_low, self.channel_high = lo, hi
+        else:
+            self.channel_low, self.channel_high = np.minimum(self.channel_low, lo), np.maximum(self.channel_high, hi)
+
+    def add_histogram(self, value: torch.Tensor) -> None:
+        if self.high > self.low:
+            self.histogram += torch.histc(value.detach().to(torch.float64), BINS, self.low, self.high).to(torch.int64).numpy()
+
+    def edges(self) -> np.ndarray:
+        return np.linspace(self.low, self.high, BINS + 1)
+
+
+def observe(model: Model, calibration: Iterable[Sequence], histograms: bool = True) -> dict[str, Stats]:
+    """Statistics of every floating-point value (graph inputs and layers) over the calibration
     inputs, each a tuple with one array per graph input, run through the float evaluator."""
     graph = model.graph
     names = tuple(v.name for v in graph.inputs) + tuple(layer.name for layer in graph.layers)
     probe = model.replace(graph=dataclasses.replace(graph, outputs=names))
-    ranges: dict[str, tuple[float, float]] = {}
+    stats: dict[str, Stats] = {}
     for inputs in calibration:
-        for name, value in zip(names, evaluate(probe, tuple(inputs))):
-            if not value.is_floating_point():
-                continue
-            low, high = float(value.min()), float(value.max())
-            if name in ranges:
-                low, high = min(low, ranges[name][0]), max(high, ranges[name][1])
-            ranges[name] = (low, high)
-    return ranges
+        for name, value in zip(names, evaluate(probe, tuple(inputs)), strict=True):
+            if value.is_floating_point():
+                stats.setdefault(name, Stats()).add_range(value)
+    if histograms:
+        for inputs in calibration:
+            for name, value in zip(names, evaluate(probe, tuple(inputs)), strict=True):
+                if name in stats:
+                    stats[name].add_histogram(value)
+    return stats
+
+
+def choose_range(stats: Stats, observer: str) -> tuple[float, float]:
+    """The [low, high] an observer picks for a uint8 value (module docstring)."""
+    if observer == "minmax" or not stats.high > stats.low or not stats.histogram.any():
+        return stats.low, stats.high
+    if observer == "percentile":
+        cumulative = np.cumsum(stats.histogram) / stats.histogram.sum()
+        edges = stats.edges()
+        low = edges[np.searchsorted(cumulative, PERCENTILE)]
+        high = edges[np.searchsorted(cumulative, 1 - PERCENTILE) + 1]
+        return float(low), float(high)
+    if observer == "mse":
+        return _least_squared_error(stats)
+    raise ValueError(f"unknown observer {observer!r}; choose from {', '.join(OBSERVERS)}")
+
+
+def _least_squared_error(stats: Stats) -> tuple[float, float]:
+    """Clip ranges [f_lo * low, f_hi * high] with f on a log grid from 1 % to 100 %, searched one
+    end at a time (two rounds), for the least expected squared error of the uint8 grid over the
+    histogram: rounding inside the range (step^2 / 12 a value), clipping outside (bin centres
+    stand for their values)."""
+    edges = stats.edges()
+    centres, counts = (edges[:-1] + edges[1:]) / 2, stats.histogram.astype(np.float64)
+    low, high = min(stats.low, 0.0), max(stats.high, 0.0)
+
+    def error(lo: float, hi: float) -> float:
+        step = (hi - lo) / U8_LEVELS
+        clipped = np.clip(centres, lo, hi)
+        return float(counts @ ((centres - clipped) ** 2) + counts[centres == clipped].sum() * step * step / 12)
+
+    factors = np.geomspace(0.01, 1.0, 41)
+    lo, hi = low, high
+    for _ in range(2):
+        if high > 0:
+            hi = min((high * f for f in factors), key=lambda h: error(lo, h))
+        if low < 0:
+            lo = min((low * f for f in factors), key=lambda v: error(v, hi))
+    return lo, hi
+
+
+def grouped_channel_ranges(stats: Stats, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel ranges coarsened to `groups` groups of channels with similar ranges, each
+    channel taking its group's envelope (per-embedding-group quantization, Bondarenko et al.,
+    "Understanding and Overcoming the Challenges of Efficient Transformer Quantization", EMNLP
+    2021): a handful of scales generalise beyond the calibration inputs where one per channel
+    overfits them. Groups halve in size towards the widest channels, where the outliers are."""
+    low, high = np.minimum(stats.channel_low, 0.0), np.maximum(stats.channel_high, 0.0)
+    order = np.argsort(high - low, kind="stable")
+    n = len(order)
+    bounds = sorted({0, n, *(int(n * (1 - 2.0 ** -i)) for i in range(1, groups))})
+    group_low, group_high = np.empty_like(low), np.empty_like(high)
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        members = order[start:stop]
+        group_low[members], group_high[members] = low[members].min(), high[members].max()
+    return group_low, group_high
+
+
+def smoothed_qparams(stats: Stats, alpha: float) -> QParams:
+    """Per-channel uint8 parameters between one scale for the tensor (alpha 0) and one per channel
+    (alpha 1): channel k's scale is s (r_k / r)^alpha, r_k its range and s = r / 255 the tensor's,
+    so its codes span 255 (r_k / r)^(1 - alpha) (SmoothQuant, Xiao et al., ICML 2023: the reader
+    takes the factors into its weight columns, moving part of an outlier channel's range there)."""
+    low, high = np.minimum(stats.channel_low, 0.0), np.maximum(stats.channel_high, 0.0)
+    span = high - low
+    largest = float(span.max())
+    if largest == 0:
+        return channel_qparams(low, high)
+    scale = largest / U8_LEVELS * np.maximum(span / largest, 1e-6) ** alpha
+    return QParams(scale, np.clip(np.round(-low / scale), 0, U8_LEVELS).astype(np.int64))

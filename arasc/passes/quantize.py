@@ -4,11 +4,20 @@ ARAS computes with INT8 weights and activations (paper Table II). This pass rewr
 float model into the quantized op set of `arasc/ir/qops.py`, following the integer-only recipe
 of Jacob et al. (CVPR 2018):
 
-- activations uint8 with a zero point, from min/max ranges observed by running the float
-  evaluator on calibration inputs (`calibrate.py`);
-- conv2d / linear weights per-layer asymmetric uint8 with a zero point (the paper's weight
-  centers 88..168 live in [0, 255]), biases int32 at scale s_x * s_w, requantization by an int32
-  fixed-point multiplier and a shift;
+- activations uint8 with a zero point, from ranges an observer (`calibrate.py`: mse by default,
+  percentile, minmax) picks from the float evaluator's statistics on calibration inputs;
+- conv2d / linear weights asymmetric uint8 with a zero point per output channel (`weights=
+  "channel"`, the default) or per layer (the paper's weight centers 88..168 live in [0, 255]),
+  biases int32 at scale s_x * s_w, requantization by an int32 fixed-point multiplier and a
+  shift, per output channel where the scales differ;
+- the residual stream in int16 (`residual="wide"`, the default): the outputs of two-input adds,
+  and of crossbar layers and layer norms that feed one, are `wide` int16 codes in the SFU;
+  crossbar inputs stay 8-bit, read through a `qrequant` narrowing (trained transformers carry
+  outlier channels there that one uint8 scale cannot hold: docs/quantization.md);
+- uint8 values between linear layers and elementwise tables get a scale per group of channels
+  along their last dimension (`channel_groups`, per-embedding-group quantization): a linear
+  layer folds its input's channel scales into its weight columns and its zero points into its
+  bias at compile time, so the crossbar sees one 8-bit input as before;
 - ReLU fused into the layer before it when that layer has no other user (clamp at out_zp);
 - non-linear elementwise functions, batch norms that could not fold and scalar arithmetic
   become 256-entry lookup tables; softmax and layer norm become `qsoftmax` / `qlayernorm`;
@@ -23,7 +32,7 @@ which is a later pass. Layers keep their float names, so IR dumps before and aft
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -31,15 +40,21 @@ import torch
 from ..ir import OPS, Graph, Layer, Model, TensorType, WeightRef
 from ..ir.graph import NUMPY_DTYPES
 from ..ir.qops import SOFTMAX_PROB_BITS, U8_MAX, fixed_point, shared_fixed_point, softmax_table
-from .calibrate import QParams, observe_ranges, qparams, quantize_array, tensor_qparams
+from .calibrate import (OBSERVERS, QParams, Stats, channel_qparams, choose_range, grouped_channel_ranges, observe,
+                        smoothed_qparams,
+                        qparams, quantize_array, tensor_qparams, wide_qparams)
 
 INT32 = np.iinfo(np.int32)
 IR_DTYPE = {np.dtype(numpy_dtype): name for name, numpy_dtype in NUMPY_DTYPES.items()}
 ACC_LIMIT = 2**32  # |accumulator| below it keeps acc * multiplier (< 2^31) inside int64 (qops.rounding_shift)
-LUT_OPS = ("gelu", "tanh", "sigmoid", "silu", "batchnorm")
-DATA_OPS = ("reshape", "permute", "slice", "select", "maxpool2d")
+LUT_OPS = ("gelu", "tanh", "sigmoid", "silu", "batchnorm", "clamp", "hardswish", "hardsigmoid", "pow")
+DATA_OPS = ("reshape", "permute", "slice", "select", "maxpool2d", "expand")
 # Ops whose quantized form clamps at out_zp, so a ReLU after them costs nothing.
 FUSES_RELU = ("conv2d", "linear", "add", "sub") + LUT_OPS
+WEIGHT_GRANULARITIES = ("channel", "tensor")
+RESIDUALS = ("wide", "u8")
+TABLE_INDEX_LEVELS = (1 << 12) - 1   # a table read from an int16 value has 4,096 entries (12-bit index)
+
 
 
 class QuantizeError(ValueError):
@@ -49,10 +64,16 @@ class QuantizeError(ValueError):
 @dataclass(frozen=True)
 class Quantize:
     """Float model -> INT8 model. `calibration`: input tuples (one array per graph input) whose
-    activation ranges set the activation scales; the caller passes at least one (the zoo's
-    example inputs when it has nothing better)."""
+    activation statistics set the activation scales; the caller passes at least one (the zoo's
+    example inputs when it has nothing better). The other fields choose the scheme
+    (docs/quantization.md); the defaults are the most accurate on trained networks."""
 
     calibration: tuple[tuple, ...] = ()
+    weights: str = "channel"        # weight scales per output channel, or per layer ("tensor")
+    observer: str = "mse"           # how uint8 activation ranges are chosen: mse, percentile, minmax
+    residual: str = "wide"          # the residual stream in int16 ("wide") or uint8
+    channel_groups: int = 0         # scale groups of values between linear layers; 0: one scale per tensor
+    smooth: float = 0.0             # SmoothQuant's alpha for values between linear layers; 0: off
 
     name: ClassVar[str] = "quantize"
     requires: ClassVar[tuple[str, ...]] = ("traced",)
@@ -61,7 +82,29 @@ class Quantize:
     def run(self, model: Model, hw=None) -> Model:
         if not self.calibration:
             raise QuantizeError("quantize needs calibration inputs (a tuple of input tuples)")
-        return _Rewriter(model, observe_ranges(model, self.calibration)).run()
+        for option, value, allowed in (("weights", self.weights, WEIGHT_GRANULARITIES),
+                                       ("observer", self.observer, OBSERVERS), ("residual", self.residual, RESIDUALS)):
+            if value not in allowed:
+                raise QuantizeError(f"quantize: {option}={value!r}; choose from {', '.join(allowed)}")
+        return self.rewrite(model)[0]
+
+    def rewrite(self, model: Model) -> Quantized:
+        """The quantized model, with the parameters of every value (`arasc compare` dequantizes with them)."""
+        stats = observe(model, self.calibration, histograms=self.observer != "minmax")
+        rewriter = _Rewriter(model, stats, self)
+        quantized = rewriter.run()
+        params = dict(rewriter.params)
+        params.update((relu, params[producer]) for relu, producer in rewriter.fused.items() if producer in params)
+        return Quantized(quantized, params, dict(rewriter.fused))
+
+
+class Quantized(NamedTuple):
+    """A quantized model; `params` by value name (float names, a fused ReLU included); `sources`:
+    the float values another quantized value stands for (a fused ReLU -> the layer it fused into)."""
+
+    model: Model
+    params: dict[str, QParams]
+    sources: dict[str, str]
 
 
 def _relu_fusions(graph: Graph) -> dict[str, str]:
@@ -76,19 +119,115 @@ def _relu_fusions(graph: Graph) -> dict[str, str]:
     return fused
 
 
-def _u8(layer: Layer) -> TensorType:
-    return TensorType("u8", layer.type.shape)
+TRANSPARENT = ("reshape", "permute", "slice", "select", "expand")   # move codes: int16 in, int16 out
+
+
+def _positive_scale(layer: Layer) -> bool:
+    """Multiplication or division by a positive constant: only the scale changes (a relabelling)."""
+    scalar = layer.attr("scalar")
+    return (layer.op in ("mul", "div") and len(layer.inputs) == 1 and isinstance(scalar, (int, float))
+            and not isinstance(scalar, bool) and scalar > 0)
+
+
+def _relays(layer: Layer) -> bool:
+    """Moves codes or relabels the scale: int16 in, int16 out."""
+    return layer.op in TRANSPARENT or _positive_scale(layer)
+
+
+def _reads_wide(layer: Layer) -> bool:
+    """SFU forms that take int16 codes and make use of them: qadd (two-input add/sub), qmul,
+    qmatmul, qlayernorm and qsoftmax (a longer exponent table)."""
+    return (layer.op in ("add", "sub", "mul") and len(layer.inputs) == 2) or layer.op in ("matmul", "layernorm",
+                                                                                          "softmax")
+
+
+def _emits_wide(layer: Layer) -> bool:
+    """Quantized forms that can write int16 codes: requantizing ones, and tables stored in int16."""
+    return (layer.op in ("linear", "conv2d", "layernorm", "matmul", "softmax", "masked_softmax", "embedding", "const")
+            or _reads_wide(layer))
+
+
+def _elementwise_table(layer: Layer) -> bool:
+    """Table ops that apply the same function to every element, so one table per channel works."""
+    return (layer.op in LUT_OPS and layer.op != "batchnorm") or (layer.op in ("add", "sub", "mul", "div")
+                                                                 and len(layer.inputs) == 1)
+
+
+def _reads_channels(layer: Layer, value: str) -> bool:
+    """Readers that absorb per-channel scales along the last dimension at compile time: a linear
+    layer (into its weight columns) and an elementwise table (one table per channel)."""
+    return (layer.op == "linear" and layer.inputs[0] == value) or _elementwise_table(layer)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Which values are int16 (`wide`) and which uint8 values get channel-group scales."""
+
+    wide: frozenset[str]
+    channels: frozenset[str]
+
+
+def _plan(graph: Graph, fused: dict[str, str], residual: str, per_channel: bool) -> _Plan:
+    users, layers = graph.users(), {layer.name: layer for layer in graph.layers}
+    relu_of = {producer: relu for relu, producer in fused.items()}
+    outputs = set(graph.outputs)
+
+    def readers(name: str) -> list[Layer]:
+        return [layers[u] for u in users.get(relu_of.get(name, name), [])]
+
+    def is_output(name: str) -> bool:
+        return relu_of.get(name, name) in outputs
+
+    wide, channels = set(), set()
+    if residual == "wide":
+        # Backwards, so that a reader's decision is known: a value is int16 where some reader uses
+        # int16 codes (directly, or through ops that only move codes or relabel the scale).
+        for layer in reversed(graph.layers):
+            if layer.name in fused or layer.type.dtype != "f32":
+                continue
+            if not (_relays(layer) or _emits_wide(layer)):
+                continue
+            if is_output(layer.name) or any(_reads_wide(r) or _elementwise_table(r) or (r.name in wide and _relays(r))
+                                            for r in readers(layer.name)):
+                wide.add(layer.name)
+        # Forwards: a relay is int16 only where its input is.
+        for layer in graph.layers:
+            if layer.name in wide and _relays(layer):
+                source = fused.get(layer.inputs[0], layer.inputs[0])
+                if source not in wide:
+                    wide.discard(layer.name)
+    for layer in graph.layers:
+        name = layer.name
+        if not per_channel or name in fused or layer.type.dtype != "f32" or is_output(name):
+            continue
+        if not layer.type.shape or layer.type.shape[-1] < 2:
+            continue
+        wide_source = name in wide   # its narrowing feeds the readers that do not take int16
+        if not (wide_source or layer.op == "linear" or _elementwise_table(layer)):
+            continue
+        narrow_readers = [r for r in readers(name)
+                          if not (wide_source and (_reads_wide(r) or (r.name in wide and _relays(r))))]
+        if narrow_readers and all(_reads_channels(r, name) for r in narrow_readers):
+            channels.add(name)
+    return _Plan(frozenset(wide), frozenset(channels))
+
+
+def _quantized_type(layer: Layer, params: QParams) -> TensorType:
+    return TensorType("i16" if params.wide else "u8", layer.type.shape)
 
 
 class _Rewriter:
     """One walk over the layers in order; every float value gets QParams when it is produced."""
 
-    def __init__(self, model: Model, ranges: dict[str, tuple[float, float]]):
-        self.model, self.graph, self.ranges = model, model.graph, ranges
+    def __init__(self, model: Model, stats: dict[str, Stats], options: Quantize):
+        self.model, self.graph, self.stats, self.options = model, model.graph, stats, options
         self.fused = _relu_fusions(self.graph)
         self.relu_of = {producer: relu for relu, producer in self.fused.items()}
+        per_channel = options.channel_groups > 0 or options.smooth > 0
+        self.plan = _plan(self.graph, self.fused, options.residual, per_channel)
         self.alias: dict[str, str] = dict(self.fused)    # value name -> name of the layer now defining it
         self.params: dict[str, QParams] = {}
+        self.narrowed: dict[tuple[str, bool], str] = {}  # (int16 value, for a table) -> its narrowing
         self.layers: list[Layer] = []
         self.weights: dict[str, np.ndarray] = {}
 
@@ -99,8 +238,10 @@ class _Rewriter:
         for layer in self.graph.layers:
             if layer.name in self.fused:
                 continue
-            layer = Layer(layer.name, layer.op, tuple(self.alias.get(i, i) for i in layer.inputs), layer.type,
-                          layer.attrs, layer.weights, layer.loc)
+            inputs = tuple(self.alias.get(i, i) for i in layer.inputs)
+            if not (_reads_wide(layer) or (layer.name in self.plan.wide and _relays(layer))):
+                inputs = tuple(self._narrow(i, layer) for i in inputs)
+            layer = Layer(layer.name, layer.op, inputs, layer.type, layer.attrs, layer.weights, layer.loc)
             if layer.type.dtype != "f32":
                 self._keep(layer)
             elif layer.op in HANDLERS:
@@ -123,16 +264,42 @@ class _Rewriter:
             raise self.error(layer, f"reads {', '.join('%' + n for n in missing)}, which is not a quantized value")
         return [self.params[name] for name in layer.inputs]
 
+    def value_params(self, name: str) -> QParams:
+        """The parameters the plan and the observer give a float value."""
+        stats = self.stats[name]
+        if name in self.plan.wide:
+            return wide_qparams(stats.absmax())
+        if name in self.plan.channels:
+            return self.channel_params(stats)
+        return qparams(*choose_range(stats, self.options.observer))
+
+    def channel_params(self, stats: Stats) -> QParams:
+        """Scales per channel (last dimension): smoothed (SmoothQuant) or by channel group."""
+        if self.options.smooth > 0:
+            return smoothed_qparams(stats, self.options.smooth)
+        return channel_qparams(*grouped_channel_ranges(stats, self.options.channel_groups))
+
     def output_params(self, layer: Layer) -> QParams:
-        """From the calibrated range of the value, or of the ReLU fused into the layer."""
-        return qparams(*self.ranges[self.relu_of.get(layer.name, layer.name)])
+        """From the statistics of the value, or of the ReLU fused into the layer."""
+        params = self.value_params(layer.name)
+        if layer.name in self.relu_of:
+            relu = self.stats[self.relu_of[layer.name]]
+            if params.wide:
+                return wide_qparams(relu.absmax())
+            if not params.per_channel:
+                return qparams(*choose_range(relu, self.options.observer))
+        return params
 
     def fused_relu(self, layer: Layer) -> dict:
         return {"relu": True} if layer.name in self.relu_of else {}
 
     def add_weight(self, name: str, array: np.ndarray) -> WeightRef:
-        if name in self.weights and not np.array_equal(self.weights[name], array):
-            raise QuantizeError(f"quantize: weight @{name} would need two different quantized values")
+        """Store a quantized tensor. A float tensor two layers share (tied embeddings and output
+        projections) may quantize differently for each: the second copy gets its own name."""
+        base, copy = name, 1
+        while name in self.weights and not (self.weights[name].dtype == array.dtype
+                                            and np.array_equal(self.weights[name], array)):
+            name, copy = f"{base}.{copy}", copy + 1
         self.weights[name] = array
         return WeightRef(name, TensorType(IR_DTYPE[array.dtype], array.shape))
 
@@ -141,9 +308,58 @@ class _Rewriter:
         return None if ref is None else np.asarray(self.model.weights[ref.name])
 
     def emit(self, layer: Layer, op: str, params: QParams, attrs: dict, weights: dict | None = None) -> None:
-        """The quantized layer replacing `layer`: same name, inputs and source line; u8 output."""
-        self.layers.append(Layer(layer.name, op, layer.inputs, _u8(layer), attrs, weights or {}, layer.loc))
+        """The quantized layer replacing `layer`: same name, inputs and source line; u8 (or i16) output."""
+        if params.wide and op not in ("embedding", "const") + TRANSPARENT:   # these keep their data's dtype
+            if "wide" not in OPS[op].defaults:
+                raise AssertionError(f"quantize planned int16 codes for %{layer.name}, which {op} cannot write")
+            attrs = {**attrs, "wide": True}
+        self.layers.append(Layer(layer.name, op, layer.inputs, _quantized_type(layer, params), attrs, weights or {},
+                                 layer.loc))
         self.params[layer.name] = params
+
+    def requant_params(self, owner: str, reals, out: QParams, dims: int) -> tuple[dict, dict]:
+        """Fixed-point multipliers for `reals` (one per output channel, or one) and the output
+        zero point: attributes when one serves every channel, else int32 weights of the same roles."""
+        reals = np.broadcast_to(np.asarray(reals, np.float64), (dims,))
+        zps = np.broadcast_to(np.asarray(out.zp, np.int64), (dims,))
+        attrs, weights = {}, {}
+        if np.all(reals == reals[0]):
+            attrs["multiplier"], attrs["shift"] = fixed_point(float(reals[0]))
+        else:
+            pairs = [fixed_point(float(r)) for r in reals]
+            weights["multiplier"] = self.add_weight(f"{owner}.multiplier", np.array([m for m, _ in pairs], np.int32))
+            weights["shift"] = self.add_weight(f"{owner}.shift", np.array([s for _, s in pairs], np.int32))
+        if np.all(zps == zps[0]):
+            attrs["out_zp"] = int(zps[0])
+        else:
+            weights["out_zp"] = self.add_weight(f"{owner}.out_zp", zps.astype(np.int32))
+        return attrs, weights
+
+    def _narrow(self, name: str, reader: Layer) -> str:
+        """The uint8 narrowing of an int16 value, for a reader that takes 8-bit codes."""
+        params = self.params.get(name)
+        if params is None or not params.wide:
+            return name
+        index = _elementwise_table(reader) and name not in self.plan.channels   # a table's wider index
+        key = (name, index)
+        if key not in self.narrowed:
+            source = self.relu_of.get(name, name)
+            narrow = f"{name}.t" if index else f"{name}.n"
+            if index:
+                out = qparams(*choose_range(self.stats[source], self.options.observer), levels=TABLE_INDEX_LEVELS)
+            elif name in self.plan.channels:
+                out = self.channel_params(self.stats[source])
+            else:
+                out = qparams(*choose_range(self.stats[source], self.options.observer))
+            shape = next(layer.type.shape for layer in self.layers if layer.name == name)
+            attrs, weights = self.requant_params(narrow, params.scale / np.asarray(out.scale), out, shape[-1] if shape else 1)
+            if index:
+                attrs["levels"] = TABLE_INDEX_LEVELS
+            self.layers.append(Layer(narrow, "qrequant", (name,), TensorType("i16" if index else "u8", shape),
+                                     {"x_zp": 0, **attrs}, weights, reader.loc))
+            self.params[narrow] = out
+            self.narrowed[key] = narrow
+        return self.narrowed[key]
 
     def _keep(self, layer: Layer) -> None:
         """An integer value (token ids and what is computed from them) stays as it is."""
@@ -152,7 +368,8 @@ class _Rewriter:
             self.add_weight(ref.name, np.asarray(self.model.weights[ref.name]))
 
     def _quantize_input(self, value) -> None:
-        params = qparams(*self.ranges[value.name])
+        stats = self.stats[value.name]
+        params = qparams(stats.low, stats.high)
         name = f"{value.name}.q"
         self.layers.append(Layer(name, "quantize", (value.name,), TensorType("u8", value.type.shape),
                                  {"scale": params.scale, "zp": params.zp}))
@@ -174,30 +391,97 @@ class _Rewriter:
 
 # ---- handlers: one per float op, each emitting the quantized layer --------------------------
 
+def _weight_params(weight: np.ndarray, per_channel: bool) -> QParams:
+    """uint8 parameters of a crossbar layer's weights, per output channel (axis 0) or per layer,
+    each range widened to include 0. An all-zero channel takes scale 1: any scale holds it exactly."""
+    if not per_channel:
+        return tensor_qparams(weight)
+    rows = weight.reshape(weight.shape[0], -1)
+    p = channel_qparams(rows.min(1), rows.max(1))
+    shape = (-1,) + (1,) * (weight.ndim - 1)
+    return QParams(p.scale.reshape(shape), p.zp.reshape(shape))
+
+
 def _crossbar(rw: _Rewriter, layer: Layer) -> None:
-    """conv2d / linear -> qconv2d / qlinear: u8 weights, i32 bias, fixed-point requantization."""
+    """conv2d / linear -> qconv2d / qlinear: u8 weights, i32 bias, fixed-point requantization.
+
+    An input with a scale per channel (only a linear layer's, along its K dimension) folds into
+    the layer: with x_k = s_k (q_k - z_k), W x = (W diag(s)) q - W diag(s) z, so the weight
+    columns take s_k, the bias takes -W diag(s) z, and the crossbar reads q at scale 1, zp 0."""
     (x,), out = rw.input_params(layer), rw.output_params(layer)
-    weight, bias = rw.float_weight(layer, "weight"), rw.float_weight(layer, "bias")
-    w = tensor_qparams(weight)
-    multiplier, shift = fixed_point(x.scale * w.scale / out.scale)
-    weights = {"weight": rw.add_weight(layer.weight("weight").name, quantize_array(weight, w))}
+    weight = rw.float_weight(layer, "weight").astype(np.float64)
+    bias = rw.float_weight(layer, "bias")
+    bias = None if bias is None else bias.astype(np.float64)
+    x_scale, x_zp = x.scale, x.zp
+    if x.per_channel:
+        weight = weight * x.scale
+        folded = -(weight @ x.zp.astype(np.float64))
+        bias = folded if bias is None else bias + folded
+        x_scale, x_zp = 1.0, 0
+    w = _weight_params(weight, rw.options.weights == "channel")
+    n = weight.shape[0]
+    w_scale = np.asarray(w.scale, np.float64).reshape(-1)
+    weights = {"weight": rw.add_weight(layer.weight("weight").name, quantize_array_rows(weight, w))}
     largest_bias = 0
     if bias is not None:
-        q_bias = np.round(bias.astype(np.float64) / (x.scale * w.scale))
+        q_bias = np.round(bias / (x_scale * w_scale))
         largest_bias = np.abs(q_bias).max()
         if largest_bias > INT32.max:
-            raise rw.error(layer, "has a bias beyond int32 at scale s_x * s_w")
-        weights["bias"] = rw.add_weight(layer.weight("bias").name, q_bias.astype(np.int32))
+            if layer.weight("bias") is None:   # a bias made only of folded channel zero points
+                raise rw.error(layer, "has a bias beyond int32 at scale s_x * s_w")
+            return _crossbar_bias_apart(rw, layer)
+        name = layer.weight("bias").name if layer.weight("bias") else f"{layer.name}.bias"
+        weights["bias"] = rw.add_weight(name, np.broadcast_to(q_bias, (n,)).astype(np.int32))
     if weight[0].size * U8_MAX**2 + largest_bias >= ACC_LIMIT:
         raise rw.error(layer, f"has a window of {weight[0].size} weights: its accumulator may reach 2^32")
-    attrs = {**dict(layer.attrs), "x_zp": x.zp, "w_zp": w.zp, "out_zp": out.zp, "multiplier": multiplier,
-             "shift": shift, **rw.fused_relu(layer)}
+    attrs, requant = rw.requant_params(layer.name, x_scale * w_scale / np.asarray(out.scale, np.float64), out, n)
+    weights.update(requant)
+    w_zp = np.asarray(w.zp).reshape(-1)
+    if np.all(w_zp == w_zp[0]):
+        attrs["w_zp"] = int(w_zp[0])
+    else:
+        weights["w_zp"] = rw.add_weight(f"{layer.name}.w_zp", w_zp.astype(np.int32))
+    attrs = {**dict(layer.attrs), "x_zp": int(x_zp), **attrs, **rw.fused_relu(layer)}
     rw.emit(layer, "q" + layer.op, out, attrs, weights)
 
 
+def quantize_array_rows(weight: np.ndarray, p: QParams) -> np.ndarray:
+    """Weights to uint8 with parameters that broadcast against them (per layer or per output channel)."""
+    q = np.round(weight / p.scale) + p.zp
+    return np.clip(q, 0, U8_MAX).astype(np.uint8)
+
+
+def _code_span(p: QParams) -> int:
+    """The largest |q - zp| the codes of a value can take."""
+    return (1 << 15) + abs(int(p.zp)) if p.wide else U8_MAX
+
+
+def _crossbar_bias_apart(rw: _Rewriter, layer: Layer) -> None:
+    """A degenerate layer whose bias is beyond int32 at scale s_x * s_w (GoogLeNet at random
+    init: its last inputs are ~1e-11, so the output is the bias): the crossbars compute the
+    product alone into `<name>.product`, and a qadd adds the bias as a u8 constant. The
+    product's range follows from the calibrated output range: y = z + b puts z in
+    [y_min - max(b), y_max - min(b)]."""
+    bias = rw.float_weight(layer, "bias").astype(np.float64)
+    low, high = rw.stats[layer.name].low, rw.stats[layer.name].high
+    product = Layer(f"{layer.name}.product", layer.op, layer.inputs, layer.type, layer.attrs,
+                    {"weight": layer.weight("weight")}, layer.loc)
+    rw.stats[product.name] = Stats(low - bias.max(), high - bias.min())
+    _crossbar(rw, product)
+    channels = (-1,) + (1,) * (len(layer.type.shape) - 2) if layer.op == "conv2d" else (-1,)
+    params = tensor_qparams(bias)
+    ref = rw.add_weight(layer.weight("bias").name, quantize_array(bias.reshape(channels), params))
+    constant = Layer(f"{layer.name}.bias", "const", (), TensorType("f32", ref.type.shape), {}, {}, layer.loc)
+    rw.emit(constant, "const", params, {}, {"value": ref})
+    _add(rw, Layer(layer.name, "add", (product.name, constant.name), layer.type, {}, {}, layer.loc))
+
+
 def _matmul(rw: _Rewriter, layer: Layer) -> None:
+    """qmatmul; with int16 operands the accumulator outgrows 2^32, so the multiplier gets fewer
+    bits, keeping |acc| x m below 2^62 (qops.rounding_shift works in int64)."""
     (a, b), out = rw.input_params(layer), rw.output_params(layer)
-    multiplier, shift = fixed_point(a.scale * b.scale / out.scale)
+    largest = _inner_dim(rw, layer) * _code_span(a) * _code_span(b)
+    multiplier, shift = fixed_point(a.scale * b.scale / out.scale, bits=min(31, 62 - largest.bit_length()))
     rw.emit(layer, "qmatmul", out, {"a_zp": a.zp, "b_zp": b.zp, "out_zp": out.zp, "multiplier": multiplier,
                                     "shift": shift})
 
@@ -212,7 +496,14 @@ def _add(rw: _Rewriter, layer: Layer) -> None:
                                  "out_zp": out.zp, **rw.fused_relu(layer)})
 
 
+def _inner_dim(rw: _Rewriter, layer: Layer) -> int:
+    """The summed dimension of a matmul: the last of its first (already quantized) operand."""
+    return next(q.type.shape[-1] for q in rw.layers if q.name == layer.inputs[0])
+
+
 def _mul(rw: _Rewriter, layer: Layer) -> None:
+    if _positive_scale(layer):
+        return _rescale(rw, layer)
     if len(layer.inputs) == 1:
         return _lut(rw, layer)
     if layer.op == "div":
@@ -222,20 +513,48 @@ def _mul(rw: _Rewriter, layer: Layer) -> None:
     rw.emit(layer, "qmul", out, {"zps": (a.zp, b.zp), "multiplier": multiplier, "shift": shift, "out_zp": out.zp})
 
 
+def _rescale(rw: _Rewriter, layer: Layer) -> None:
+    """x * c or x / c with c > 0: the same codes at scale s_x c (or s_x / c), no rounding. The
+    layer stays as a `qrequant` with multiplier 1 (an exact copy), so that the value keeps a
+    name and its scale; a compiler that fused it into the producer would save one SFU pass."""
+    (x,) = rw.input_params(layer)
+    c = float(layer.attr("scalar"))
+    params = QParams(x.scale * c if layer.op == "mul" else x.scale / c, x.zp, x.wide)
+    multiplier, shift = fixed_point(1.0)
+    rw.emit(layer, "qrequant", params, {"x_zp": int(x.zp), "multiplier": multiplier, "shift": shift,
+                                        "out_zp": int(x.zp)})
+
+
 def _lut(rw: _Rewriter, layer: Layer) -> None:
     """Elementwise function of one u8 input -> 256-entry table, built by running the float op
-    itself on the 256 dequantized codes (per channel for batchnorm), fused ReLU included."""
+    itself on the 256 dequantized codes, fused ReLU included. One table per channel where the
+    input or the output has a scale per channel (last dimension) and for batchnorm (dimension 1)."""
     (x,), out = rw.input_params(layer), rw.output_params(layer)
-    real = (torch.arange(U8_MAX + 1, dtype=torch.float64) - x.zp) * x.scale
+    codes = torch.arange(x.levels + 1, dtype=torch.float64)
+    attrs = {}
+    if x.per_channel or out.per_channel:
+        channels = layer.type.shape[-1]
+        scale = torch.as_tensor(np.broadcast_to(x.scale, (channels,)).copy()).reshape(-1, 1)
+        zp = torch.as_tensor(np.broadcast_to(x.zp, (channels,)).astype(np.float64)).reshape(-1, 1)
+        real = (codes - zp) * scale                                   # [C, 256]
+        attrs["dim"] = -1
+    else:
+        real = (codes - x.zp) * x.scale
     if layer.op == "batchnorm":
-        real = real.expand(1, layer.type.shape[1], U8_MAX + 1)    # [1, C, 256]: channels on dim 1
+        real = real.expand(1, layer.type.shape[1], x.levels + 1)    # [1, C, 256]: channels on dim 1
     opdef = OPS[layer.op]
     weights = {role: torch.from_numpy(rw.float_weight(layer, role)) for role, _ in layer.weights}
     y = opdef.fn([real], {**opdef.defaults, **dict(layer.attrs)}, weights).to(torch.float64)
     if layer.name in rw.relu_of:
         y = torch.relu(y)
-    table = quantize_array(y.reshape(-1, U8_MAX + 1).squeeze(0).numpy(), out)
-    rw.emit(layer, "qlut", out, {}, {"table": rw.add_weight(f"{layer.name}.table", table)})
+    y = y.reshape(-1, x.levels + 1).numpy()
+    if out.per_channel:
+        table = quantize_array_rows(y, QParams(out.scale.reshape(-1, 1), out.zp.reshape(-1, 1)))
+    else:
+        table = quantize_array(y, out)
+    if table.shape[0] == 1:
+        table = table[0]
+    rw.emit(layer, "qlut", out, attrs, {"table": rw.add_weight(f"{layer.name}.table", table)})
 
 
 def _relu(rw: _Rewriter, layer: Layer) -> None:
@@ -246,9 +565,27 @@ def _relu(rw: _Rewriter, layer: Layer) -> None:
 def _softmax(rw: _Rewriter, layer: Layer) -> None:
     (x,), out = rw.input_params(layer), rw.output_params(layer)
     multiplier, shift = fixed_point(2.0**-SOFTMAX_PROB_BITS / out.scale)
-    table = rw.add_weight(f"{layer.name}.table", softmax_table(x.scale).numpy())
+    table = rw.add_weight(f"{layer.name}.table", softmax_table(x.scale, x.wide).numpy())
     rw.emit(layer, "qsoftmax", out, {"dim": layer.attr("dim"), "out_zp": out.zp, "multiplier": multiplier,
                                      "shift": shift}, {"table": table})
+
+
+def _masked_softmax(rw: _Rewriter, layer: Layer) -> None:
+    """As softmax; the bool mask (an integer-side value, kept as it is) picks the entries."""
+    scores = layer.inputs[0]
+    if scores not in rw.params:
+        raise rw.error(layer, f"reads %{scores}, which is not a quantized value")
+    x, out = rw.params[scores], rw.output_params(layer)
+    multiplier, shift = fixed_point(2.0**-SOFTMAX_PROB_BITS / out.scale)
+    table = rw.add_weight(f"{layer.name}.table", softmax_table(x.scale).numpy())
+    rw.emit(layer, "qmasked_softmax", out, {"dim": layer.attr("dim"), "out_zp": out.zp, "multiplier": multiplier,
+                                            "shift": shift}, {"table": table})
+
+
+def _cast(rw: _Rewriter, layer: Layer) -> None:
+    """An integer value turned float (a mask, a count) enters the u8 domain like a graph input."""
+    params = rw.output_params(layer)
+    rw.emit(layer, "quantize", params, {"scale": params.scale, "zp": params.zp})
 
 
 def _layernorm(rw: _Rewriter, layer: Layer) -> None:
@@ -280,14 +617,14 @@ def _concat(rw: _Rewriter, layer: Layer) -> None:
 def _embedding(rw: _Rewriter, layer: Layer) -> None:
     """The table quantizes with its own min/max: any row can be looked up, seen in calibration or not."""
     table = rw.float_weight(layer, "table")
-    params = tensor_qparams(table)
+    params = wide_qparams(float(np.abs(table).max())) if layer.name in rw.plan.wide else tensor_qparams(table)
     ref = rw.add_weight(layer.weight("table").name, quantize_array(table, params))
     rw.emit(layer, "embedding", params, {}, {"table": ref})
 
 
 def _const(rw: _Rewriter, layer: Layer) -> None:
     value = rw.float_weight(layer, "value")
-    params = tensor_qparams(value)
+    params = wide_qparams(float(np.abs(value).max())) if layer.name in rw.plan.wide else tensor_qparams(value)
     rw.emit(layer, "const", params, {}, {"value": rw.add_weight(layer.weight("value").name,
                                                                  quantize_array(value, params))})
 
@@ -302,4 +639,5 @@ HANDLERS: dict[str, Callable[[_Rewriter, Layer], None]] = {
     "adaptive_avgpool2d": _same_scale("qadaptive_avgpool2d"),
     "mean": _same_scale("qmean"),
     "concat": _concat, "embedding": _embedding, "const": _const,
+    "masked_softmax": _masked_softmax, "cast": _cast,
 }

@@ -20,9 +20,13 @@ those layers.
 The candidates are the paper's six centers: 88, 96, 104, 152, 160 and 168. They are the middles
 of the 4th cell's sections and of their quarters, away from the ends of the range. With
 `center="auto"` the pass ranks the centers by the skip ratio Eq. 3 predicts between consecutive
-layers. It takes the first one whose outputs on the calibration inputs (the first
-`GUARD_BATCHES` of them) keep a cosine of at least `min_cosine` with the unshifted model's. If
-no center qualifies, nothing is shifted. The first layer is never shifted: the paper keeps it
+layers. It takes the first one that keeps the unshifted model's task on the calibration inputs
+(the first `GUARD_BATCHES` of them), by a task metric read off the outputs' shape
+(`task_agreement`): top-1 agreement for classifier logits, the correlation of sentence-embedding
+similarities for sequences, else the cosine; at least `min_agreement` (0.999: at most 0.1 point
+of accuracy, or 0.001 of similarity correlation, lost). If no center qualifies, nothing is
+shifted. With a weight zero point per output channel (the default quantization), each channel's
+codes move to the center on their own. The first layer is never shifted: the paper keeps it
 exact, since errors there cost the most accuracy.
 """
 from __future__ import annotations
@@ -40,6 +44,7 @@ from ..isa.tiling import cell_levels
 from .tile import is_crossbar_layer
 
 CENTERS = (88, 96, 104, 152, 160, 168)
+MIN_FIT = 0.5      # "fit" squeezes a channel's codes by at most this factor; one needing more is not shifted
 GUARD_BATCHES = 4  # calibration input tuples the output check runs: each costs a full integer evaluation
 
 
@@ -47,7 +52,7 @@ GUARD_BATCHES = 4  # calibration input tuples the output check runs: each costs 
 class CenterChoice:
     center: int | None                               # None: no center kept the outputs
     skip: dict[int | None, float]                    # Eq. 3's predicted skip ratio, None = unshifted
-    cosine: dict[int, float]                         # output cosine with the unshifted model, as far as tried
+    agreement: dict[int, float]                      # task_agreement with the unshifted model, as far as tried
     clipped: dict[int, float]                        # fraction of the shifted weights that clip
 
 
@@ -60,25 +65,54 @@ def crossbar_weights(model: Model) -> list[str]:
     return names
 
 
-def shifts(model: Model, center: int) -> dict[str, int]:
-    """d for every crossbar weight but the first: center - mean code, kept such that the zero
-    point stays a code (0..255)."""
-    zero_points = {layer.weight("weight").name: layer.attr("w_zp") for layer in model.graph.layers
-                   if is_crossbar_layer(layer)}
+def channel_param(model: Model, layer, name: str) -> np.ndarray:
+    """int64 [N]: a requantization parameter of a crossbar layer, per layer (its attribute,
+    repeated) or per output channel (its int32 weight of that role)."""
+    n = np.asarray(model.weights[layer.weight("weight").name]).shape[0]
+    ref = layer.weight(name)
+    value = model.weights[ref.name] if ref is not None else layer.attr(name)
+    return np.broadcast_to(np.asarray(value, np.int64).reshape(-1), (n,)).copy()
+
+
+def _with_channel_params(layer, weights: dict, params: dict[str, np.ndarray]):
+    """`layer` with these per-channel parameters: an attribute where every channel agrees, else
+    an int32 weight of the same role named after the layer."""
+    from ..ir import TensorType, WeightRef
+
+    attrs, refs = dict(layer.attrs), dict(layer.weights)
+    for name, values in params.items():
+        attrs.pop(name, None)
+        refs.pop(name, None)
+        if np.all(values == values[0]):
+            attrs[name] = int(values[0])
+        else:
+            weights[f"{layer.name}.{name}"] = values.astype(np.int32)
+            refs[name] = WeightRef(f"{layer.name}.{name}", TensorType("i32", values.shape))
+    return dataclasses.replace(layer, attrs=tuple(attrs.items()), weights=tuple(refs.items()))
+
+
+def shifts(model: Model, center: int) -> dict[str, np.ndarray]:
+    """d per output channel for every crossbar weight but the first: center - mean code, of the
+    layer's codes where its weight zero point is one per layer (the paper's Eq. 4) or of each
+    channel's where it is one per channel; kept such that each zero point stays a code (0..255)."""
+    layers = {layer.weight("weight").name: layer for layer in model.graph.layers if is_crossbar_layer(layer)}
     result = {}
     for name in crossbar_weights(model)[1:]:
-        d = center - int(round(float(np.asarray(model.weights[name]).mean())))
-        result[name] = min(max(d, -zero_points[name]), 255 - zero_points[name])
+        layer = layers[name]
+        codes = np.asarray(model.weights[name]).reshape(len(channel_param(model, layer, "w_zp")), -1)
+        zp = channel_param(model, layer, "w_zp")
+        means = codes.mean(1) if layer.weight("w_zp") is not None else np.full(len(zp), codes.mean())
+        result[name] = np.clip(center - np.round(means).astype(np.int64), -zp, 255 - zp)
     return result
 
 
 def shifted(model: Model, center: int, method: str = "fit") -> tuple[Model, float]:
     """The model with its weights on `center`, and the fraction of shifted weights that clipped.
 
-    "clip" is the paper's Eq. 5: codes past 0 or 255 are clipped. "fit" clips nothing: where the
-    shifted codes would leave [0, 255], the layer's codes are scaled about the zero point by the
-    largest alpha <= 1 that keeps them inside, and the layer's requantization multiplier and its
-    bias are rescaled to match (a coarser weight step, one more rounding of each weight)."""
+    "clip" is the paper's Eq. 5: codes past 0 or 255 are clipped. "fit" clips nothing: where a
+    channel's shifted codes would leave [0, 255], its codes are scaled about the zero point by the
+    largest alpha <= 1 that keeps them inside, and its requantization multiplier and bias are
+    rescaled to match (a coarser weight step, one more rounding of each weight)."""
     d = shifts(model, center)
     weights = dict(model.weights)
     layers = []
@@ -87,21 +121,37 @@ def shifted(model: Model, center: int, method: str = "fit") -> tuple[Model, floa
         if not is_crossbar_layer(layer) or layer.weight("weight").name not in d:
             layers.append(layer)
             continue
-        name, zp = layer.weight("weight").name, layer.attr("w_zp")
-        attrs = {**dict(layer.attrs), "w_zp": zp + d[name]}
-        codes = np.asarray(model.weights[name]).astype(np.int64)
-        alpha = _fitting_scale(int(codes.min()) - zp, int(codes.max()) - zp, zp + d[name]) if method == "fit" else 1.0
-        if alpha < 1.0:
-            codes = zp + np.rint((codes - zp) * alpha).astype(np.int64)
-            attrs["multiplier"], attrs["shift"] = fixed_point(attrs["multiplier"] / 2.0 ** attrs["shift"] / alpha)
+        name = layer.weight("weight").name
+        zp, multiplier, shift = (channel_param(model, layer, p) for p in ("w_zp", "multiplier", "shift"))
+        shape = np.asarray(model.weights[name]).shape
+        codes = np.asarray(model.weights[name]).astype(np.int64).reshape(len(zp), -1)
+        alpha = np.ones(len(zp))
+        if method == "fit":
+            alpha = np.array([_fitting_scale(int(row.min()) - z, int(row.max()) - z, z + s)
+                              for row, z, s in zip(codes, zp, d[name])])
+            if layer.weight("w_zp") is None:   # one zero point for the layer: one alpha for it too
+                alpha[:] = alpha.min()
+            # A channel that would have to shrink below half its step (its zero point at an end of
+            # the range: all its weights of one sign) stays where it is.
+            stay = alpha < MIN_FIT
+            d[name] = np.where(stay, 0, d[name])
+            alpha = np.where(stay, 1.0, alpha)
+        params = {"w_zp": zp + d[name]}
+        squeezed = alpha < 1.0
+        if squeezed.any():
+            codes = np.where(squeezed[:, None], zp[:, None] + np.rint((codes - zp[:, None]) * alpha[:, None]), codes)
+            codes = codes.astype(np.int64)
+            pairs = [fixed_point(float(m) / 2.0 ** int(s) / a) for m, s, a in zip(multiplier, shift, alpha)]
+            params["multiplier"] = np.array([m for m, _ in pairs], np.int64)
+            params["shift"] = np.array([s for _, s in pairs], np.int64)
             bias = layer.weight("bias")
             if bias is not None:
                 weights[bias.name] = np.rint(np.asarray(model.weights[bias.name]) * alpha).astype(np.int32)
-        codes = codes + d[name]
+        codes = codes + d[name][:, None]
         clipped += int(np.count_nonzero((codes < 0) | (codes > 255)))
         total += codes.size
-        weights[name] = np.clip(codes, 0, 255).astype(np.uint8)
-        layers.append(dataclasses.replace(layer, attrs=attrs))
+        weights[name] = np.clip(codes, 0, 255).astype(np.uint8).reshape(shape)
+        layers.append(_with_channel_params(layer, weights, params))
     meta = {**dict(model.graph.meta), "weight_center": center, "weight_shift": method}
     graph = dataclasses.replace(model.graph, layers=tuple(layers), meta=meta)
     return model.replace(graph=graph, weights=weights), clipped / max(total, 1)
@@ -139,17 +189,39 @@ def predicted_skip(model: Model, hw: Hardware) -> float:
     return float(np.average(pairs, weights=sizes[1:]))
 
 
-def output_cosine(reference: list, model: Model, calibration) -> float:
-    """The lowest cosine between the model's outputs on the calibration inputs and `reference`
-    (a list of output lists, one per input tuple)."""
-    from ..ir.evaluate import evaluate
+def task_agreement(reference: list, outputs: list) -> float:
+    """How well the shifted model keeps the unshifted one's task on the calibration inputs (lists
+    of output lists, one per input tuple), by the shape of each output: classifier logits
+    [batch, classes]: the fraction of inputs whose top-1 class agrees; sequences [batch, tokens,
+    hidden]: the Spearman correlation of the pairwise cosine similarities of the token-mean
+    embeddings (a sentence encoder's metric), with 3 inputs or more; otherwise the cosine. The
+    lowest over the outputs."""
     from ..runtime.report import cosine
 
-    return min(cosine(a.numpy(), b.numpy())
-               for inputs, want in zip(calibration, reference) for a, b in zip(want, evaluate(model, inputs)))
+    scores = []
+    for index, want in enumerate(reference[0]):
+        a = np.concatenate([np.asarray(r[index]) for r in reference])
+        b = np.concatenate([np.asarray(o[index]) for o in outputs])
+        if a.ndim == 2 and a.shape[1] > 1:
+            scores.append(float((a.argmax(1) == b.argmax(1)).mean()))
+        elif a.ndim == 3 and len(a) >= 3:
+            scores.append(_similarity_correlation(a.mean(1), b.mean(1)))
+        else:
+            scores.append(cosine(a.ravel().astype(np.float64), b.ravel().astype(np.float64)))
+    return min(scores)
 
 
-def choose_center(model: Model, calibration, min_cosine: float, hw: Hardware, method: str = "fit") -> CenterChoice:
+def _similarity_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    def similarities(e):
+        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-30)
+        return (e @ e.T)[np.triu_indices(len(e), 1)]
+
+    return float(spearmanr(similarities(a), similarities(b)).statistic)
+
+
+def choose_center(model: Model, calibration, min_agreement: float, hw: Hardware, method: str = "fit") -> CenterChoice:
     from ..ir.evaluate import evaluate
 
     skip: dict[int | None, float] = {None: predicted_skip(model, hw)}
@@ -158,15 +230,16 @@ def choose_center(model: Model, calibration, min_cosine: float, hw: Hardware, me
         candidates[center], clipped[center] = shifted(model, center, method)
         skip[center] = predicted_skip(candidates[center], hw)
     calibration = list(calibration)[:GUARD_BATCHES]
-    reference = [evaluate(model, inputs) for inputs in calibration]
-    cosine: dict[int, float] = {}
+    reference = [[t.numpy() for t in evaluate(model, inputs)] for inputs in calibration]
+    agreement: dict[int, float] = {}
     for center in sorted(CENTERS, key=lambda c: -skip[c]):
         if skip[center] <= skip[None]:
             break
-        cosine[center] = output_cosine(reference, candidates[center], calibration)
-        if cosine[center] >= min_cosine:
-            return CenterChoice(center, skip, cosine, clipped)
-    return CenterChoice(None, skip, cosine, clipped)
+        outputs = [[t.numpy() for t in evaluate(candidates[center], inputs)] for inputs in calibration]
+        agreement[center] = task_agreement(reference, outputs)
+        if agreement[center] >= min_agreement:
+            return CenterChoice(center, skip, agreement, clipped)
+    return CenterChoice(None, skip, agreement, clipped)
 
 
 @dataclass(frozen=True)
@@ -176,7 +249,7 @@ class ShiftWeights:
 
     center: int | str | None = "auto"
     calibration: tuple = ()
-    min_cosine: float = 0.999
+    min_agreement: float = 0.999    # at most 0.1 point of top-1, or 0.001 of similarity correlation, lost
     method: str = "fit"
 
     name: ClassVar[str] = "shift-weights"
@@ -188,6 +261,6 @@ class ShiftWeights:
         if center == "auto":
             if not self.calibration:
                 raise ValueError("shift-weights: choosing a center needs calibration inputs")
-            center = choose_center(model, self.calibration, self.min_cosine, hw or default_hardware(),
+            center = choose_center(model, self.calibration, self.min_agreement, hw or default_hardware(),
                                    self.method).center
         return model if center is None else shifted(model, int(center), self.method)[0]

