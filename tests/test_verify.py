@@ -114,19 +114,19 @@ RULES = {
                    r"sfu: maxpool2d takes 1\.\.1 inputs, got 2"),
     "sfu input dtype": (sub(r"^(    sfu %flatten = .*)$", r"\1\n    bank {in=[4], out=[5]}\n    sfu %f = dequantize(%flatten) {scale=0.5, zp=0} : "
                             r"f32[8,128]\n    sfu %q = qrelu(%f) {zp=0} : f32[8,128]"),
-                        r"sfu: qrelu takes u8 inputs, %f is f32\[8,128\]"),
+                        r"sfu: qrelu takes u8, i16 inputs, %f is f32\[8,128\]"),
     "sfu operands do not fit": (sub(r"\{shape=\[8, 128\]\}", "{shape=[7, 128]}"),
                                 r"sfu: reshape: the operands u8\[8,32,2,2\] do not fit"),
     "sfu unknown op": (sub(r"= maxpool2d\(", "= maxpool3d("), r"sfu: unknown SFU op maxpool3d"),
     "sfu table": (sub(r"^(    sfu %flatten = .*)$", r"\1\n    sfu %t = qlut(%flatten) [table=@features.0.weight : u8[16,1,3,3]]"
-                      r" : u8[8,128]"), r"sfu: qlut takes a table \[256\] or \[C, 256\]"),
+                      r" : u8[8,128]"), r"sfu: qlut takes a table \[L\] or \[C, L\]"),
     "store port": (sub(r"store %classifier -> classifier\.dq", "store %classifier -> nowhere"),  # issue 14
                    r"store: no \.output nowhere"),
     "store value": (sub(r"store %classifier -> ", "store %flatten -> "), r"store: \.output classifier\.dq is %classifier"),
     "store twice": (sub(r"^(    store %classifier -> classifier\.dq)$", r"\1\n\1"), r"store: \.output classifier\.dq "
                     r"is stored a second time"),
     "output shape": (sub(r"^\.output classifier\.dq %classifier f32\[8,10\]", ".output classifier.dq %classifier f32[8,11]"),
-                     r"store: %classifier is u8\[8,10\]; \.output classifier\.dq dequantizes a u8\[8,11\]"),
+                     r"store: %classifier is (u8|i16)\[8,10\]; \.output classifier\.dq dequantizes a u8 or i16 \[8,11\]"),
     # streams (issue 14: store or sfu in the write stream, a release before the mvm, were internal errors)
     "store in the write stream": (sub(r"^\.stream write$", ".stream write\n    store %classifier -> classifier.dq"),
                                   r"store: runs in the compute stream, not in the write stream"),
