@@ -463,6 +463,8 @@ class Verifier:
         table = next((self.weights[name] for role, name, _ in instr["weights"] if role == "table"), None)
         if op == "qlut":
             self.check_lut(instr, operands[0], table, attrs)
+        if op == "maxpool2d" and len(operands[0].shape) >= 2:
+            self.check_pool_windows(instr, operands[0], attrs)
         if op in ("qmatmul", "qmul") and operands[0].shape:
             zps = (attrs["a_zp"], attrs["b_zp"]) if op == "qmatmul" else attrs["zps"]
             left, right = (_largest_offset(t, zp) for t, zp in zip(operands, zps))
@@ -481,6 +483,18 @@ class Verifier:
                     or values.max() > SOFTMAX_TABLE_MAX or values[0] < 1):
                 self.fail(instr, f"{op} takes a table [L], {shortest} <= L <= {SOFTMAX_TABLE_LENGTH}, of "
                                  f"exponentials in 0..{SOFTMAX_TABLE_MAX} with table[0] > 0, got {list(table.shape)}")
+
+    def check_pool_windows(self, instr: Instr, x: TensorSpec, attrs: dict) -> None:
+        """maxpool2d gathers every window's taps ([..., out_h, k_h, out_w, k_w]) from a padded copy of
+        its input: temporaries that grow with the kernel, the dilation and the padding, not with x."""
+        taps, padded = 1, 1
+        for size, k, s, p, d in zip(x.shape[-2:], attrs["kernel"], attrs["stride"], attrs["padding"],
+                                    attrs["dilation"]):
+            out = max(1, output_length(size, k, s, p, d, attrs["ceil_mode"]))
+            taps *= out * k
+            padded *= max(size, (out - 1) * s + (k - 1) * d + 1) + 2 * p
+        lead = math.prod(x.shape[:-2])
+        self.check_size(instr.line, "sfu maxpool2d's windows", TensorSpec(x.dtype, (lead, taps + padded)), 2)
 
     def check_lut(self, instr: Instr, x: TensorSpec, table: np.ndarray, attrs: dict) -> None:
         """A table [L] or [C, L] (C the input's size along dim) with an entry for every code the
