@@ -131,7 +131,7 @@ SFU_SPECS: dict[str, OpSpec] = {s.name: s for s in [
     OpSpec("qconcat", {"dim": A.DIM, "zps": A.Ints(A.ZERO_POINT, A.PER_INPUT),
                        "multipliers": A.Ints(A.MULTIPLIER, A.PER_INPUT), "shift": A.SHIFT, "out_zp": A.ZERO_POINT},
            inputs=(1, 1024), input_dtypes=CODES),
-    OpSpec("qrequant", {"x_zp": A.ZERO_POINT}, {"dim": A.DIM, **_WIDE, "levels": A.LEVELS, **_REQUANTIZE,
+    OpSpec("qrequant", {"x_zp": A.WIDE_ZERO_POINT}, {"dim": A.DIM, **_WIDE, "levels": A.LEVELS, **_REQUANTIZE,
                                                 "out_zp": A.WIDE_ZERO_POINT},
            optional_roles={name: I32 for name in _REQUANTIZE}, input_dtypes=CODES, either=tuple(_REQUANTIZE)),
     OpSpec("qrelu", {"zp": A.ZERO_POINT}, input_dtypes=CODES),
