@@ -53,6 +53,7 @@ def test_digits_accuracy_on_the_chip(name):
     with torch.no_grad():
         float_top1 = (module(x_test).argmax(1) == y_test).float().mean().item()
     chip_top1 = float((chip == y_test.numpy()).mean())
+    print(f"{name}: top-1 float {float_top1:.4f}, chip {chip_top1:.4f}")
     assert chip_top1 >= float_top1 - 0.005, (chip_top1, float_top1)
 
 

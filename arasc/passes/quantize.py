@@ -149,8 +149,8 @@ def _emits_wide(layer: Layer) -> bool:
 
 def _elementwise_table(layer: Layer) -> bool:
     """Table ops that apply the same function to every element, so one table per channel works."""
-    return (layer.op in LUT_OPS and layer.op != "batchnorm") or (layer.op in ("add", "sub", "mul", "div")
-                                                                 and len(layer.inputs) == 1)
+    scalar_table = layer.op in ("add", "sub", "mul", "div") and len(layer.inputs) == 1 and not _positive_scale(layer)
+    return (layer.op in LUT_OPS and layer.op != "batchnorm") or scalar_table
 
 
 def _reads_channels(layer: Layer, value: str) -> bool:
