@@ -18,11 +18,11 @@ import numpy as np
 
 from ..isa.hardware import Hardware
 from ..isa.program import Instr, LayerDef, Program
-from ..isa.tiling import cell_levels, layer_blocks as tiled_blocks, matrix_shape
+from ..isa.tiling import cell_levels, matrix_shape
+from ..isa.tiling import layer_blocks as tiled_blocks
 from .crossbar import BitSerial
 from .kernels import requantize, write_cells
-from .sfu import I16_MAX, I16_MIN
-from .sfu import SFU_OPS
+from .sfu import I16_MAX, I16_MIN, SFU_OPS
 from .verify import layer_grid
 from .windows import conv_windows
 

@@ -7,14 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import cosine
 
 from arasc.compile import compile_model, weights_name, write_compiled
 from arasc.frontend import FrontendError, import_module
 from arasc.isa.hardware import default_hardware
 from arasc.loader import load
 from arasc.runtime.run import run_file
+
 from conftest import built
-from helpers import cosine
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")  # torch.onnx.export's exporter
