@@ -70,90 +70,89 @@ def sample_batches(path: str | None, flag: str, example_inputs) -> list[tuple]:
     return [(samples[i:i + batch],) for i in range(0, len(samples) - batch + 1, batch)]
 
 
-def quantization_options(args) -> dict:
-    """The quantize pass's scheme from the command line (arasc/passes/quantize.py)."""
-    return {"weights": args.weight_scales, "observer": args.observer, "residual": args.residual,
-            "channel_groups": args.channel_groups, "smooth": args.smooth}
-
-
-def add_quantization_options(p) -> None:
-    p.add_argument("--weight-scales", choices=("channel", "tensor"), default="channel", help="weight scales and zero "
-                   "points per output channel (default) or per layer")
-    p.add_argument("--observer", choices=("mse", "percentile", "minmax"), default="mse", help="how activation "
-                   "ranges are chosen from calibration: least squared error (default), 0.01%%/99.99%% percentiles, "
-                   "or the whole observed range")
-    p.add_argument("--residual", choices=("wide", "u8"), default="wide", help="the residual stream (adds and layer "
-                   "norm inputs) in int16 on the SFU (default), or uint8 like every other value")
-    p.add_argument("--channel-groups", type=int, default=0, metavar="G", help="scale groups for values between "
-                   "linear layers and tables (per-embedding-group quantization; default 0: one scale per tensor)")
-    p.add_argument("--smooth", type=float, default=0.0, metavar="ALPHA", help="SmoothQuant migration of activation "
-                   "outliers into the weights of the linear layers that read them, 0 < ALPHA <= 1 (default 0: off)")
-
-
 def hardware(args):
     from .isa.hardware import default_hardware, load_hardware
 
     return load_hardware(args.hw) if getattr(args, "hw", None) else default_hardware()
 
 
+def stages(args, stop_after=None, show=None):
+    """The driver's instrumentation from --print-after and --dump-dir."""
+    from .stages import Stages
+
+    try:
+        return Stages(tuple(args.print_after or ()), args.dump_dir, stop_after, show)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    except OSError as err:
+        raise UsageError(f"--dump-dir {args.dump_dir}: {err.strerror}") from None
+
+
 def cmd_ir(args, out: Console) -> int:
-    from .ir import print_graph
-    from .loader import load
-    from .passes import default_pipeline, pass_names, run_pipeline
+    from .compile import compile_source
+    from .loader import load_source
+    from .options import IR_STAGES, options_from_args
     from .passes.tile import summarize_tiling
+    from .stages import Stopped
     from .summary import summarize
 
-    names = pass_names()
-    after = args.after or "frontend"
-    if after not in names + ["all"]:
-        raise UsageError(f"--after {after}: no such pass; passes in order: {', '.join(names)}, or all")
-    loaded = load(args.model, args.frontend)
+    after = args.after or "lower"
+    if after not in IR_STAGES + ("all",):
+        raise UsageError(f"--after {after}: no such pass; stages with IR, in order: {', '.join(IR_STAGES)}, or all")
     hw = hardware(args)
-    stages = run_pipeline(loaded.model, hw, default_pipeline(calibration_inputs(args, loaded.example_inputs),
-                                                             args.weight_center, args.weight_shift,
-                                                             quantization_options(args)),
-                          stop_after=None if after == "all" else after)
-    if after != "all":
-        stages = [s for s in stages if s.name == after]
-    for stage in stages:
-        if args.summary:
-            table = Table(title=f"{stage.model.graph.name} after {stage.name}", title_justify="left", show_header=False)
-            for key, value in summarize(stage.model).rows():
+
+    def show(stage, model):
+        table = Table(title=f"{model.graph.name} after {stage}", title_justify="left", show_header=False)
+        for key, value in summarize(model).rows():
+            table.add_row(key, value)
+        if stage == "tile":
+            for key, value in summarize_tiling(model, hw).rows():
                 table.add_row(key, value)
-            if stage.name == "tile":
-                for key, value in summarize_tiling(stage.model, hw).rows():
-                    table.add_row(key, value)
-            out.print(table)
-        else:
-            text = print_graph(stage.model.graph)
-            if after == "all":
-                text = f"# ---- after {stage.name} ----\n{text}"
-            sys.stdout.write(text)
-    return EXIT_OK
+        out.print(table)
+
+    args.print_after = (after,)
+    run = stages(args, stop_after=IR_STAGES[-1] if after == "all" else after, show=show if args.summary else None)
+    source = load_source(args.model)
+    try:
+        compile_source(source, hw, "unused.arasw", options_from_args(args),
+                       calibration_inputs(args, source.example_inputs), run)
+    except Stopped:
+        return EXIT_OK
+    raise AssertionError("the driver did not stop after the last IR stage")
+
+
+def compiled_summary(compiled) -> str:
+    from .compile import optimizations
+
+    p = compiled.program
+    return (f"{len(p.layers)} crossbar layers, {len(p.write) + len(p.compute):,} instructions ({len(p.write):,} "
+            f"write, {len(p.compute):,} compute); {optimizations(compiled)}")
 
 
 def cmd_compile(args, out: Console) -> int:
-    from .compile import compile_model, optimizations, weights_name, write_compiled
-    from .loader import load
+    from .compile import compile_source, weights_name, write_compiled
+    from .loader import load_source
+    from .options import options_from_args
+    from .runtime import progress
 
     from .compile import output_paths
 
     if not args.output.endswith(".aras"):
         raise UsageError(f"-o {args.output}: the program file must end in .aras")
     output_paths(args.output, weights_name(args.output))  # refused before any work, not after
-    loaded = load(args.model, args.frontend)
-    compiled = compile_model(loaded.model, hardware(args), calibration_inputs(args, loaded.example_inputs),
-                             loaded.example_inputs, weights_name(args.output), args.scheduler, args.banks,
-                             args.replication, args.weight_center, args.weight_shift, quantization_options(args))
+    options, run = options_from_args(args), stages(args)
+    with progress.display(args.quiet):
+        progress.stage("build model")
+        source = load_source(args.model)
+        compiled = compile_source(source, hardware(args), weights_name(args.output), options,
+                                  calibration_inputs(args, source.example_inputs), run)
     weights_path = write_compiled(compiled, args.output)
-    p = compiled.program
-    out.print(f"wrote {args.output} ({len(p.write) + len(p.compute):,} instructions: {len(p.write):,} write, "
-              f"{len(p.compute):,} compute) and {weights_path} ({len(compiled.weights):,} bytes); "
-              f"{optimizations(compiled)}")
+    out.print(f"wrote {args.output} and {weights_path} ({len(compiled.weights):,} bytes): {compiled_summary(compiled)}")
     return EXIT_OK
 
 
 def cmd_run(args, out: Console) -> int:
+    from .runtime import progress
     from .runtime.report import adc_error, print_run, write_plot, write_report, write_trace
     from .runtime.run import run_file
 
@@ -166,10 +165,11 @@ def cmd_run(args, out: Console) -> int:
     for flag in ("output", "report", "trace", "plot"):  # refused before any work, not after
         if getattr(args, flag):
             check_output_path(getattr(args, flag), f"--{flag}")
-    result = run_file(args.program, args.input, args.hw, inferences=args.inferences, adc_bits=args.adc_bits,
-                      adc_lsb=args.adc_lsb, compute=not args.timing_only)
-    if args.adc_bits is not None:  # never silently: say what the finite ADC did to the outputs
-        result.adc_error = adc_error(result, run_file(args.program, args.input, args.hw))
+    with progress.display(args.quiet):
+        result = run_file(args.program, args.input, args.hw, inferences=args.inferences, adc_bits=args.adc_bits,
+                          adc_lsb=args.adc_lsb, compute=not args.timing_only)
+        if args.adc_bits is not None:  # never silently: say what the finite ADC did to the outputs
+            result.adc_error = adc_error(result, run_file(args.program, args.input, args.hw))
     if args.output:
         result.save_output(args.output)
     if args.report:
@@ -189,17 +189,21 @@ def cmd_compare(args, out: Console) -> int:
     import numpy as np
 
     from .compare import all_values, compare, interpreter_values
-    from .loader import load
+    from .frontend import capture_model, lower
+    from .loader import load_source
+    from .options import options_from_args
     from .passes.quantize import Quantize
 
     if args.adc_bits is not None and args.engine != "interpreter":
         raise UsageError("--adc-bits models the chip's ADC: it needs --engine interpreter")
-    loaded = load(args.model, args.frontend)
-    calibration = calibration_inputs(args, loaded.example_inputs)
-    inputs = sample_batches(args.input, "--input", loaded.example_inputs)
-    options = quantization_options(args)
+    options = options_from_args(args)
+    source = load_source(args.model)
+    model = lower(capture_model(source.module, source.example_inputs, source.capture_path(options.frontend)),
+                  source.name)
+    calibration = calibration_inputs(args, source.example_inputs)
+    inputs = sample_batches(args.input, "--input", source.example_inputs)
     quantized = Quantize(calibration=tuple(tuple(np.asarray(x) for x in c) for c in calibration),
-                         **options).rewrite(loaded.model)
+                         **options.quantization()).rewrite(model)
     if args.engine == "interpreter":
         import tempfile
 
@@ -208,17 +212,15 @@ def cmd_compare(args, out: Console) -> int:
 
         hw = hardware(args)
         with tempfile.TemporaryDirectory() as folder:
-            path = f"{folder}/{loaded.model.graph.name}.aras"
-            compiled = compile_model(loaded.model, hw, calibration, loaded.example_inputs, weights_name(path),
-                                     weight_center=args.weight_center, weight_shift=args.weight_shift,
-                                     quantization=options)
+            path = f"{folder}/{model.graph.name}.aras"
+            compiled = compile_model(model, hw, calibration, source.example_inputs, weights_name(path), options)
             write_compiled(compiled, path)
             program, weights, hw = load_program(path, args.hw)
             values = [interpreter_values(program, weights, hw, x, args.adc_bits) for x in inputs]
     else:
         values = [all_values(quantized.model, x) for x in inputs]
-    rows = compare(loaded.model, quantized.params, quantized.sources, values, inputs)
-    table = Table(title=f"{loaded.model.graph.name}: {args.engine} against float, {len(inputs)} input(s)",
+    rows = compare(model, quantized.params, quantized.sources, values, inputs)
+    table = Table(title=f"{model.graph.name}: {args.engine} against float, {len(inputs)} input(s)",
                   title_justify="left")
     for column in ("layer", "op", "codes", "cosine", "SQNR dB", "float range", "clipped", "scale"):
         table.add_column(column, justify="left" if column in ("layer", "op", "codes", "scale") else "right")
@@ -233,7 +235,7 @@ def cmd_compare(args, out: Console) -> int:
     if args.json:
         from .runtime.report import _atomic_write
 
-        text = json.dumps({"model": loaded.model.graph.name, "engine": args.engine, "adc_bits": args.adc_bits,
+        text = json.dumps({"model": model.graph.name, "engine": args.engine, "adc_bits": args.adc_bits,
                            "inputs": len(inputs), "layers": [row.as_dict() for row in rows]}, indent=1)
         _atomic_write(args.json, lambda tmp: open(tmp, "w").write(text + "\n"))
     return EXIT_OK
@@ -244,33 +246,32 @@ def cmd_demo(args, out: Console) -> int:
     import tempfile
 
     import numpy as np
-    import torch
 
-    from .compile import compile_model, optimizations, weights_name, write_compiled
-    from .frontend import import_module
-    from .loader import load_module
+    from .compile import compile_source, weights_name, write_compiled
+    from .loader import load_source
+    from .options import options_from_args
+    from .runtime import progress
     from .runtime.report import cosine, print_run
     from .runtime.run import run_file
 
-    module, inputs, name = load_module(args.model)
-    model = import_module(module, inputs, name)
-    with tempfile.TemporaryDirectory() as folder:
-        path = f"{folder}/{name}.aras"
-        compiled = compile_model(model, hardware(args), [tuple(inputs)], inputs, weights_name(path))
-        write_compiled(compiled, path)
-        out.print(f"compiled {name}: {len(compiled.program.layers)} crossbar layers, "
-                  f"{len(compiled.program.write):,} write and {len(compiled.program.compute):,} compute instructions; "
-                  f"{optimizations(compiled)}")
-        result = run_file(path, None, None, inferences=2)
+    options, run = options_from_args(args), stages(args)
+    with progress.display(args.quiet):
+        progress.stage("build model")
+        source = load_source(args.model)
+        expected = source.reference_outputs()
+        with tempfile.TemporaryDirectory() as folder:
+            path = f"{folder}/{source.name}.aras"
+            compiled = compile_source(source, hardware(args), weights_name(path), options,
+                                      calibration_inputs(args, source.example_inputs), run)
+            write_compiled(compiled, path)
+            out.print(f"compiled {source.name}: {compiled_summary(compiled)}")
+            result = run_file(path, None, args.hw, inferences=2)
     print_run(result, out)
-    with torch.no_grad():
-        expected = module(*inputs)
-    expected = list(expected) if isinstance(expected, (tuple, list)) else [expected]
     table = Table(title="interpreter vs PyTorch float", title_justify="left")
     for column in ("output", "shape", "cosine", "max |diff|", "argmax agrees"):
         table.add_column(column)
-    for (port, got), want in zip(result.outputs.items(), expected):
-        want = want.numpy().astype(np.float64).ravel()
+    for (port, got), reference in zip(result.outputs.items(), expected, strict=True):
+        want = reference.numpy().astype(np.float64).ravel()
         got64 = got.astype(np.float64).ravel()
         table.add_row(port, str(list(got.shape)), f"{cosine(want, got64):.5f}", f"{np.abs(want - got64).max():.4f}",
                       str(bool(np.argmax(want) == np.argmax(got64))))
@@ -278,14 +279,18 @@ def cmd_demo(args, out: Console) -> int:
     return EXIT_OK
 
 
-def weight_center(text: str) -> int | str | None:
-    from .passes.shift_weights import CENTERS
+def add_driver_flags(p, stages_ir: bool = True) -> None:
+    """--print-after, --dump-dir and --quiet: what the driver shows while it works."""
+    from .options import IR_STAGES
 
-    if text in ("auto", "none"):
-        return None if text == "none" else text
-    if not text.isdigit() or int(text) not in CENTERS:
-        raise argparse.ArgumentTypeError(f"{text!r}: auto, none, or one of {', '.join(map(str, CENTERS))}")
-    return int(text)
+    group = p.add_argument_group("what the compiler shows")
+    if stages_ir:
+        group.add_argument("--print-after", action="append", metavar="PASS", help="print the IR after this stage "
+                           f"to stdout: {', '.join(IR_STAGES)}, or all (repeatable)")
+        group.add_argument("--dump-dir", metavar="DIR", help="write the IR after every stage into DIR, one numbered "
+                           "file each; a failing pass leaves the IR it was given there")
+    group.add_argument("-q", "--quiet", action="store_true", help="no progress display on stderr (it shows only "
+                       "when stderr is a terminal)")
 
 
 def int_in(low: int, high: int):
@@ -298,53 +303,40 @@ def int_in(low: int, high: int):
     return parse
 
 
-def add_weight_center(p) -> None:
-    p.add_argument("--weight-center", type=weight_center, default="auto", metavar="C", help="weight-mean shifting "
-                   "(paper V-C): auto (the center with the most skipped cells that keeps the outputs on the "
-                   "calibration inputs, if any), none, or a center: 88, 96, 104, 152, 160, 168")
-    p.add_argument("--weight-shift", choices=("fit", "clip"), default="fit", help="codes the shift pushes past "
-                   "0..255: fit scales the layer's codes to stay inside (default), clip clips them (the paper)")
+def add_inputs(p) -> None:
+    p.add_argument("--hw", metavar="FILE", help="hardware description (default: the bundled ARAS chip)")
+    p.add_argument("--calib", metavar="FILE.npy", help="calibration inputs, one sample per row, used in batches of "
+                   "the traced batch size (default: the example inputs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .options import add_option_flags
+
     parser = argparse.ArgumentParser(prog="arasc", description="Compiler and simulator for the ARAS ReRAM "
                                      "processing-in-memory DNN accelerator.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     model_help = "a zoo name (see `arasc models`), path/to/file.py:factory, or a torch.export archive (.pt2)"
-    frontend_help = "capture with torch.fx, torch.export, or fx falling back to export (default auto)"
 
     p = sub.add_parser("models", help="list the model zoo", description="List the bundled model zoo.")
     p.set_defaults(run=cmd_models)
 
     p = sub.add_parser("ir", help="print a model's layer IR", description="Print the layer IR of MODEL after "
-                       "the frontend or after a compiler pass.")
+                       "lowering or after a compiler pass.")
     p.add_argument("model", metavar="MODEL", help=model_help)
-    p.add_argument("--after", metavar="PASS", help="show the IR after this pass: frontend (default), quantize, "
+    p.add_argument("--after", metavar="PASS", help="show the IR after this stage: lower (default), quantize, "
                    "shift-weights, tile; 'all' shows every stage")
     p.add_argument("--summary", action="store_true", help="print layer and weight counts instead of the IR text")
-    p.add_argument("--frontend", choices=("auto", "fx", "export"), default="auto", help=frontend_help)
-    p.add_argument("--hw", metavar="FILE", help="hardware description (default: the bundled ARAS chip)")
-    p.add_argument("--calib", metavar="FILE.npy", help="calibration inputs, one per row (default: example inputs)")
-    add_weight_center(p)
-    add_quantization_options(p)
-    p.set_defaults(run=cmd_ir)
+    add_inputs(p)
+    add_option_flags(p, stages=("capture", "quantize", "shift-weights"))
+    p.set_defaults(run=cmd_ir, print_after=None, dump_dir=None, quiet=True)
 
     p = sub.add_parser("compile", help="compile a model to a .aras program", description="Compile MODEL to an "
                        ".aras program and its weight file (OUT.arasw beside it).")
     p.add_argument("model", metavar="MODEL", help=model_help)
     p.add_argument("-o", "--output", metavar="OUT.aras", required=True, help="program to write")
-    p.add_argument("--hw", metavar="FILE", help="hardware description (default: the bundled ARAS chip)")
-    p.add_argument("--calib", metavar="FILE.npy", help="calibration inputs, one sample per row, used in batches of "
-                   "the traced batch size (default: the example inputs)")
-    p.add_argument("--scheduler", choices=("aras", "naive"), default="aras", help="aras: write released rows at once, "
-                   "overlapping compute (paper IV, Fig. 8); naive: write a layer, compute it, next (Fig. 7)")
-    p.add_argument("--banks", choices=("ilp", "greedy"), default="ilp", help="Gbuffer banks per layer: ilp = least "
-                   "static power (paper V-A, OR-Tools), greedy = smallest bank that fits")
-    p.add_argument("--replication", choices=("adaptive", "none"), default="adaptive", help="adaptive: copies of "
-                   "the slowest layers' weights compute several windows at once (paper V-B; aras scheduler only)")
-    add_weight_center(p)
-    add_quantization_options(p)
-    p.add_argument("--frontend", choices=("auto", "fx", "export"), default="auto", help=frontend_help)
+    add_inputs(p)
+    add_option_flags(p)
+    add_driver_flags(p)
     p.set_defaults(run=cmd_compile)
 
     p = sub.add_parser("compare", help="per-layer error of the integer program against float",
@@ -359,9 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adc-bits", type=int, metavar="N", help="with --engine interpreter: a finite ADC of N bits")
     p.add_argument("--json", metavar="FILE", help="write the table as JSON")
     p.add_argument("--hw", metavar="FILE", help="hardware description (default: the bundled ARAS chip)")
-    p.add_argument("--frontend", choices=("auto", "fx", "export"), default="auto", help=frontend_help)
-    add_weight_center(p)
-    add_quantization_options(p)
+    add_option_flags(p, stages=("capture", "quantize", "shift-weights"))
     p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("run", help="run a .aras program on the interpreter-simulator",
@@ -382,13 +372,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="R.json", help="write cycles, inferences/s, energy and write figures as JSON")
     p.add_argument("--trace", metavar="T.json", help="write a Chrome/Perfetto trace (open in ui.perfetto.dev)")
     p.add_argument("--plot", metavar="P.png", help="draw the schedule as a Gantt chart and the energy breakdown")
+    add_driver_flags(p, stages_ir=False)
     p.set_defaults(run=cmd_run)
 
     p = sub.add_parser("demo", help="compile and run a model, compare with PyTorch",
                        description="Compile MODEL, run it on the interpreter-simulator and compare its outputs "
                        "with PyTorch float.")
     p.add_argument("model", metavar="MODEL", nargs="?", default="resnet50", help=model_help)
-    p.add_argument("--hw", metavar="FILE", help="hardware description (default: the bundled ARAS chip)")
+    add_inputs(p)
+    add_option_flags(p)
+    add_driver_flags(p)
     p.set_defaults(run=cmd_demo)
     return parser
 

@@ -1,7 +1,18 @@
-"""The compiler driver, top to bottom: frontend model -> passes -> schedule -> `.aras` program.
+"""The compiler driver: every stage of `arasc compile`, in order, one line each.
 
-    quantize (INT8, DESIGN.md 3) -> tile (128x128 blocks) -> schedule (paper IV, with adaptive
-    replication V-B) -> emit, with Gbuffer banks chosen per layer (paper V-A)
+    capture        the model's graph with static shapes: torch.fx or torch.export (frontend/trace.py)
+    lower          the layer IR (frontend/lower.py, docs/ir.md)
+    quantize       INT8 weights and activations (passes/quantize.py, docs/quantization.md)
+    shift-weights  weight-mean shifting (paper V-C, passes/shift_weights.py)
+    tile           128x128 blocks on APU rows (passes/tile.py, docs/tiling.md)
+    replication    copies of the slowest layers' blocks (paper V-B, schedule/replication.py)
+    schedule       rows bound to blocks and the write stream (paper IV, schedule/)
+    banks          Gbuffer banks per layer (paper V-A, backend/bank_selection.py)
+    emit           the `.aras` program and its weight file (backend/emit.py)
+
+The options of every stage are one `CompileOptions` (options.py); `Stages` (stages.py) times
+each stage and prints or dumps the IR after it. Only the current model is held: each pass's
+result replaces its input, so the weights of earlier stages are freed as the compile moves on.
 
 Writing is atomic: the weight file and the program text go to temporary names first and are
 renamed into place only when both are complete, so a failure never leaves a half-written file."""
@@ -13,19 +24,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend.emit import assemble, emit_compute, program_tensors
+from .backend.emit import assemble, emit_compute, plan_banks, program_tensors
+from .frontend import capture_model, lower
 from .ir import Model
 from .isa.atomic import check_output_path, write_atomically
 from .isa.hardware import Hardware
 from .isa.printer import print_program
 from .isa.program import Program
 from .isa.weights import weights_bytes
-from .passes import Stage, default_pipeline, run_pipeline
+from .loader import Source
+from .options import CompileOptions
+from .passes.quantize import Quantize
+from .passes.shift_weights import ShiftWeights
+from .passes.tile import Tile
 from .schedule.aras import aras_schedule
 from .schedule.naive import naive_schedule
 from .schedule.replication import replication_factors
+from .stages import Stages
 
-SCHEDULERS = {"naive": naive_schedule, "aras": aras_schedule}
 INPUT_PREFIX = "input:"  # example inputs travel in the weight file under this prefix
 
 
@@ -34,30 +50,58 @@ class Compiled:
     program: Program
     text: str
     weights: bytes
-    stages: list[Stage]
+    model: Model  # the IR the program was emitted from: quantized, shifted, tiled
+
+
+def compile_source(source: Source, hw: Hardware, weights_file: str, options: CompileOptions | None = None,
+                   calibration: list[tuple] | None = None, stages: Stages | None = None) -> Compiled:
+    """Compile a PyTorch model: every stage. `options`: default CompileOptions(); `calibration`: input
+    tuples (default: the example inputs)."""
+    options = options or CompileOptions()
+    stages = stages or Stages()
+    captured = stages.run("capture", capture_model, source.module, source.example_inputs,
+                          source.capture_path(options.frontend))
+    model = stages.lower(lower, captured, source.name)
+    del captured
+    return compile_model(model, hw, calibration or [source.example_inputs], source.example_inputs, weights_file,
+                         options, stages)
 
 
 def compile_model(model: Model, hw: Hardware, calibration, example_inputs, weights_file: str,
-                  scheduler: str = "aras", banks: str = "ilp", replication: str = "adaptive",
-                  weight_center: int | str | None = "auto", weight_shift: str = "fit",
-                  quantization: dict | None = None) -> Compiled:
-    """`replication` "adaptive" (paper V-B) or "none"; the naive scheduler never replicates.
-    `weight_center` a code, "auto" or None, and `weight_shift` "fit" or "clip": weight-mean
-    shifting (paper V-C, arasc/passes/shift_weights.py). `quantization`: the options of the
-    quantize pass (arasc/passes/quantize.py), its defaults where absent."""
-    stages = run_pipeline(model, hw, default_pipeline(calibration, weight_center, weight_shift, quantization))
-    final = stages[-1].model
-    if scheduler == "aras":
-        schedule = aras_schedule(final, hw, replication_factors(final, hw) if replication == "adaptive" else None)
-    else:
-        schedule = SCHEDULERS[scheduler](final, hw)
-    compute = emit_compute(final, hw, schedule.bindings, schedule.write_tokens.get, banks)
-    tensors = program_tensors(final)
-    for value, x in zip(final.graph.inputs, example_inputs):
+                  options: CompileOptions | None = None, stages: Stages | None = None) -> Compiled:
+    """Compile a lowered model: the stages after `lower`. `calibration`: input tuples, for quantize's
+    activation ranges and for checking the weight center."""
+    options = options or CompileOptions()
+    stages = stages or Stages()
+    calibration = tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration)
+    model = stages.ir_pass(Quantize(calibration=calibration, **options.quantization()), model, hw)
+    model = stages.ir_pass(ShiftWeights(options.weight_center, calibration, method=options.weight_shift), model, hw)
+    model = stages.ir_pass(Tile(), model, hw)
+    copies = stages.run("replication", _copies, model, hw, options)
+    schedule = stages.run("schedule", _schedule, model, hw, options, copies)
+    banks = stages.run("banks", plan_banks, model, hw, options.banks)
+    return stages.run("emit", _emit, model, hw, schedule, banks, example_inputs, weights_file)
+
+
+def _copies(model: Model, hw: Hardware, options: CompileOptions) -> dict[str, int] | None:
+    """Adaptive replication applies to the ARAS scheduler only (the naive one never replicates)."""
+    if options.scheduler != "aras" or options.replication == "none":
+        return None
+    return replication_factors(model, hw)
+
+
+def _schedule(model: Model, hw: Hardware, options: CompileOptions, copies: dict[str, int] | None):
+    return aras_schedule(model, hw, copies) if options.scheduler == "aras" else naive_schedule(model, hw)
+
+
+def _emit(model: Model, hw: Hardware, schedule, banks, example_inputs, weights_file: str) -> Compiled:
+    compute = emit_compute(model, schedule.bindings, schedule.write_tokens.get, banks)
+    tensors = program_tensors(model)
+    for value, x in zip(model.graph.inputs, example_inputs, strict=True):
         tensors[INPUT_PREFIX + value.name] = np.ascontiguousarray(np.asarray(x))
     data = weights_bytes(tensors)
-    program = assemble(final, hw, schedule.write, compute, weights_file, hashlib.sha256(data).hexdigest())
-    return Compiled(program, print_program(program), data, stages)
+    program = assemble(model, hw, schedule.write, compute, weights_file, hashlib.sha256(data).hexdigest())
+    return Compiled(program, print_program(program), data, model)
 
 
 def optimizations(compiled: Compiled) -> str:
@@ -71,7 +115,7 @@ def optimizations(compiled: Compiled) -> str:
     layers = f"{len(replicated)} layer{'s' if len(replicated) > 1 else ''}"
     parts = [f"replication: {layers}, up to {max(replicated.values())} copies" if replicated
              else "replication: none"]
-    meta = dict(compiled.stages[-1].model.graph.meta)
+    meta = dict(compiled.model.graph.meta)
     parts.append(f"weight center: {meta['weight_center']} ({meta['weight_shift']})" if "weight_center" in meta
                  else "weight center: none")
     return "; ".join(parts)

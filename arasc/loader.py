@@ -1,4 +1,4 @@
-"""Turn the MODEL argument of the CLI into a layer-IR model.
+"""Turn the MODEL argument of the CLI into a `Source`: the PyTorch model, its example inputs, a name.
 
 MODEL is a zoo name (`arasc models`), `path/to/file.py:factory` (the factory returns a module
 and its example inputs, or a module with an `example_inputs` attribute), a saved
@@ -13,18 +13,37 @@ from dataclasses import dataclass
 import torch
 
 from . import models
-from .frontend import FrontendError, import_exported, import_module
+from .frontend import FrontendError, capture_model, lower
 from .frontend.errors import torch_reason
 from .frontend.torchvision_ops import declare_torchvision_ops
 from .ir import Model
 
 
 @dataclass(frozen=True)
-class Loaded:
-    """A lowered model and the example inputs it was traced with (the default calibration)."""
+class Source:
+    """A model as the user gave it: a torch module or a torch.export program, the example inputs it
+    is traced with (and calibrated on, by default), and a name for the program."""
 
-    model: Model
+    module: torch.nn.Module | torch.export.ExportedProgram
     example_inputs: tuple
+    name: str
+    frontend: str | None = None  # the capture path this kind of model needs, if only one works
+
+    def capture_path(self, asked: str) -> str:
+        """The capture path for `asked` (the --frontend option)."""
+        if self.frontend is None or asked == "auto":
+            return self.frontend or asked
+        if asked != self.frontend:
+            raise ModelLoadError(f"{self.name}: this model is captured with --frontend {self.frontend}; "
+                                 f"--frontend {asked} does not apply")
+        return asked
+
+    def reference_outputs(self) -> list[torch.Tensor]:
+        """What PyTorch computes in float on the example inputs."""
+        module = self.module.module() if isinstance(self.module, torch.export.ExportedProgram) else self.module
+        with torch.no_grad():
+            out = module(*self.example_inputs)
+        return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
 class ModelLoadError(ValueError):
@@ -32,32 +51,25 @@ class ModelLoadError(ValueError):
 
 
 def load_model(spec: str, frontend: str = "auto") -> Model:
-    return load(spec, frontend).model
+    """The layer IR of a MODEL argument, outside the driver (tests, benchmarks)."""
+    source = load_source(spec)
+    return lower(capture_model(source.module, source.example_inputs, source.capture_path(frontend)), source.name)
 
 
-def load(spec: str, frontend: str = "auto") -> Loaded:
-    module, inputs, name = load_module(spec)
-    if isinstance(module, torch.export.ExportedProgram):
-        return Loaded(import_exported(module, name), inputs)
-    if spec.endswith(".onnx"):
-        if frontend == "fx":
-            raise ModelLoadError(f"{spec}: an ONNX model is captured with torch.export; --frontend fx does not apply")
-        frontend = "export"  # the ONNX module computes shapes in Python: only export sees them as numbers
-    return Loaded(import_module(module, inputs, name, frontend), inputs)
-
-
-def load_module(spec: str):
-    """(torch module or ExportedProgram, example inputs, name) for a MODEL argument."""
+def load_source(spec: str) -> Source:
+    """The Source a MODEL argument names."""
     if spec.endswith(".pt2"):
-        return _load_pt2(spec)
+        return Source(*_load_pt2(spec))
     if spec.endswith(".onnx"):
         if not os.path.isfile(spec):
             raise ModelLoadError(f"{spec}: no such file")
         from .frontend.onnx_import import load_onnx
 
-        return load_onnx(spec)
+        # the ONNX module computes shapes in Python: only torch.export sees them as numbers
+        module, inputs, name = load_onnx(spec)
+        return Source(module, inputs, name, frontend="export")
     if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
-        return _load_factory(spec)
+        return Source(*_load_factory(spec))
     if os.path.isfile(spec):
         raise ModelLoadError(f"{spec}: a file, but not a MODEL arasc loads: give path/to/file.py:factory or a "
                              f"torch.export archive ending in .pt2 (the layer IR text `arasc ir` prints is for "
@@ -72,7 +84,7 @@ def load_module(spec: str):
         module, inputs = entry.build()
     except models.MissingPackage as err:
         raise ModelLoadError(f"{spec}: {err}") from None
-    return module, tuple(inputs), _ident(spec)
+    return Source(module, tuple(inputs), _ident(spec))
 
 
 def _ident(text: str) -> str:
@@ -96,6 +108,8 @@ def _load_factory(spec: str):
         raise ModelLoadError(f"{path}: no such file (from MODEL {spec!r})")
     name = _ident(os.path.splitext(os.path.basename(path))[0])
     module_spec = importlib.util.spec_from_file_location(f"arasc_user_{name}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise ModelLoadError(f"{path}: Python cannot import this file")
     source = importlib.util.module_from_spec(module_spec)
     sys.modules[module_spec.name] = source
     declare_torchvision_ops()   # a model file may import torchvision, or transformers that imports it
@@ -121,4 +135,4 @@ def _load_factory(spec: str):
     return module, inputs, name
 
 
-__all__ = ["FrontendError", "Loaded", "ModelLoadError", "load", "load_model", "load_module"]
+__all__ = ["FrontendError", "ModelLoadError", "Source", "load_model", "load_source"]

@@ -14,9 +14,9 @@ import time
 import numpy as np
 
 from arasc.isa.hardware import default_hardware
+from arasc.isa.tiling import from_cells, layer_cells, weight_matrix
 from arasc.loader import load_model
 from arasc.passes.tile import Tile, is_crossbar_layer, summarize_tiling
-from arasc.isa.tiling import from_cells, layer_cells, weight_matrix
 
 # DESIGN.md section 2: blocks, write-only bound (ms), compute without replication (ms).
 DESIGN = {

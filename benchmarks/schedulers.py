@@ -7,12 +7,13 @@ state (second inference on one chip). 'run s' is the wall time of `arasc run` (l
 two inferences with outputs); 'timing-only s' the same with --timing-only; 'cosine to PyTorch'
 the outputs' agreement with the float model (the lowest over its outputs).
 
-    .venv/bin/python benchmarks/schedulers.py [MODEL ...] [--markdown docs/results.md]
+    .venv/bin/python benchmarks/schedulers.py [MODEL ...] [--markdown FILE.md]
 """
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import tempfile
 import time
 
@@ -24,6 +25,7 @@ from arasc import models
 from arasc.compile import compile_model, weights_name, write_compiled
 from arasc.frontend import import_module
 from arasc.isa.hardware import default_hardware
+from arasc.options import CompileOptions
 from arasc.runtime.report import cosine, run_summary
 from arasc.runtime.run import run_file
 
@@ -46,16 +48,17 @@ def measure(name: str, hw) -> list[tuple]:
                                                   ("aras", "ilp", "adaptive", "auto")):
         with tempfile.TemporaryDirectory() as folder:
             path = f"{folder}/{name}.aras"
-            compiled = compile_model(model, hw, [inputs], inputs, weights_name(path), scheduler, banks,
-                                     replication, center)
+            compiled = compile_model(model, hw, [inputs], inputs, weights_name(path),
+                                     CompileOptions(scheduler=scheduler, banks=banks, replication=replication,
+                                                    weight_center=center))
             write_compiled(compiled, path)
-            chosen = dict(compiled.stages[-1].model.graph.meta).get("weight_center", "none")
+            chosen = dict(compiled.model.graph.meta).get("weight_center", "none")
             del compiled
             start = time.perf_counter()
             result = run_file(path, inferences=2)
             seconds = time.perf_counter() - start
             s = run_summary(result)
-            agreement = min(cosine(got, want) for got, want in zip(result.outputs.values(), expected))
+            agreement = min(cosine(got, want) for got, want in zip(result.outputs.values(), expected, strict=True))
             del result
             start = time.perf_counter()
             timed = run_summary(run_file(path, inferences=2, compute=False))
@@ -76,8 +79,10 @@ def measure(name: str, hw) -> list[tuple]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=MODELS)
-    parser.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown into FILE, a new file")
     args = parser.parse_args()
+    if args.markdown and os.path.exists(args.markdown):  # checked before an hour of measuring
+        parser.error(f"--markdown {args.markdown}: the file exists; give a new file")
     hw = default_hardware()
     table = Table(title="steady-state inference on the default ARAS chip")
     for column in COLUMNS:
@@ -89,10 +94,16 @@ def main() -> None:
             table.add_row(*row)
     Console().print(table)
     if args.markdown:
-        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        with open(args.markdown, "w") as f:
-            f.write("\n".join(lines) + "\n")
+        write_markdown(rows, args.markdown)
+
+
+def write_markdown(rows: list, path: str) -> None:
+    """The table as Markdown into a new file: never over a file that exists (docs/results.md is
+    written by hand around these figures)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    with open(path, "x") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

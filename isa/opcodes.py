@@ -4,8 +4,8 @@ semantics, latency, energy). The parser has one grammar rule per opcode, the bac
 each, the runtime has one handler per opcode; tests check all four agree with this table."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import attributes as A
 from .literals import format_attrs as fmt_attrs

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from safetensors.numpy import load_file, save

@@ -14,8 +14,6 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 SEED = 0
@@ -76,6 +74,11 @@ class DigitsResNet(nn.Module):
 
 @functools.cache
 def _split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    # Imported here, not at the top: scikit-learn takes a second to import, and every compile
+    # imports the zoo, most of them for other models.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     data = load_digits()
     x_train, x_test, y_train, y_test = train_test_split(
         data.images, data.target, test_size=TEST_FRACTION, random_state=SEED, stratify=data.target

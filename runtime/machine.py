@@ -18,7 +18,8 @@ import numpy as np
 
 from ..isa.hardware import Hardware
 from ..isa.program import Instr, LayerDef, Program
-from ..isa.tiling import cell_levels, layer_blocks as tiled_blocks, matrix_shape
+from ..isa.tiling import cell_levels, matrix_shape
+from ..isa.tiling import layer_blocks as tiled_blocks
 from .crossbar import BitSerial
 from .kernels import requantize, write_cells
 from .sfu import I16_MAX, I16_MIN, SFU_OPS, DataError

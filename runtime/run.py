@@ -12,6 +12,7 @@ from ..isa.hardware import Hardware, bundled_hardware, check_interpretable, hard
 from ..isa.parser import ProgramError, parse_program
 from ..isa.program import DTYPES, Program
 from ..isa.weights import load_weights
+from . import progress
 from .machine import Machine, WriteStats
 from .sfu import DataError
 from .timing import Timing
@@ -183,6 +184,7 @@ def execute(program: Program, weights: dict, hw: Hardware, inputs: dict[str, np.
     machine.outputs = {}
     machine.writes = WriteStats()
     timing = Timing(program, hw)
+    progress.stage("run", total=len(program.compute))
     streams = {"write": list(program.write), "compute": list(program.compute)}
     pc = {"write": 0, "compute": 0}
     raised: set[str] = set()
@@ -205,6 +207,8 @@ def execute(program: Program, weights: dict, hw: Hardware, inputs: dict[str, np.
                     continue
                 machine.execute(instr)
                 timing.record(s, instr, machine)
+                if s == "compute" and progress.showing():
+                    progress.step(f"{instr.opcode} {dict(instr.args).get('out', '')}")
                 if instr.opcode == "signal":
                     raised.add(instr["token"])
                 pc[s] += 1

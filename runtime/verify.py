@@ -58,7 +58,7 @@ class Event:
     index: int
     clock: tuple[int, int]
 
-    def before(self, other: "Event") -> bool:
+    def before(self, other: Event) -> bool:
         return all(a <= b for a, b in zip(self.clock, other.clock)) and self != other
 
 

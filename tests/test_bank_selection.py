@@ -11,10 +11,10 @@ from arasc.backend.banks import choose_banks
 def brute_force(in_bytes, out_bytes, banks, power):
     best = None
     for assignment in itertools.product((0, 1, 2), repeat=len(banks)):  # 0 off, 1 inputs, 2 output
-        held_in = sum(size for size, a in zip(banks, assignment) if a == 1)
-        held_out = sum(size for size, a in zip(banks, assignment) if a == 2)
+        held_in = sum(size for size, a in zip(banks, assignment, strict=True) if a == 1)
+        held_out = sum(size for size, a in zip(banks, assignment, strict=True) if a == 2)
         if held_in >= in_bytes and held_out >= out_bytes:
-            cost = sum(p for p, a in zip(power, assignment) if a)
+            cost = sum(p for p, a in zip(power, assignment, strict=True) if a)
             best = cost if best is None else min(best, cost)
     return best
 

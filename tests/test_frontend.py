@@ -32,7 +32,7 @@ def test_lowered_model_computes_what_pytorch_computes(name, frontend):
     expected = list(expected) if isinstance(expected, (tuple, list)) else [expected]
     got = evaluate(model, inputs)
     assert len(got) == len(expected)
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         assert g.shape == e.shape
         assert torch.allclose(g, e, rtol=1e-4, atol=1e-4 * float(e.abs().max())), float((g - e).abs().max())
 
@@ -86,7 +86,7 @@ def test_multihead_attention_module_is_decomposed():
         mha = torch.nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
 
         class Net(torch.nn.Module):
-            def __init__(self):
+            def __init__(self, mha=mha):
                 super().__init__()
                 self.mha = mha
 

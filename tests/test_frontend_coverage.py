@@ -4,8 +4,8 @@ import functools
 
 import pytest
 import torch
-
 import zoo_libraries  # noqa: F401  (torchvision's stochastic depth is one of the rows)
+
 from arasc.frontend import coverage
 from arasc.frontend.lower import Lowerer
 from arasc.frontend.trace import capture

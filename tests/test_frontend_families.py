@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import compile_and_run, cosine
 
 from arasc.frontend import import_module
-from helpers import compile_and_run, cosine
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from families import CLASSIFIERS, FAMILIES  # noqa: E402

@@ -5,10 +5,8 @@ it); without them the tests skip."""
 import numpy as np
 import pytest
 import torch
-
-from helpers import compile_and_run, cosine
-
 import zoo_libraries  # noqa: F401  (declares torchvision's op schemas before torchvision imports)
+from helpers import compile_and_run, cosine
 
 tvm = pytest.importorskip("torchvision.models")
 transformers = pytest.importorskip("transformers")

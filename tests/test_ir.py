@@ -6,8 +6,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arasc.ir import (Graph, IRParseError, Layer, Loc, Model, TensorType, Value, VerifyError, WeightRef, evaluate,
-                      parse_graph, print_graph, verify_graph, verify_model)
+from arasc.ir import (
+    Graph,
+    IRParseError,
+    Layer,
+    Loc,
+    Model,
+    TensorType,
+    Value,
+    VerifyError,
+    WeightRef,
+    evaluate,
+    parse_graph,
+    print_graph,
+    verify_graph,
+    verify_model,
+)
 
 
 def f32(*shape):

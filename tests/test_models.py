@@ -21,7 +21,7 @@ def _outputs(result: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Ten
 def _assert_same(actual, expected) -> None:
     actual, expected = _outputs(actual), _outputs(expected)
     assert len(actual) == len(expected)
-    for a, e in zip(actual, expected):
+    for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
 
 

@@ -7,14 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import cosine
 
 from arasc.compile import compile_model, weights_name, write_compiled
 from arasc.frontend import FrontendError, import_module
 from arasc.isa.hardware import default_hardware
-from arasc.loader import load
+from arasc.loader import load_model
 from arasc.runtime.run import run_file
+
 from conftest import built
-from helpers import cosine
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")  # torch.onnx.export's exporter
@@ -35,9 +36,9 @@ def test_exported_onnx_compiles_to_the_same_outputs_as_pytorch(name, tmp_path):
     module, inputs = built(name) if name == "digits-cnn" else FAMILIES[name]()
     path = tmp_path / f"{name}.onnx"
     torch.onnx.export(module, inputs, str(path), dynamo=True, verbose=False)
-    from_onnx = load(str(path))
+    from_onnx = load_model(str(path))
     traced = import_module(module, inputs, name)
-    onnx_out = run_program(from_onnx.model, inputs, tmp_path, "onnx")
+    onnx_out = run_program(from_onnx, inputs, tmp_path, "onnx")
     torch_out = run_program(traced, inputs, tmp_path, "torch")
     with torch.no_grad():
         expected = module(*inputs).numpy()
@@ -68,7 +69,7 @@ def _model_with(op_type, node_name, tmp_path):
 def test_unsupported_onnx_op_names_the_node_and_op_type(tmp_path):
     path = _model_with("Softsign", "my_softsign", tmp_path)
     with pytest.raises(FrontendError) as err:
-        load(str(path))
+        load_model(str(path))
     assert "'my_softsign'" in str(err.value) and "op type Softsign" in str(err.value) and str(path) in str(err.value)
     result = subprocess.run([sys.executable, "-m", "arasc.cli", "compile", str(path), "-o", str(tmp_path / "o.aras")],
                             capture_output=True, text=True)

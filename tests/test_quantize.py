@@ -8,15 +8,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import built, lowered
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arasc.ir import OPS, Graph, Layer, Model, TensorType, Value, WeightRef, evaluate, parse_graph, print_graph
 from arasc.ir.qops import MAX_SHIFT, fixed_point, rounding_shift, shared_fixed_point, softmax_table
 from arasc.models.digits import load_digits_split
-from arasc.passes import run_pipeline
+from arasc.passes import PassError, run_passes
 from arasc.passes.quantize import Quantize, QuantizeError
+from arasc.passes.shift_weights import ShiftWeights
+
+from conftest import built, lowered
 
 ZOO_SMALL = ["vgg16-small", "resnet50-small", "densenet161-small", "bert-base-small", "bert-large-small"]
 MIN_COSINE = 0.99
@@ -72,7 +74,7 @@ def test_fixed_point_requantization_matches_rational_rounding(acc, real, fits_u8
 def test_shared_fixed_point_keeps_sign_and_precision(reals):
     multipliers, shift = shared_fixed_point(reals)
     assert 2**30 <= max(abs(m) for m in multipliers) < 2**31
-    for m, r in zip(multipliers, reals):
+    for m, r in zip(multipliers, reals, strict=True):
         assert abs(Fraction(m, 2**shift) - Fraction(r)) <= Fraction(1, 2**(shift + 1))
 
 
@@ -248,18 +250,56 @@ TINY_BEFORE = '''graph tiny
 end
 '''
 
-TINY_AFTER = '''graph tiny
+def by_hand_qparams(low, high):
+    """docs/quantization.md: uint8 covering [low, high] widened to include 0; real = scale (q - zp)."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = (high - low) / 255
+    return scale, round(-low / scale)
+
+
+def by_hand_q31(real):
+    """(m, shift) with m * 2^-shift = real to 31 significant bits: the least shift with m >= 2^30."""
+    shift = 0
+    while real * 2**shift < 2**30:
+        shift += 1
+    return round(real * 2**shift), shift
+
+
+def tiny_after_by_hand():
+    """The quantized tiny model's IR, derived from the float model run in PyTorch eager (not through
+    arasc's evaluator) and the rules of docs/quantization.md: min/max ranges, per-tensor weights,
+    relu fused into the conv (output zero point 0), requantization multiplier s_x s_w / s_out."""
+    model, (x,) = tiny_model()
+    w = {name: torch.from_numpy(array) for name, array in model.weights.items()}
+    conv = torch.relu(F.conv2d(torch.from_numpy(x), w["conv.weight"], w["conv.bias"], padding=1))
+    pool = conv.mean(dim=(2, 3))
+    fc = F.linear(pool, w["fc.weight"], w["fc.bias"])
+    half = fc * 0.5
+    s_x, z_x = by_hand_qparams(float(x.min()), float(x.max()))
+    s_cw, z_cw = by_hand_qparams(-1.0, 1.0)     # the conv weights are the grid -1 .. 1 in steps of 1/4
+    s_conv, z_conv = by_hand_qparams(0.0, float(conv.max()))
+    s_fw, z_fw = by_hand_qparams(-1.0, 1.0)     # fc.weight spans -1 .. 1 as well
+    s_fc, z_fc = by_hand_qparams(float(fc.min()), float(fc.max()))
+    s_half, z_half = by_hand_qparams(float(half.min()), float(half.max()))
+    m_conv, shift_conv = by_hand_q31(s_x * s_cw / s_conv)
+    m_fc, shift_fc = by_hand_q31(s_conv * s_fw / s_fc)  # the average pool keeps the conv's scale
+    m_half, shift_half = by_hand_q31(0.5 * s_fc / s_half)  # a multiply by a constant is a requantization
+    assert (z_x, z_cw, z_conv, z_fw) == (128, 128, 0, 128)  # 127.5 rounds half to even
+    text = f"""graph tiny
   input %x : f32[1,2,4,4]
-  %x.q = quantize(%x) {scale=0.00392156862745098, zp=128} : u8[1,2,4,4]
-  %conv = qconv2d(%x.q) {dilation=[1, 1], groups=1, multiplier=1499760106, out_zp=0, padding=[1, 1], relu=true, shift=38, stride=[1, 1], w_zp=128, x_zp=128} [bias=@conv.bias : i32[3], weight=@conv.weight : u8[3,2,3,3]] : u8[1,3,4,4]
-  %pool = qadaptive_avgpool2d(%conv) {output_size=[1, 1]} : u8[1,3,1,1]
-  %flat = reshape(%pool) {shape=[1, 3]} : u8[1,3]
-  %fc = qlinear(%flat) {multiplier=1261324477, out_zp=56, shift=37, w_zp=128, x_zp=0} [bias=@fc.bias : i32[2], weight=@fc.weight : u8[2,3]] : u8[1,2]
-  %half = qrequant(%fc) {multiplier=1073741824, out_zp=56, shift=30, x_zp=56} : u8[1,2]
-  %half.dq = dequantize(%half) {scale=0.0024088541666666668, zp=56} : f32[1,2]
+  %x.q = quantize(%x) {{scale={s_x!r}, zp={z_x}}} : u8[1,2,4,4]
+  %conv = qconv2d(%x.q) {{dilation=[1, 1], groups=1, multiplier={m_conv}, out_zp={z_conv}, padding=[1, 1], relu=true, shift={shift_conv}, stride=[1, 1], w_zp={z_cw}, x_zp={z_x}}} [bias=@conv.bias : i32[3], weight=@conv.weight : u8[3,2,3,3]] : u8[1,3,4,4]
+  %pool = qadaptive_avgpool2d(%conv) {{output_size=[1, 1]}} : u8[1,3,1,1]
+  %flat = reshape(%pool) {{shape=[1, 3]}} : u8[1,3]
+  %fc = qlinear(%flat) {{multiplier={m_fc}, out_zp={z_fc}, shift={shift_fc}, w_zp={z_fw}, x_zp={z_conv}}} [bias=@fc.bias : i32[2], weight=@fc.weight : u8[2,3]] : u8[1,2]
+  %half = qrequant(%fc) {{multiplier={m_half}, out_zp={z_half}, shift={shift_half}, x_zp={z_fc}}} : u8[1,2]
+  %half.dq = dequantize(%half) {{scale={s_half!r}, zp={z_half}}} : f32[1,2]
   output %half.dq
 end
-'''
+"""
+    fc_codes = [[min(255, max(0, round(v / s_fw) + z_fw)) for v in row] for row in model.weights["fc.weight"].tolist()]
+    fc_bias = [round(b / (s_conv * s_fw)) for b in model.weights["fc.bias"].tolist()]
+    return text, fc_codes, fc_bias
 
 
 PER_TENSOR = {"weights": "tensor", "observer": "minmax", "residual": "u8"}   # the per-layer uint8 scheme
@@ -271,18 +311,20 @@ def test_golden_ir_before_and_after_quantize():
     model, inputs = tiny_model()
     assert print_graph(model.graph) == TINY_BEFORE
     quantized = Quantize((inputs,), **PER_TENSOR).run(model)
-    assert print_graph(quantized.graph) == TINY_AFTER
-    assert quantized.weights["fc.weight"].tolist() == [[255, 0, 192], [64, 160, 255]]  # scale 2/255, zp 128
-    assert quantized.weights["fc.bias"].tolist() == [5654, -5654]                       # at s_x * s_w
-    assert parse_graph(TINY_AFTER) == quantized.graph
+    after, fc_codes, fc_bias = tiny_after_by_hand()
+    assert print_graph(quantized.graph) == after
+    assert quantized.weights["fc.weight"].tolist() == fc_codes == [[255, 0, 192], [64, 160, 255]]
+    assert quantized.weights["fc.bias"].tolist() == fc_bias
+    assert parse_graph(after) == quantized.graph
     (expected,), (got,) = evaluate(model, inputs), evaluate(quantized, inputs)
     assert torch.allclose(got, expected, atol=2 * 0.0039)
 
 
 def test_runs_in_the_pipeline_and_checks_its_options():
     model, inputs = tiny_model()
-    stages = run_pipeline(model, passes=[Quantize((inputs,))])
-    assert [s.name for s in stages] == ["frontend", "quantize"]
+    assert run_passes(model, None, [Quantize((inputs,))]).graph == Quantize((inputs,)).run(model).graph
+    with pytest.raises(PassError, match=r"shift-weights requires \['quantized'\].*\(lower\)"):
+        run_passes(model, None, [ShiftWeights(None)])
     with pytest.raises(QuantizeError, match="calibration inputs"):
         Quantize().run(model, None)
 

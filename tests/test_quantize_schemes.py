@@ -7,7 +7,6 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from conftest import lowered
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +16,8 @@ from arasc.ir.qops import fixed_point
 from arasc.passes.calibrate import BINS, Stats, choose_range, grouped_channel_ranges
 from arasc.passes.quantize import Quantize
 from arasc.runtime.sfu import SFU_OPS
+
+from conftest import lowered
 
 F32 = "f32"
 

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from arasc.backend.segments import segments_of
 from arasc.compile import compile_model, weights_name, write_compiled
 from arasc.isa.hardware import default_hardware
+from arasc.options import CompileOptions
 from arasc.passes.tile import tilings
 from arasc.runtime.run import run_file
 from arasc.schedule.aras import binding_walk
@@ -19,7 +20,7 @@ HW = default_hardware()
 
 
 def tiled(name):
-    return compiled(name)[0].stages[-1].model
+    return compiled(name)[0].model
 
 
 @pytest.mark.parametrize("name", SMALL_MODELS)
@@ -57,18 +58,19 @@ def test_replication_shortens_the_simulated_inference_and_changes_no_output(tmp_
     for replication in ("none", "adaptive"):
         path = str(tmp_path / f"{replication}.aras")
         write_compiled(compile_model(lowered("resnet50-small"), HW, [inputs], inputs, weights_name(path),
-                                     replication=replication), path)
+                                     CompileOptions(replication=replication)), path)
         runs[replication] = run_file(path, inferences=2)
     assert runs["adaptive"].timing.cycles < runs["none"].timing.cycles
     assert runs["adaptive"].machine.writes.blocks > runs["none"].machine.writes.blocks  # copies are written too
-    for a, b in zip(runs["adaptive"].outputs.values(), runs["none"].outputs.values()):
+    assert list(runs["adaptive"].outputs) == [port.name for port in runs["adaptive"].program.outputs]
+    for a, b in zip(runs["adaptive"].outputs.values(), runs["none"].outputs.values(), strict=True):
         assert np.array_equal(a, b)
 
 
 def test_the_schedule_model_predicts_the_timing_model():
     """`schedule_cycles` leaves out SFU, load and store time: it may only be a little below."""
     result, path = compiled("vgg16-small")
-    model = result.stages[-1].model
+    model = result.model
     predicted = schedule_cycles(model, HW, replication_factors(model, HW), tilings(model, HW))
     simulated = run_file(path, inferences=2, compute=False).timing.cycles
     assert 0.97 * simulated <= predicted <= simulated

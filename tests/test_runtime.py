@@ -18,16 +18,16 @@ def cosine(a, b):
 def test_interpreter_equals_reference_bit_for_bit(name):
     result, path = compiled(name)
     module, inputs = built(name)
-    reference = evaluate(result.stages[-1].model, inputs)
+    reference = evaluate(result.model, inputs)
     fast = run_file(path)
     serial = run_file(path, bit_serial=True)
-    for got, bit, want in zip(fast.outputs.values(), serial.outputs.values(), reference):
+    for got, bit, want in zip(fast.outputs.values(), serial.outputs.values(), reference, strict=True):
         assert np.array_equal(got, want.numpy())
         assert np.array_equal(bit, got)  # the fast path is the bit-serial emulation with an ideal ADC
     with torch.no_grad():
         expected = module(*inputs)
     expected = expected if isinstance(expected, tuple) else (expected,)
-    for got, want in zip(fast.outputs.values(), expected):
+    for got, want in zip(fast.outputs.values(), expected, strict=True):
         assert cosine(got, want) >= 0.99
 
 
@@ -37,7 +37,8 @@ def test_finite_adc_shortcut_equals_every_sample_emulated(name):
     short = run_file(path, adc_bits=5)
     full = run_file(path, adc_bits=5, bit_serial=True)
     assert (short.machine.products, full.machine.products) == ("clipping", "exhaustive")
-    for got, want in zip(short.outputs.values(), full.outputs.values()):
+    assert list(short.outputs) == [port.name for port in short.program.outputs]
+    for got, want in zip(short.outputs.values(), full.outputs.values(), strict=True):
         assert np.array_equal(got, want)
     counts = [(r.machine.bit_serial.clipped, r.machine.bit_serial.samples) for r in (short, full)]
     assert counts[0] == counts[1] and counts[0][0] > 0
@@ -100,7 +101,7 @@ def test_cli_run_writes_output_and_reads_input(tmp_path):
     assert len(saved.files) == 2
     with torch.no_grad():
         expected = module(*inputs)
-    for name, want in zip(saved.files, expected):
+    for name, want in zip(saved.files, expected, strict=True):
         assert cosine(saved[name], want) >= 0.99
 
 

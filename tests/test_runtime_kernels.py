@@ -48,7 +48,7 @@ def test_write_cells_counts_pulses_as_the_table_says(seed, writes, partial_block
     blocks = rng.integers(0, 5, writes)
     table = _write_table(HW)
     want_cells, pulses, changed = cells.copy(), 0, 0
-    for row, block in zip(rows, blocks):
+    for row, block in zip(rows, blocks, strict=True):
         new = np.where(masks[block], contents[block], want_cells[row])
         cost = table[new.astype(np.int64) << 8 | want_cells[row]]
         pulses += int((cost >> 4).sum())

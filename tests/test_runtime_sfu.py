@@ -7,7 +7,6 @@ import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_MODELS, built, lowered
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +14,8 @@ from arasc.ir import OPS
 from arasc.ir.qops import fixed_point, shared_fixed_point, softmax_table
 from arasc.passes.quantize import Quantize
 from arasc.runtime.sfu import SFU_OPS, DataError
+
+from conftest import SMALL_MODELS, built, lowered
 
 # Ops a quantized graph keeps from the float op set: data movement, and integer (token-id) layers.
 KEPT_FLOAT_OPS = {"const", "reshape", "permute", "slice", "select", "embedding", "concat", "maxpool2d", "relu",
@@ -66,7 +67,7 @@ def shared_multipliers(draw, count, signed):
     """Multipliers sharing one shift (qadd's are signed: sub; qconcat's are scale ratios)."""
     reals = draw(st.lists(st.floats(2.0**-20, 16), min_size=count, max_size=count))
     signs = [draw(st.sampled_from([1, -1])) if signed else 1 for _ in reals]
-    return shared_fixed_point([s * r for s, r in zip(signs, reals)])
+    return shared_fixed_point([s * r for s, r in zip(signs, reals, strict=True)])
 
 
 def test_sfu_ops_cover_every_non_crossbar_quantized_op():
@@ -188,8 +189,8 @@ def pool_case(draw, dilation):
     kernel = tuple(draw(st.integers(1, 4)) for _ in range(2))
     dilations = tuple(draw(st.integers(1, 3)) for _ in range(2)) if dilation else (1, 1)
     padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
-    spans = [d * (k - 1) + 1 for d, k in zip(dilations, kernel)]
-    spatial = tuple(draw(st.integers(max(1, span - 2 * p), span + 7)) for span, p in zip(spans, padding))
+    spans = [d * (k - 1) + 1 for d, k in zip(dilations, kernel, strict=True)]
+    spatial = tuple(draw(st.integers(max(1, span - 2 * p), span + 7)) for span, p in zip(spans, padding, strict=True))
     lead = draw(st.sampled_from([(1,), (3,), (2, 2), (1, 3)]))
     attrs = {"kernel": kernel, "stride": tuple(draw(st.integers(1, 3)) for _ in range(2)), "padding": padding,
              "ceil_mode": draw(st.booleans())}

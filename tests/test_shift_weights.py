@@ -15,9 +15,9 @@ import arasc.isa.hardware
 from arasc.compile import compile_model, weights_name, write_compiled
 from arasc.ir import OPS, evaluate, print_graph
 from arasc.isa.hardware import default_hardware, load_hardware
+from arasc.options import CompileOptions
 from arasc.passes.quantize import Quantize
-from arasc.passes.shift_weights import (CENTERS, ShiftWeights, channel_param, choose_center, crossbar_weights,
-                                         shifted)
+from arasc.passes.shift_weights import CENTERS, ShiftWeights, channel_param, choose_center, crossbar_weights, shifted
 from arasc.runtime.run import run_file
 
 from conftest import built, lowered
@@ -59,7 +59,7 @@ def test_the_shift_keeps_q_minus_z_wherever_nothing_clips(seed, center, mean, sp
                    for layer in model.graph.layers)
     model = model.replace(graph=dataclasses.replace(model.graph, layers=layers), weights={**model.weights, name: codes})
     out, clipped = shifted(model, center, "clip")
-    layer = next(l for l in out.graph.layers if OPS[l.op].kind == "mvm" and l.weight("weight").name == name)
+    layer = next(c for c in out.graph.layers if OPS[c.op].kind == "mvm" and c.weight("weight").name == name)
     new_zp = layer.attr("w_zp")
     assert 0 <= new_zp <= 255
     moved = np.asarray(out.weights[name]).astype(int) - new_zp
@@ -74,12 +74,12 @@ def test_fit_clips_nothing_and_rescales_the_multiplier(seed, center, spread):
     model = quantized("digits-cnn")
     name = crossbar_weights(model)[1]
     rng = np.random.default_rng(seed)
-    layer = next(l for l in model.graph.layers if OPS[l.op].kind == "mvm" and l.weight("weight").name == name)
+    layer = next(c for c in model.graph.layers if OPS[c.op].kind == "mvm" and c.weight("weight").name == name)
     zp = layer.attr("w_zp")
     codes = np.clip(rng.normal(zp, spread, model.weights[name].shape).round(), 0, 255).astype(np.uint8)
     out, clipped = shifted(model.replace(weights={**model.weights, name: codes}), center, "fit")
     assert clipped == 0
-    new = next(l for l in out.graph.layers if l.name == layer.name)
+    new = next(c for c in out.graph.layers if c.name == layer.name)
     real = layer.attr("multiplier") / 2.0 ** layer.attr("shift")
     alpha = real / (new.attr("multiplier") / 2.0 ** new.attr("shift"))
     assert 0 < alpha <= 1 + 1e-9
@@ -94,11 +94,11 @@ def test_the_ir_changes_only_in_the_zero_points_of_all_but_the_first_layer():
     removed = [line[1:] for line in diff if line.startswith("-") and not line.startswith("---")]
     added = [line[1:] for line in diff if line.startswith("+") and not line.startswith("+++")]
     first = crossbar_weights(model)[0]
-    layers = [l for l in model.graph.layers if OPS[l.op].kind == "mvm"]
+    layers = [c for c in model.graph.layers if OPS[c.op].kind == "mvm"]
     assert removed[0].startswith("graph ") and 'weight_center=96, weight_shift="fit"' in added[0]
     removed, added = removed[1:], added[1:]
     assert len(removed) == len(added) == len(layers) - 1
-    for old, new in zip(removed, added):
+    for old, new in zip(removed, added, strict=True):
         assert old != new and old.split("w_zp=")[0] == new.split("w_zp=")[0]  # same line up to w_zp
         assert old.split("w_zp=")[1].split(",")[1:] == new.split("w_zp=")[1].split(",")[1:]
         assert f"@{first}" not in old
@@ -107,10 +107,10 @@ def test_the_ir_changes_only_in_the_zero_points_of_all_but_the_first_layer():
 def test_without_clipping_the_outputs_are_bit_identical():
     _, inputs = built("resnet50-small")
     model = narrowed(quantized("resnet50-small"))
-    for center, method in zip(CENTERS, ["clip", "fit"] * 3):
+    for center, method in zip(CENTERS, ["clip", "fit"] * 3, strict=True):
         out, clipped = shifted(model, center, method)
         assert clipped == 0
-        for a, b in zip(evaluate(model, inputs), evaluate(out, inputs)):
+        for a, b in zip(evaluate(model, inputs), evaluate(out, inputs), strict=True):
             assert np.array_equal(a.numpy(), b.numpy())
 
 
@@ -131,7 +131,7 @@ def test_per_channel_zero_points_shift_per_channel_and_keep_the_outputs():
     assert clipped == 0
     for a, b in zip(evaluate(model, inputs), evaluate(out, inputs), strict=True):
         assert np.array_equal(a.numpy(), b.numpy())
-    second = next(l for l in out.graph.layers if OPS[l.op].kind == "mvm" and l.weight("weight").name ==
+    second = next(c for c in out.graph.layers if OPS[c.op].kind == "mvm" and c.weight("weight").name ==
                   crossbar_weights(out)[1])
     means = np.asarray(out.weights[second.weight("weight").name]).reshape(len(channel_param(out, second, "w_zp")),
                                                                            -1).mean(1)
@@ -173,7 +173,7 @@ def test_a_common_center_raises_the_skipped_cells_on_the_interpreter(tmp_path):
     for center in (None, 96):
         path = str(tmp_path / f"{center}.aras")
         write_compiled(compile_model(lowered("resnet50-small"), hw, [inputs], inputs, weights_name(path),
-                                     weight_center=center), path)
+                                     CompileOptions(weight_center=center)), path)
         writes = run_file(path, hw_path=str(hw_path), inferences=2, compute=False).machine.writes
         ratios[center] = writes.cells_skipped / (writes.cells_skipped + writes.cells_written)
     assert ratios[96] > ratios[None] + 0.01, ratios

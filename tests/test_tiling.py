@@ -7,12 +7,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arasc.ir import Graph, Layer, Model, TensorType, Value, VerifyError, WeightRef, evaluate, parse_graph, print_graph
-from arasc.ir import verify_graph, verify_model
+from arasc.ir import (
+    Graph,
+    Layer,
+    Model,
+    TensorType,
+    Value,
+    VerifyError,
+    WeightRef,
+    evaluate,
+    parse_graph,
+    print_graph,
+    verify_graph,
+    verify_model,
+)
 from arasc.isa.hardware import default_hardware, dumps_hardware, loads_hardware
-from arasc.passes import run_pipeline
-from arasc.passes.tile import Tile, block_counts, summarize_tiling
 from arasc.isa.tiling import UNUSED, block_grid, from_cells, layer_cells, locate, to_cells, weight_matrix
+from arasc.passes import run_passes
+from arasc.passes.tile import Tile, block_counts, summarize_tiling
+
 from conftest import SMALL_MODELS, built, lowered
 
 HW = default_hardware()
@@ -182,8 +195,8 @@ def test_tile_attrs_are_allowed_on_crossbar_layers_only():
 @pytest.mark.parametrize("name", SMALL_MODELS)
 def test_small_zoo_models(name):
     model = lowered(name)
-    tiled = run_pipeline(model, HW, [Tile()])[-1].model
-    for before, after in zip(model.graph.layers, tiled.graph.layers):
+    tiled = run_passes(model, HW, [Tile()])
+    for before, after in zip(model.graph.layers, tiled.graph.layers, strict=True):
         if before.op not in ("conv2d", "linear"):
             assert after == before
             continue
@@ -195,7 +208,7 @@ def test_small_zoo_models(name):
         assert (after.attr("k"), after.attr("n")) == (k, n)
     _, inputs = built(name)
     expected = evaluate(model, [x.numpy() for x in inputs])
-    assert all(np.array_equal(a, b) for a, b in zip(evaluate(tiled, [x.numpy() for x in inputs]), expected))
+    assert all(np.array_equal(a, b) for a, b in zip(evaluate(tiled, [x.numpy() for x in inputs]), expected, strict=True))
 
 
 # ---- whole-model figures, from weight shapes alone ------------------------------------------------

@@ -2,13 +2,14 @@
 import json
 
 import numpy as np
-
 import pytest
 
 from arasc.compile import compile_model, weights_name, write_compiled
 from arasc.isa.hardware import default_hardware
+from arasc.options import CompileOptions
 from arasc.runtime.report import run_summary, write_plot, write_report, write_trace
 from arasc.runtime.run import run_file
+from arasc.runtime.timing import lifespan_years
 
 from conftest import SMALL_MODELS, built, lowered
 
@@ -16,7 +17,8 @@ from conftest import SMALL_MODELS, built, lowered
 def run(name, scheduler, tmp_path):
     module, inputs = built(name)
     path = str(tmp_path / f"{name}-{scheduler}.aras")
-    write_compiled(compile_model(lowered(name), default_hardware(), [inputs], inputs, weights_name(path), scheduler),
+    write_compiled(compile_model(lowered(name), default_hardware(), [inputs], inputs, weights_name(path),
+                                 CompileOptions(scheduler=scheduler)),
                    path)
     return run_file(path, inferences=2)
 
@@ -36,7 +38,7 @@ def test_schedule_invariants(name, scheduler, tmp_path):
     timing = result.timing
     for track, spans in row_spans(result).items():
         spans.sort(key=lambda s: s.start)
-        for a, b in zip(spans, spans[1:]):  # one thing at a time per APU row: never written while computing
+        for a, b in zip(spans, spans[1:], strict=False):  # one thing at a time per APU row: never written while computing
             assert a.end <= b.start + 1e-9, f"{track}: {a.name} overlaps {b.name}"
     # a layer computes only after every block it reads was written
     writes = {}
@@ -142,6 +144,13 @@ def test_lifespan_counts_the_most_written_row(tmp_path):
     summary = run_summary(result)
     per_row = Counter(row for i in result.program.write if i.opcode == "wr" for row in i["rows"])
     assert summary["most_writes_per_row"] == max(per_row.values())
+    assert summary["lifespan_years"] == lifespan_years(default_hardware(), max(per_row.values()), summary["seconds"])
+
+
+def test_lifespan_by_hand():
     hw = default_hardware()
-    years = hw.crossbar.endurance_writes / max(per_row.values()) * summary["seconds"] / (365.25 * 24 * 3600)
-    assert summary["lifespan_years"] == pytest.approx(years)
+    assert hw.crossbar.endurance_writes == 1e12
+    # 1e12 writes / 4 writes per inference = 2.5e11 inferences of 1 ms = 2.5e8 s;
+    # a year of 365.25 days is 31,557,600 s: 7.92202 years.
+    assert lifespan_years(hw, 4, 1e-3) == pytest.approx(7.92202, rel=1e-6)
+    assert lifespan_years(hw, 0, 1e-3) == float("inf")  # nothing written: the cells never wear

@@ -53,6 +53,7 @@ def test_digits_accuracy_on_the_chip(name):
     with torch.no_grad():
         float_top1 = (module(x_test).argmax(1) == y_test).float().mean().item()
     chip_top1 = float((chip == y_test.numpy()).mean())
+    print(f"{name}: top-1 float {float_top1:.4f}, chip {chip_top1:.4f}")
     assert chip_top1 >= float_top1 - 0.005, (chip_top1, float_top1)
 
 
@@ -68,7 +69,7 @@ def test_minilm_sentence_similarity_on_the_chip():
     with torch.no_grad():
         reference = module(torch.from_numpy(held_out)).numpy()
     chip = np.stack([run(program, weights, hw, ids[None])[0] for ids in held_out])
-    cosines = [cosine(a.ravel().astype(np.float64), b.ravel().astype(np.float64)) for a, b in zip(reference, chip)]
+    cosines = [cosine(a.ravel().astype(np.float64), b.ravel().astype(np.float64)) for a, b in zip(reference, chip, strict=True)]
     print(f"minilm: final hidden state cosine min {min(cosines):.4f} mean {np.mean(cosines):.4f}")
     assert min(cosines) >= 0.965 and np.mean(cosines) >= 0.985, cosines
 

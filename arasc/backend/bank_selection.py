@@ -20,7 +20,7 @@ from .banks import choose_banks
 PICOWATT = 1e12  # CP-SAT wants integer costs: static power in pW keeps every digit that matters
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def select_banks(in_bytes: int, out_bytes: int, banks: tuple[int, ...],
                  static_w: tuple[float, ...]) -> tuple[tuple[int, ...], tuple[int, ...], int]:
     """(input banks, output banks, spilled bytes) of least static power."""

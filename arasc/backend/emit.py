@@ -9,16 +9,16 @@ stream and the row binding of every segment.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from ..ir import OPS, Layer, Model
 from ..isa.hardware import Hardware, hardware_fingerprint
 from ..isa.program import Instr, LayerDef, Port, Program, TensorSpec
-from .bank_selection import select_banks
-from .banks import choose_banks
 from .segments import Segment
+
+Banks = tuple[tuple[int, ...], tuple[int, ...], int]  # input banks, output banks, bytes spilled
 
 
 class BackendError(ValueError):
@@ -38,33 +38,57 @@ def layer_defs(model: Model) -> list[LayerDef]:
     return defs
 
 
-def emit_compute(model: Model, hw: Hardware, bindings: dict[str, list[tuple[Segment, tuple[int, ...]]]],
-                 write_tokens: Callable[[Segment], str | None], banks: str = "ilp") -> list[Instr]:
+def input_quantizer(model: Model, value: str) -> str | None:
+    """The quantize layer the `load` of graph input `value` stands for, if any."""
+    return next((q.name for q in model.graph.layers if q.op == "quantize" and q.inputs == (value,)), None)
+
+
+def computed_layers(model: Model) -> list[Layer]:
+    """The layers the compute stream runs as `mvm` or `sfu` (not the input quantizers, which are
+    `load`s, nor the output dequantizers, which are `store`s)."""
+    graph = model.graph
+    loaded = {input_quantizer(model, v.name) for v in graph.inputs}
+    stored = {layer.name for layer in graph.layers if layer.op == "dequantize" and layer.name in graph.outputs}
+    return [layer for layer in graph.layers if layer.name not in loaded and layer.name not in stored]
+
+
+def plan_banks(model: Model, hw: Hardware, method: str = "ilp") -> dict[str, Banks]:
+    """The Gbuffer banks of every computed layer: "ilp" (paper V-A, least static power,
+    bank_selection.py) or "greedy" (the smallest bank that fits, banks.py)."""
+    from ..runtime import progress
+
+    if method == "ilp":
+        from .bank_selection import select_banks
+    else:
+        from .banks import choose_banks
+    types = model.graph.types()
+    plan = {}
+    for layer in computed_layers(model):
+        in_bytes = sum(spec(types[name]).nbytes for name in layer.inputs)
+        out_bytes = spec(layer.type).nbytes
+        if method == "ilp":
+            plan[layer.name] = select_banks(in_bytes, out_bytes, hw.gbuffer.banks_bytes, hw.gbuffer_bank_static_w)
+        else:
+            plan[layer.name] = choose_banks(in_bytes, out_bytes, hw.gbuffer.banks_bytes)
+        progress.step(layer.name)
+    return plan
+
+
+def emit_compute(model: Model, bindings: dict[str, list[tuple[Segment, tuple[int, ...]]]],
+                 write_tokens: Callable[[Segment], str | None], banks: dict[str, Banks]) -> list[Instr]:
     """The compute stream: for each mvm segment, wait for its blocks, compute, release the rows,
     signal. `bindings[layer]` lists (segment, rows) in order; `write_tokens(segment)` names the
-    token the write stream raises once the segment's blocks are written. `banks` picks the
-    Gbuffer banks of each layer: "ilp" (paper V-A, least static power) or "greedy" (banks.py)."""
+    token the write stream raises once the segment's blocks are written; `banks[layer]` are the
+    layer's Gbuffer banks (`plan_banks`)."""
     graph = model.graph
-    types = graph.types()
     outputs = set(graph.outputs)
     stream: list[Instr] = []
-    loaded = set()
     for value in graph.inputs:
-        quantizer = next((l for l in graph.layers if l.op == "quantize" and l.inputs == (value.name,)), None)
-        out = quantizer if quantizer is not None else value
+        quantizer = input_quantizer(model, value.name)
+        out = graph.layer(quantizer) if quantizer is not None else value
         stream.append(Instr("load", {"out": out.name, "port": value.name, "type": spec(out.type)}))
-        loaded.add(out.name)
-    for layer in graph.layers:
-        if layer.name in loaded:
-            continue
-        if layer.op == "dequantize" and layer.name in outputs:
-            continue
-        in_bytes = sum(spec(types[name]).nbytes for name in layer.inputs)
-        if banks == "ilp":
-            banks_in, banks_out, spill = select_banks(in_bytes, spec(layer.type).nbytes, hw.gbuffer.banks_bytes,
-                                                      hw.gbuffer_bank_static_w)
-        else:
-            banks_in, banks_out, spill = choose_banks(in_bytes, spec(layer.type).nbytes, hw.gbuffer.banks_bytes)
+    for layer in computed_layers(model):
+        banks_in, banks_out, spill = banks[layer.name]
         stream.append(Instr("bank", {"in": banks_in, "out": banks_out, "spill": spill}))
         if OPS[layer.op].kind == "mvm":
             for segment, rows in bindings[layer.name]:

@@ -7,7 +7,7 @@ import re
 import torch
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
-_TORCH_DIR = os.path.dirname(torch.__file__)
+TORCH_DIR = os.path.dirname(torch.__file__)
 _REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -31,7 +31,7 @@ def source_location(node) -> tuple[str, int] | None:
     Paths inside this repository (the model zoo) are printed relative to it, so IR dumps are the
     same bytes on every clone; other paths relative to the working directory when below it."""
     trace = node.meta.get("stack_trace") or ""
-    frames = [(f, int(line)) for f, line in _FRAME.findall(trace) if not f.startswith(_TORCH_DIR + os.sep)]
+    frames = [(f, int(line)) for f, line in _FRAME.findall(trace) if not f.startswith(TORCH_DIR + os.sep)]
     if not frames:
         return None
     path, line = frames[-1]

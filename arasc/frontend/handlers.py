@@ -8,6 +8,7 @@ An op with run-time inputs that is not in this table stops with a FrontendError 
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -21,9 +22,9 @@ from .trace import node_shape
 aten = torch.ops.aten
 _MISSING = object()
 
-MODULES: dict[type, callable] = {}
-FUNCTIONS: dict[object, callable] = {}
-METHODS: dict[str, callable] = {}
+MODULES: dict[type, Callable] = {}
+FUNCTIONS: dict[object, Callable] = {}
+METHODS: dict[str, Callable] = {}
 
 
 def handles(*targets, modules=(), methods=()):
@@ -759,8 +760,7 @@ handles(F.scaled_dot_product_attention, aten.scaled_dot_product_attention)(lower
 handles(modules=(nn.MultiheadAttention,))(lower_multihead_attention)
 
 # Integer ids and attention masks (their handlers register themselves in this table).
-from .ids_and_masks import (KeepMask, MaskedScores, _expand, add_mask, emit_take, lower_on_mask,  # noqa: E402
-                            masked_softmax)
+from .ids_and_masks import KeepMask, MaskedScores, _expand, add_mask, emit_take, lower_on_mask, masked_softmax  # noqa: E402
 
 # Handlers that only move data: they apply unchanged to the boolean inside an attention mask.
 MOVES_DATA = {reshape_to_traced, _slice, _select, _getitem, _permute, _transpose, identity, _expand}

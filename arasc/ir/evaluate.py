@@ -4,11 +4,12 @@ It is the IR's meaning made executable, used to check that lowering and every pa
 the network computes (numerical checks against PyTorch)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from ..runtime import progress
 from .graph import Model
 from .ops import OPS
 
@@ -21,6 +22,7 @@ def evaluate(model: Model, inputs: Sequence) -> list[torch.Tensor]:
     weights: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for layer in graph.layers:
+            progress.step(f"evaluating {layer.name}")
             opdef = OPS[layer.op]
             w = {}
             for role, ref in layer.weights:

@@ -8,16 +8,16 @@ graph stays small, printable and comparable: `parse(print(g)) == g` compares str
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping, Union
 
 import numpy as np
 
 NUMPY_DTYPES = {"f32": np.float32, "i64": np.int64, "i32": np.int32, "u8": np.uint8, "i8": np.int8, "i16": np.int16, "bool": np.bool_}
 DTYPES = tuple(NUMPY_DTYPES)
 
-AttrValue = Union[bool, int, float, str, tuple]
+AttrValue = bool | int | float | str | tuple
 
 
 @dataclass(frozen=True)

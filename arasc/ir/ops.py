@@ -10,8 +10,8 @@ unit, `data` as pure data movement (no arithmetic).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

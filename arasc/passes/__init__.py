@@ -1,21 +1,21 @@
 """Compiler passes and the pipeline that runs them.
 
 A pass is a small frozen dataclass (its fields are its options) with a `name`, what it
-`requires` of the model and what it `ensures`, and `run(model, hw) -> model`. The pipeline
-runs them in order, verifies the IR after each, and names the failing pass together with the
-passes before it (as torch.fx's pass manager does)."""
+`requires` of the model and what it `ensures`, and `run(model, hw) -> model`. `apply_pass`
+checks what it requires, runs it, verifies the IR after it, and names a failing pass together
+with the passes before it (as torch.fx's pass manager does). The driver, `arasc/compile.py`,
+lists the passes in order."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from ..ir import Model, VerifyError, verify_model
 
 
 class Pass(Protocol):
-    name: str
-    requires: tuple[str, ...]
-    ensures: tuple[str, ...]
+    name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]]
+    ensures: ClassVar[tuple[str, ...]]
 
     def run(self, model: Model, hw) -> Model: ...
 
@@ -24,55 +24,31 @@ class PassError(RuntimeError):
     pass
 
 
-@dataclass(frozen=True)
-class Stage:
-    """The model after the frontend or after one pass, for `arasc ir --after`."""
-
-    name: str
-    model: Model
-
-
-def default_pipeline(calibration=None, weight_center="auto", weight_shift="fit",
-                     quantization: dict | None = None) -> list[Pass]:
-    """The passes `arasc compile` runs, in order. calibration: input tuples, for quantize's
-    activation ranges and for checking the weight center; weight_center and weight_shift: the
-    center and the method of ShiftWeights; quantization: options of Quantize (its scheme)."""
-    import numpy as np
-
-    from .quantize import Quantize
-    from .shift_weights import ShiftWeights
-    from .tile import Tile
-
-    calibration = tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration or ())
-    return [Quantize(calibration=calibration, **(quantization or {})), ShiftWeights(weight_center, calibration, method=weight_shift), Tile()]
+def apply_pass(p: Pass, model: Model, hw, before: tuple[str, ...], ensured: set[str]) -> Model:
+    """Run one pass after the stages `before`, which ensured `ensured` (updated with what `p`
+    ensures); verify its IR. A failure names the pass and the passes before it."""
+    missing = [r for r in p.requires if r not in ensured]
+    if missing:
+        raise PassError(f"pass {p.name} requires {missing}, which the stages before it "
+                        f"({', '.join(before)}) do not ensure")
+    try:
+        model = p.run(model, hw)
+        verify_model(model)
+    except VerifyError as err:  # a pass broke the IR: an arasc bug
+        raise PassError(f"pass {p.name} produced invalid IR (after {', '.join(before)}): {err}") from err
+    except ValueError:  # the model asks for something the pass does not support: the user's to fix
+        raise
+    except Exception as err:
+        raise PassError(f"pass {p.name} failed (after {', '.join(before)}): {err}") from err
+    ensured.update(p.ensures)
+    return model
 
 
-def run_pipeline(model: Model, hw=None, passes: list[Pass] | None = None, stop_after: str | None = None) -> list[Stage]:
-    """Run the passes; return the model after the frontend and after every pass (up to stop_after)."""
-    passes = [] if passes is None else passes
-    stages = [Stage("frontend", model)]
-    properties: set[str] = {"traced"}
-    for done, p in enumerate(passes):
-        if stop_after == stages[-1].name:
-            break
-        missing = [r for r in p.requires if r not in properties]
-        if missing:
-            raise PassError(f"pass {p.name} requires {missing}, which the passes before it "
-                            f"({', '.join(s.name for s in stages)}) do not ensure")
-        try:
-            model = p.run(model, hw)
-            verify_model(model)
-        except VerifyError as err:  # a pass broke the IR: an arasc bug
-            raise PassError(f"pass {p.name} produced invalid IR (after {', '.join(s.name for s in stages)}): "
-                            f"{err}") from err
-        except ValueError:  # the model asks for something the pass does not support: the user's to fix
-            raise
-        except Exception as err:
-            raise PassError(f"pass {p.name} failed (after {', '.join(s.name for s in stages)}): {err}") from err
-        properties.update(p.ensures)
-        stages.append(Stage(p.name, model))
-    return stages
-
-
-def pass_names() -> list[str]:
-    return ["frontend"] + [p.name for p in default_pipeline()]
+def run_passes(model: Model, hw, passes: list[Pass]) -> Model:
+    """The passes in order on a lowered model, without the driver's instrumentation (for tests and
+    notebooks; `arasc/compile.py` is the compiler's pipeline)."""
+    before, ensured = ["lower"], {"traced"}
+    for p in passes:
+        model = apply_pass(p, model, hw, tuple(before), ensured)
+        before.append(p.name)
+    return model

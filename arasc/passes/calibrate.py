@@ -16,8 +16,8 @@ Observers (DESIGN.md section 3; docs/quantization.md compares them on trained ne
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch

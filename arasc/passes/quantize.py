@@ -31,8 +31,9 @@ which is a later pass. Layers keep their float names, so IR dumps before and aft
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -40,9 +41,20 @@ import torch
 from ..ir import OPS, Graph, Layer, Model, TensorType, WeightRef
 from ..ir.graph import NUMPY_DTYPES
 from ..ir.qops import SOFTMAX_PROB_BITS, U8_MAX, fixed_point, shared_fixed_point, softmax_table
-from .calibrate import (OBSERVERS, QParams, Stats, channel_qparams, choose_range, grouped_channel_ranges, observe,
-                        smoothed_qparams,
-                        qparams, quantize_array, tensor_qparams, wide_qparams)
+from .calibrate import (
+    OBSERVERS,
+    QParams,
+    Stats,
+    channel_qparams,
+    choose_range,
+    grouped_channel_ranges,
+    observe,
+    qparams,
+    quantize_array,
+    smoothed_qparams,
+    tensor_qparams,
+    wide_qparams,
+)
 
 INT32 = np.iinfo(np.int32)
 IR_DTYPE = {np.dtype(numpy_dtype): name for name, numpy_dtype in NUMPY_DTYPES.items()}
@@ -149,8 +161,8 @@ def _emits_wide(layer: Layer) -> bool:
 
 def _elementwise_table(layer: Layer) -> bool:
     """Table ops that apply the same function to every element, so one table per channel works."""
-    return (layer.op in LUT_OPS and layer.op != "batchnorm") or (layer.op in ("add", "sub", "mul", "div")
-                                                                 and len(layer.inputs) == 1)
+    scalar_table = layer.op in ("add", "sub", "mul", "div") and len(layer.inputs) == 1 and not _positive_scale(layer)
+    return (layer.op in LUT_OPS and layer.op != "batchnorm") or scalar_table
 
 
 def _reads_channels(layer: Layer, value: str) -> bool:

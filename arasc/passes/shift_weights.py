@@ -199,7 +199,7 @@ def task_agreement(reference: list, outputs: list) -> float:
     from ..runtime.report import cosine
 
     scores = []
-    for index, want in enumerate(reference[0]):
+    for index in range(len(reference[0])):
         a = np.concatenate([np.asarray(r[index]) for r in reference])
         b = np.concatenate([np.asarray(o[index]) for o in outputs])
         if a.ndim == 2 and a.shape[1] > 1:

@@ -12,7 +12,7 @@ one `wr` writes a block to all its copies, and the `mvm` lists the rows copy aft
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..backend.segments import Segment, crossbar_segments
 from ..ir import Model

@@ -1,0 +1,117 @@
+"""Every choice `arasc compile` makes on the user's behalf, in one frozen dataclass.
+
+The command line is generated from it: each field is one flag (`weight_center` becomes
+`--weight-center`), its metadata gives the help text, the choices or the parser, and the stage
+of the driver it configures (`arasc/compile.py`). Adding an option is adding one field here and
+reading it in the driver; the flag, its default and its help text follow.
+
+Defaults apply all of the paper's optimizations (V-A bank selection, V-B replication, V-C
+weight-mean shifting)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# The driver's stages whose product is the layer IR, in order: the ones `--print-after`,
+# `--dump-dir` and `arasc ir --after` can show (arasc/compile.py runs them).
+IR_STAGES = ("lower", "quantize", "shift-weights", "tile")
+
+
+def _weight_center(text: str) -> int | str | None:
+    """--weight-center: auto, none, or one of the pass's centers (imported only when a code is given:
+    the pass module pulls in torch, and `arasc --help` should not wait for it)."""
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    from .passes.shift_weights import CENTERS
+
+    if not text.isdigit() or int(text) not in CENTERS:
+        raise argparse.ArgumentTypeError(f"{text!r}: auto, none, or one of {', '.join(map(str, CENTERS))}")
+    return int(text)
+
+
+def option(default: Any, help: str, stage: str, choices: tuple | None = None,
+           parse: Callable[[str], Any] | None = None, metavar: str | None = None) -> Any:
+    """A CompileOptions field: its default, the flag's help text, and the driver stage it configures
+    ("capture", a pass name, "replication", "schedule" or "banks")."""
+    meta = {"help": help, "stage": stage, "choices": choices, "parse": parse, "metavar": metavar}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    frontend: str = option("auto", "capture with torch.fx, torch.export, or fx falling back to export",
+                           "capture", choices=("auto", "fx", "export"))
+    weight_scales: str = option("channel", "weight scales and zero points per output channel or per layer",
+                                "quantize", choices=("channel", "tensor"))
+    observer: str = option("mse", "how activation ranges are chosen from calibration: least squared error, "
+                           "0.01%%/99.99%% percentiles, or the whole observed range", "quantize",
+                           choices=("mse", "percentile", "minmax"))
+    residual: str = option("wide", "the residual stream (adds and layer norm inputs) in int16 on the SFU, or uint8 "
+                           "like every other value", "quantize", choices=("wide", "u8"))
+    channel_groups: int = option(0, "scale groups for values between linear layers and tables (per-embedding-group "
+                                 "quantization; 0: one scale per tensor)", "quantize", parse=int, metavar="G")
+    smooth: float = option(0.0, "SmoothQuant migration of activation outliers into the weights of the linear layers "
+                           "that read them, 0 < ALPHA <= 1 (0: off)", "quantize", parse=float, metavar="ALPHA")
+    weight_center: int | str | None = option(
+        "auto", "weight-mean shifting (paper V-C): auto (the center with the most skipped cells that keeps the "
+        "outputs on the calibration inputs, if any), none, or one of the paper's six centers (88 to 168)",
+        "shift-weights", parse=_weight_center, metavar="C")
+    weight_shift: str = option("fit", "codes the shift pushes past 0..255: fit scales the layer's codes to stay "
+                               "inside, clip clips them (the paper)", "shift-weights", choices=("fit", "clip"))
+    replication: str = option("adaptive", "adaptive: copies of the slowest layers' weights compute several windows "
+                              "at once (paper V-B; aras scheduler only)", "replication",
+                              choices=("adaptive", "none"))
+    scheduler: str = option("aras", "aras: write released rows at once, overlapping compute (paper IV, Fig. 8); "
+                            "naive: write a layer, compute it, next (Fig. 7)", "schedule", choices=("aras", "naive"))
+    banks: str = option("ilp", "Gbuffer banks per layer: ilp = least static power (paper V-A, OR-Tools), "
+                        "greedy = smallest bank that fits", "banks", choices=("ilp", "greedy"))
+
+    def __post_init__(self) -> None:
+        """Options built in Python get the checks the command line gives flags."""
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if meta["choices"] is not None and value not in meta["choices"]:
+                raise ValueError(f"CompileOptions.{f.name}={value!r}: choose one of {', '.join(meta['choices'])}")
+            if meta["parse"] is not None and value != f.default:
+                try:
+                    meta["parse"]("none" if value is None else str(value))
+                except argparse.ArgumentTypeError as err:
+                    raise ValueError(f"CompileOptions.{f.name}: {err}") from None
+
+    def quantization(self) -> dict[str, Any]:
+        """The quantize pass's keyword arguments (arasc/passes/quantize.py)."""
+        return {"weights": self.weight_scales, "observer": self.observer, "residual": self.residual,
+                "channel_groups": self.channel_groups, "smooth": self.smooth}
+
+    def changed(self) -> dict[str, Any]:
+        """The options that differ from the defaults."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) != f.default}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_option_flags(parser: argparse.ArgumentParser, stages: tuple[str, ...] | None = None) -> None:
+    """One flag per CompileOptions field (those configuring `stages`, or all)."""
+    group = parser.add_argument_group("compile options")
+    for f in dataclasses.fields(CompileOptions):
+        meta = f.metadata
+        if stages is not None and meta["stage"] not in stages:
+            continue
+        kwargs: dict[str, Any] = {"default": f.default, "dest": f.name, "metavar": meta["metavar"]}
+        if meta["choices"] is not None:
+            kwargs["choices"] = meta["choices"]
+        if meta["parse"] is not None:
+            kwargs["type"] = meta["parse"]
+        default = "none" if f.default is None else f.default
+        group.add_argument(flag(f.name), help=f"{meta['help']} (default {default})", **kwargs)
+
+
+def options_from_args(args: argparse.Namespace) -> CompileOptions:
+    """The CompileOptions the parsed flags give; fields without a flag keep their defaults."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(CompileOptions) if hasattr(args, f.name)}
+    return CompileOptions(**given)
