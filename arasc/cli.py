@@ -130,12 +130,10 @@ def compiled_summary(compiled) -> str:
 
 
 def cmd_compile(args, out: Console) -> int:
-    from .compile import compile_source, weights_name, write_compiled
+    from .compile import compile_source, output_paths, weights_name, write_compiled
     from .loader import load_source
     from .options import options_from_args
     from .runtime import progress
-
-    from .compile import output_paths
 
     if not args.output.endswith(".aras"):
         raise UsageError(f"-o {args.output}: the program file must end in .aras")
@@ -233,11 +231,11 @@ def cmd_compare(args, out: Console) -> int:
         out = Console(width=240, highlight=False)
     out.print(table)
     if args.json:
-        from .runtime.report import _atomic_write
+        from .isa.atomic import write_bytes_atomically
 
         text = json.dumps({"model": model.graph.name, "engine": args.engine, "adc_bits": args.adc_bits,
                            "inputs": len(inputs), "layers": [row.as_dict() for row in rows]}, indent=1)
-        _atomic_write(args.json, lambda tmp: open(tmp, "w").write(text + "\n"))
+        write_bytes_atomically(args.json, (text + "\n").encode(), "--json")
     return EXIT_OK
 
 

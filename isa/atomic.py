@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Callable, IO
+from collections.abc import Callable
+from typing import IO
 
 
 class OutputPathError(ValueError):
@@ -28,7 +29,7 @@ def check_output_path(path: str | os.PathLike, flag: str = "") -> None:
         raise OutputPathError(f"{where}: folder {folder} is not writable")
 
 
-def write_atomically(outputs: list[tuple[str, Callable[[IO[bytes]], None]]], flag: str = "") -> None:
+def write_atomically(outputs: list[tuple[str, Callable[[IO[bytes]], object]]], flag: str = "") -> None:
     """Write each (path, writer) pair: writer(file) fills a temporary file in the path's folder;
     once all are complete they are renamed into place. On any failure no temporary remains and
     no path has changed."""

@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.table import Table
 
 from ..isa.atomic import write_atomically
-
 from .timing import chrome_trace, summary
 
 

@@ -443,7 +443,7 @@ class Verifier:
         for name, operand in zip(instr["inputs"], operands):
             if operand.dtype not in spec.input_dtypes:
                 self.fail(instr, f"{spec.name} takes {', '.join(spec.input_dtypes)} inputs, %{name} is {operand}")
-        for role, name, tensor in instr["weights"]:
+        for _role, name, tensor in instr["weights"]:
             self.check_tensor(instr.line, f"sfu {spec.name}", name, tensor)
         if spec.either and operands[0].shape:
             rank = len(operands[0].shape)

@@ -31,7 +31,13 @@ from safetensors.numpy import load as load_tensors
 
 from arasc.cli import bad_input_errors
 from arasc.isa import attributes as A
-from arasc.isa.hardware import check_interpretable, default_hardware, dumps_hardware, hardware_fingerprint, loads_hardware
+from arasc.isa.hardware import (
+    check_interpretable,
+    default_hardware,
+    dumps_hardware,
+    hardware_fingerprint,
+    loads_hardware,
+)
 from arasc.isa.opcodes import LAYER_OPS, SFU_SPECS
 from arasc.isa.parser import parse_program
 from arasc.isa.program import DTYPES

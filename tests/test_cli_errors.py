@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from arasc.cli import UsageError, calibration_inputs, main
+
 from conftest import compiled
 
 

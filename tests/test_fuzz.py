@@ -7,10 +7,11 @@ hardware file and of the input. benchmarks/fuzz.py runs the same for 50,000 case
 import functools
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from fuzzing import Case, base_from_files, example_inputs, make_case, run_in_process
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import compiled
-from fuzzing import Case, base_from_files, example_inputs, make_case, run_in_process
 
 CASES = 2000
 # The verifier admits programs whose values fill half of the machine's memory; on a shared CI machine

@@ -228,3 +228,16 @@ def test_compare_rows_and_the_jump():
     real = np.concatenate([all_values(model, i)[out].ravel() for i in ids]).astype(np.float64)
     approx = np.concatenate([dequantize(v[out], quantized.params[out]).ravel() for v in values])
     assert by_name[out].sqnr_db == pytest.approx(10 * math.log10((real ** 2).sum() / ((real - approx) ** 2).sum()))
+
+
+def test_compare_command_writes_its_table_as_json(tmp_path):
+    import json
+
+    from arasc.cli import main
+
+    path = tmp_path / "c.json"
+    assert main(["compare", "digits-cnn", "--json", str(path)]) == 0
+    data = json.loads(path.read_text())
+    assert data["engine"] == "reference" and data["model"] == "digits-cnn"
+    layers = [row["layer"] for row in data["layers"]]
+    assert layers[-1] == "classifier" and all(0.99 < row["cosine"] <= 1.0 + 1e-9 for row in data["layers"])

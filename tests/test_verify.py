@@ -6,9 +6,9 @@ import re
 
 import numpy as np
 import pytest
+from fuzzing import Case, base_from_files, example_inputs, run_in_process
 
 from conftest import compiled
-from fuzzing import Case, base_from_files, example_inputs, run_in_process
 
 MVM0 = "    mvm %features.0 = features.0(%x.q) blocks(0..0) rows(0) : u8[8,16,8,8]"
 MAXPOOL = re.compile(r"^    sfu %features\.3 = maxpool2d\(%features\.0\) \{(.*)\} : u8\[8,16,4,4\]$", re.M)
