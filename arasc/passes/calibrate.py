@@ -83,7 +83,7 @@ def tensor_qparams(array: np.ndarray) -> QParams:
 
 def quantize_array(array: np.ndarray, p: QParams) -> np.ndarray:
     """round_half_even(array / scale) + zp saturated to uint8 (int16 when wide), in float64;
-    per-channel parameters apply along the last dimension."""
+    parameters broadcast against the array (per-channel ones along the last dimension, or shaped for rows)."""
     q = np.round(np.asarray(array, np.float64) / p.scale) + p.zp
     if p.wide:
         return np.clip(q, -I16_MAX - 1, I16_MAX).astype(np.int16)

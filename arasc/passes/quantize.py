@@ -433,7 +433,7 @@ def _crossbar(rw: _Rewriter, layer: Layer) -> None:
     w = _weight_params(weight, rw.options.weights == "channel")
     n = weight.shape[0]
     w_scale = np.asarray(w.scale, np.float64).reshape(-1)
-    weights = {"weight": rw.add_weight(layer.weight("weight").name, quantize_array_rows(weight, w))}
+    weights = {"weight": rw.add_weight(layer.weight("weight").name, quantize_array(weight, w))}
     largest_bias = 0
     if bias is not None:
         q_bias = np.round(bias / (x_scale * w_scale))
@@ -455,12 +455,6 @@ def _crossbar(rw: _Rewriter, layer: Layer) -> None:
         weights["w_zp"] = rw.add_weight(f"{layer.name}.w_zp", w_zp.astype(np.int32))
     attrs = {**dict(layer.attrs), "x_zp": int(x_zp), **attrs, **rw.fused_relu(layer)}
     rw.emit(layer, "q" + layer.op, out, attrs, weights)
-
-
-def quantize_array_rows(weight: np.ndarray, p: QParams) -> np.ndarray:
-    """Weights to uint8 with parameters that broadcast against them (per layer or per output channel)."""
-    q = np.round(weight / p.scale) + p.zp
-    return np.clip(q, 0, U8_MAX).astype(np.uint8)
 
 
 def _code_span(p: QParams) -> int:
@@ -561,7 +555,7 @@ def _lut(rw: _Rewriter, layer: Layer) -> None:
         y = torch.relu(y)
     y = y.reshape(-1, x.levels + 1).numpy()
     if out.per_channel:
-        table = quantize_array_rows(y, QParams(out.scale.reshape(-1, 1), out.zp.reshape(-1, 1)))
+        table = quantize_array(y, QParams(out.scale.reshape(-1, 1), out.zp.reshape(-1, 1)))
     else:
         table = quantize_array(y, out)
     if table.shape[0] == 1:
