@@ -32,6 +32,19 @@ def _weight_center(text: str) -> int | str | None:
     return int(text)
 
 
+def _smooth(text: str) -> float | str:
+    """--smooth: auto, or an alpha from 0 (off) to 1."""
+    if text == "auto":
+        return text
+    try:
+        alpha = float(text)
+    except ValueError:
+        alpha = -1.0
+    if not 0 <= alpha <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: auto, or an alpha from 0 (off) to 1")
+    return alpha
+
+
 def option(default: Any, help: str, stage: str, choices: tuple | None = None,
            parse: Callable[[str], Any] | None = None, metavar: str | None = None) -> Any:
     """A CompileOptions field: its default, the flag's help text, and the driver stage it configures
@@ -53,8 +66,10 @@ class CompileOptions:
                            "like every other value", "quantize", choices=("wide", "u8"))
     channel_groups: int = option(0, "scale groups for values between linear layers and tables (per-embedding-group "
                                  "quantization; 0: one scale per tensor)", "quantize", parse=int, metavar="G")
-    smooth: float = option(0.0, "SmoothQuant migration of activation outliers into the weights of the linear layers "
-                           "that read them, 0 < ALPHA <= 1 (0: off)", "quantize", parse=float, metavar="ALPHA")
+    smooth: float | str = option("auto", "SmoothQuant migration of activation outliers into the weights of the "
+                                 "linear layers that read them: auto (alpha chosen per value by cross-validation "
+                                 "on the calibration inputs), an alpha from 0 (off) to 1", "quantize",
+                                 parse=_smooth, metavar="ALPHA")
     weight_center: int | str | None = option(
         "auto", "weight-mean shifting (paper V-C): auto (the center with the most skipped cells that keeps the "
         "outputs on the calibration inputs, if any), none, or one of the paper's six centers (88 to 168)",

@@ -138,7 +138,7 @@ def test_plan_puts_the_residual_stream_in_int16():
 
     module, inputs = residual_encoder()
     model = import_module(module, inputs, "block")
-    q = Quantize(calibration=(tuple(x.numpy() for x in inputs),)).run(model)
+    q = Quantize(calibration=(tuple(x.numpy() for x in inputs),), smooth=0).run(model)
     types = {layer.name: layer.type.dtype for layer in q.graph.layers}
     ops = {layer.name: layer.op for layer in q.graph.layers}
     # By hand: proj feeds the add (int16), the add feeds the norm (int16), the norm feeds the second
@@ -151,15 +151,17 @@ def test_plan_puts_the_residual_stream_in_int16():
     assert narrowings == ["norm.n", "up.t"]
     assert q.graph.layer("up").inputs == ("norm.n",) and q.graph.layer("gelu").inputs == ("up.t",)
     assert q.graph.layer("up.t").attr("levels") == 4095
-    assert q.graph.layer("norm.n").weight("multiplier") is None          # one scale by default
+    assert q.graph.layer("norm.n").weight("multiplier") is None          # one scale without smoothing
     assert q.graph.layer("gelu").weight("table").type.shape == (4096,)
     assert types["gelu"] == "u8"
     # With channel groups, the narrowings of norm and up are per channel, and gelu has one
     # 256-entry table per channel instead of the 12-bit index.
-    grouped = Quantize(calibration=(tuple(x.numpy() for x in inputs),), channel_groups=4).run(model).graph
-    assert grouped.layer("norm.n").weight("multiplier") is not None
-    assert grouped.layer("up.n").weight("out_zp") is not None and grouped.layer("gelu").inputs == ("up.n",)
-    assert grouped.layer("gelu").weight("table").type.shape == (32, 256)
+    # The default (smoothing, alpha chosen per value) plans the same way as channel groups.
+    for options in ({"channel_groups": 4}, {}):
+        grouped = Quantize(calibration=(tuple(x.numpy() for x in inputs),), **options).run(model).graph
+        assert grouped.layer("norm.n").weight("multiplier") is not None
+        assert grouped.layer("up.n").weight("out_zp") is not None and grouped.layer("gelu").inputs == ("up.n",)
+        assert grouped.layer("gelu").weight("table").type.shape == (32, 256)
 
 
 def test_residual_int16_beats_uint8_on_an_outlier_channel():

@@ -6,7 +6,8 @@ were not used for calibration, measured on the interpreter-simulator (docs/resul
 - all-MiniLM-L6-v2 (pretrained weights from a registry package): the final hidden state's
   cosine with PyTorch float and the Spearman correlation of the pairwise cosine similarities of
   the sentence embeddings, on held-out sentences. The accuracy issue asks for a cosine of 0.995;
-  today's scheme reaches 0.973-0.994 (docs/results.md), and this test holds it there.
+  today's scheme reaches min 0.9929, mean 0.9948 on the integer reference (docs/results.md), and this
+  test holds it there.
 """
 import itertools
 import tempfile
@@ -25,6 +26,7 @@ from arasc.runtime.report import cosine
 from arasc.runtime.run import execute, load_program
 
 CALIBRATION_IMAGES = 128
+CALIBRATION_SENTENCES = 96   # of the 143 the package's data set descriptions give; the other 47 are held out
 
 
 def compiled_program(name, module, inputs, calibration):
@@ -63,15 +65,15 @@ def test_minilm_sentence_similarity_on_the_chip():
 
     module, (example,) = models.get("minilm-l6").build()
     sentences = minilm.sentences()
-    calibration_ids, _ = minilm.token_ids(list(sentences[:32]))
-    held_out, lengths = minilm.token_ids(list(sentences[32:48]))
+    calibration_ids, _ = minilm.token_ids(list(sentences[:CALIBRATION_SENTENCES]))
+    held_out, lengths = minilm.token_ids(list(sentences[CALIBRATION_SENTENCES:]))
     program, weights, hw = compiled_program("minilm", module, (example,), [(ids[None],) for ids in calibration_ids])
     with torch.no_grad():
         reference = module(torch.from_numpy(held_out)).numpy()
     chip = np.stack([run(program, weights, hw, ids[None])[0] for ids in held_out])
     cosines = [cosine(a.ravel().astype(np.float64), b.ravel().astype(np.float64)) for a, b in zip(reference, chip, strict=True)]
     print(f"minilm: final hidden state cosine min {min(cosines):.4f} mean {np.mean(cosines):.4f}")
-    assert min(cosines) >= 0.965 and np.mean(cosines) >= 0.985, cosines
+    assert min(cosines) >= 0.99 and np.mean(cosines) >= 0.994, cosines
 
     def similarities(hidden):
         e = minilm.embeddings(hidden, lengths)
@@ -80,4 +82,4 @@ def test_minilm_sentence_similarity_on_the_chip():
 
     correlation = spearmanr(similarities(reference), similarities(chip)).statistic
     print(f"minilm: similarity Spearman {correlation:.4f}")
-    assert correlation >= 0.99
+    assert correlation >= 0.995

@@ -16,7 +16,7 @@ Observers (DESIGN.md section 3; docs/quantization.md compares them on trained ne
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +30,8 @@ BINS = 2048
 OBSERVERS = ("mse", "percentile", "minmax")
 PERCENTILE = 1e-4          # the tail clipped on each side by the percentile observer
 WIDE_HEADROOM = 2.0        # int16 values keep a factor 2 above the calibrated |max| for unseen inputs
+SAMPLE_BYTES = 128 << 20   # rows kept of the sampled values, all together (float32), for choosing smoothing
+SAMPLE_ROWS = (128, 2048)  # rows kept per sampled value: at least, at most
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,10 @@ class Stats:
     channel_low: np.ndarray | None = None     # per channel along the last dimension
     channel_high: np.ndarray | None = None
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.int64))
+    # Rows (along the last dimension) of values the quantize pass asks to sample: those of even
+    # and of odd calibration inputs apart, every `stride`-th row, at most `limit` in all.
+    folds: tuple[list[np.ndarray], list[np.ndarray]] = field(default_factory=lambda: ([], []))
+    stride: int = 1
 
     def absmax(self) -> float:
         return max(abs(self.low), abs(self.high))
@@ -119,21 +125,44 @@ class Stats:
         if self.high > self.low:
             self.histogram += torch.histc(value.detach().to(torch.float64), BINS, self.low, self.high).to(torch.int64).numpy()
 
+    def add_sample(self, value: torch.Tensor, index: int, limit: int) -> None:
+        """Keep rows of `value`, the output on calibration input number `index`; past `limit`
+        rows, every other row of those kept and of those to come (an even spread, bounded)."""
+        rows = value.detach().reshape(-1, value.shape[-1]).to(torch.float32).numpy()[::self.stride]
+        self.folds[index % 2].append(rows.copy())
+        while sum(len(r) for fold in self.folds for r in fold) > limit and self.stride < 1 << 20:
+            self.stride *= 2
+            for fold in self.folds:
+                fold[:] = [r[::2] for r in fold]
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sampled rows as two folds: even and odd calibration inputs, or with a single
+        input, its even and odd rows."""
+        even, odd = (np.concatenate(f).astype(np.float64) if f else np.zeros((0, 0)) for f in self.folds)
+        if not len(odd):
+            even, odd = even[0::2], even[1::2]
+        return even, odd
+
     def edges(self) -> np.ndarray:
         return np.linspace(self.low, self.high, BINS + 1)
 
 
-def observe(model: Model, calibration: Iterable[Sequence], histograms: bool = True) -> dict[str, Stats]:
+def observe(model: Model, calibration: Iterable[Sequence], histograms: bool = True,
+            sampled: Collection[str] = ()) -> dict[str, Stats]:
     """Statistics of every floating-point value (graph inputs and layers) over the calibration
-    inputs, each a tuple with one array per graph input, run through the float evaluator."""
+    inputs, each a tuple with one array per graph input, run through the float evaluator; the
+    values named in `sampled` also keep a bounded sample of their rows (SAMPLE_BYTES in all)."""
     graph = model.graph
     names = tuple(v.name for v in graph.inputs) + tuple(layer.name for layer in graph.layers)
     probe = model.replace(graph=dataclasses.replace(graph, outputs=names))
     stats: dict[str, Stats] = {}
-    for inputs in calibration:
+    for index, inputs in enumerate(calibration):
         for name, value in zip(names, evaluate(probe, tuple(inputs)), strict=True):
             if value.is_floating_point():
                 stats.setdefault(name, Stats()).add_range(value)
+                if name in sampled and value.dim() > 0:
+                    share = SAMPLE_BYTES // (len(sampled) * value.shape[-1] * 4)
+                    stats[name].add_sample(value, index, int(np.clip(share, *SAMPLE_ROWS)))
     if histograms:
         for inputs in calibration:
             for name, value in zip(names, evaluate(probe, tuple(inputs)), strict=True):
@@ -196,17 +225,3 @@ def grouped_channel_ranges(stats: Stats, groups: int) -> tuple[np.ndarray, np.nd
         members = order[start:stop]
         group_low[members], group_high[members] = low[members].min(), high[members].max()
     return group_low, group_high
-
-
-def smoothed_qparams(stats: Stats, alpha: float) -> QParams:
-    """Per-channel uint8 parameters between one scale for the tensor (alpha 0) and one per channel
-    (alpha 1): channel k's scale is s (r_k / r)^alpha, r_k its range and s = r / 255 the tensor's,
-    so its codes span 255 (r_k / r)^(1 - alpha) (SmoothQuant, Xiao et al., ICML 2023: the reader
-    takes the factors into its weight columns, moving part of an outlier channel's range there)."""
-    low, high = np.minimum(stats.channel_low, 0.0), np.maximum(stats.channel_high, 0.0)
-    span = high - low
-    largest = float(span.max())
-    if largest == 0:
-        return channel_qparams(low, high)
-    scale = largest / U8_LEVELS * np.maximum(span / largest, 1e-6) ** alpha
-    return QParams(scale, np.clip(np.round(-low / scale), 0, U8_LEVELS).astype(np.int64))

@@ -51,10 +51,10 @@ from .calibrate import (
     observe,
     qparams,
     quantize_array,
-    smoothed_qparams,
     tensor_qparams,
     wide_qparams,
 )
+from .smoothing import choose_alpha, smoothed_qparams
 
 INT32 = np.iinfo(np.int32)
 IR_DTYPE = {np.dtype(numpy_dtype): name for name, numpy_dtype in NUMPY_DTYPES.items()}
@@ -85,7 +85,7 @@ class Quantize:
     observer: str = "mse"           # how uint8 activation ranges are chosen: mse, percentile, minmax
     residual: str = "wide"          # the residual stream in int16 ("wide") or uint8
     channel_groups: int = 0         # scale groups of values between linear layers; 0: one scale per tensor
-    smooth: float = 0.0             # SmoothQuant's alpha for values between linear layers; 0: off
+    smooth: float | str = "auto"    # SmoothQuant's alpha for values between linear layers: "auto", a number, 0 off
 
     name: ClassVar[str] = "quantize"
     requires: ClassVar[tuple[str, ...]] = ("traced",)
@@ -98,11 +98,17 @@ class Quantize:
                                        ("observer", self.observer, OBSERVERS), ("residual", self.residual, RESIDUALS)):
             if value not in allowed:
                 raise QuantizeError(f"quantize: {option}={value!r}; choose from {', '.join(allowed)}")
+        if self.smooth != "auto" and not (isinstance(self.smooth, (int, float)) and 0 <= self.smooth <= 1):
+            raise QuantizeError(f"quantize: smooth={self.smooth!r}; choose auto or an alpha from 0 (off) to 1")
         return self.rewrite(model)[0]
 
     def rewrite(self, model: Model) -> Quantized:
         """The quantized model, with the parameters of every value (`arasc compare` dequantizes with them)."""
-        stats = observe(model, self.calibration, histograms=self.observer != "minmax")
+        sampled: set[str] = set()
+        if self.smooth == "auto" and self.channel_groups == 0:   # choosing alpha needs rows of the values
+            channels = _Rewriter.planned(model.graph, self).channels
+            sampled = {*channels, *(relu for relu, producer in _relu_fusions(model.graph).items() if producer in channels)}
+        stats = observe(model, self.calibration, histograms=self.observer != "minmax", sampled=sampled)
         rewriter = _Rewriter(model, stats, self)
         quantized = rewriter.run()
         params = dict(rewriter.params)
@@ -235,13 +241,17 @@ class _Rewriter:
         self.model, self.graph, self.stats, self.options = model, model.graph, stats, options
         self.fused = _relu_fusions(self.graph)
         self.relu_of = {producer: relu for relu, producer in self.fused.items()}
-        per_channel = options.channel_groups > 0 or options.smooth > 0
-        self.plan = _plan(self.graph, self.fused, options.residual, per_channel)
+        self.plan = self.planned(self.graph, options)
         self.alias: dict[str, str] = dict(self.fused)    # value name -> name of the layer now defining it
         self.params: dict[str, QParams] = {}
         self.narrowed: dict[tuple[str, bool], str] = {}  # (int16 value, for a table) -> its narrowing
         self.layers: list[Layer] = []
         self.weights: dict[str, np.ndarray] = {}
+
+    @staticmethod
+    def planned(graph: Graph, options: Quantize) -> _Plan:
+        per_channel = options.channel_groups > 0 or options.smooth != 0
+        return _plan(graph, _relu_fusions(graph), options.residual, per_channel)
 
     def run(self) -> Model:
         for value in self.graph.inputs:
@@ -282,14 +292,34 @@ class _Rewriter:
         if name in self.plan.wide:
             return wide_qparams(stats.absmax())
         if name in self.plan.channels:
-            return self.channel_params(stats)
+            return self.channel_params(name, stats)
         return qparams(*choose_range(stats, self.options.observer))
 
-    def channel_params(self, stats: Stats) -> QParams:
-        """Scales per channel (last dimension): smoothed (SmoothQuant) or by channel group."""
-        if self.options.smooth > 0:
-            return smoothed_qparams(stats, self.options.smooth)
-        return channel_qparams(*grouped_channel_ranges(stats, self.options.channel_groups))
+    def channel_params(self, name: str, stats: Stats) -> QParams:
+        """Scales per channel (last dimension) of the uint8 codes of `name`: by channel group when
+        groups are asked for, else smoothed (SmoothQuant), alpha chosen per value ("auto")."""
+        if self.options.channel_groups > 0:
+            return channel_qparams(*grouped_channel_ranges(stats, self.options.channel_groups))
+        alpha = self.options.smooth
+        if alpha == "auto":
+            alpha = choose_alpha(stats.sample(), self.channel_readers(name), self.weight_as_held)
+        return smoothed_qparams(stats.channel_low, stats.channel_high, float(alpha))
+
+    def channel_readers(self, name: str) -> list[np.ndarray | None]:
+        """What reads the 8-bit codes of `name`, for choosing its smoothing: the float weight of
+        each linear layer, None for each elementwise table (the plan allows no other reader)."""
+        readers: list[np.ndarray | None] = []
+        for layer in self.graph.layers:
+            if layer.op == "linear" and layer.inputs[0] in (name, self.relu_of.get(name)):
+                readers.append(np.asarray(self.model.weights[layer.weight("weight").name], np.float64))
+            elif _elementwise_table(layer) and set(layer.inputs) & {name, self.relu_of.get(name)}:
+                readers.append(None)
+        return readers
+
+    def weight_as_held(self, weight: np.ndarray) -> np.ndarray:
+        """A crossbar layer's float weight as its uint8 codes represent it (the handlers' rule)."""
+        p = _weight_params(weight, self.options.weights == "channel")
+        return (quantize_array(weight, p).astype(np.float64) - p.zp) * p.scale
 
     def output_params(self, layer: Layer) -> QParams:
         """From the statistics of the value, or of the ReLU fused into the layer."""
@@ -360,7 +390,7 @@ class _Rewriter:
             if index:
                 out = qparams(*choose_range(self.stats[source], self.options.observer), levels=TABLE_INDEX_LEVELS)
             elif name in self.plan.channels:
-                out = self.channel_params(self.stats[source])
+                out = self.channel_params(source, self.stats[source])
             else:
                 out = qparams(*choose_range(self.stats[source], self.options.observer))
             shape = next(layer.type.shape for layer in self.layers if layer.name == name)

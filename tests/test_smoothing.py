@@ -1,0 +1,75 @@
+"""SmoothQuant with alpha chosen per value (arasc/passes/smoothing.py) and the row sample it is
+chosen on (calibrate.Stats)."""
+import numpy as np
+import pytest
+import torch
+
+from arasc.passes.calibrate import SAMPLE_ROWS, Stats, channel_qparams
+from arasc.passes.smoothing import ALPHAS, choose_alpha, smoothed_qparams
+
+
+def as_held(weight):
+    """Per-output-row uint8 weights, decoded (the quantize pass's crossbar rule)."""
+    p = channel_qparams(weight.min(1), weight.max(1))
+    scale, zp = p.scale[:, None], p.zp[:, None]
+    return (np.clip(np.round(weight / scale) + zp, 0, 255) - zp) * scale
+
+
+def test_alpha_moves_between_one_scale_and_one_per_channel():
+    # Channel ranges [0, 1] and [0, 100]: the tensor scale is 100/255.
+    low, high = np.array([0.0, 0.0]), np.array([1.0, 100.0])
+    assert np.allclose(smoothed_qparams(low, high, 0.0).scale, [100 / 255, 100 / 255])
+    assert np.allclose(smoothed_qparams(low, high, 1.0).scale, [1 / 255, 100 / 255])
+    # alpha 1/2: the small channel's scale is (100/255) * (1/100)^(1/2) = 10/255.
+    assert np.allclose(smoothed_qparams(low, high, 0.5).scale, [10 / 255, 100 / 255])
+    # Negative ranges: the zero point puts real 0 on a code.
+    p = smoothed_qparams(np.array([-2.0, -50.0]), np.array([2.0, 50.0]), 1.0)
+    assert p.zp.tolist() == [128, 128] and np.allclose(p.scale, [4 / 255, 100 / 255])
+
+
+def test_equal_channels_choose_no_smoothing():
+    # Every alpha gives the same codes when the channels have one range: the tie goes to alpha 0.
+    rng = np.random.default_rng(0)
+    rows = rng.uniform(-1, 1, (400, 16))
+    rows[0], rows[1] = -1, -1     # both folds (even and odd rows) see the full range in every channel
+    rows[2], rows[3] = 1, 1
+    weight = rng.normal(size=(8, 16))
+    assert choose_alpha((rows[0::2], rows[1::2]), [weight], as_held) == 0.0
+
+
+def test_an_outlier_channel_is_smoothed():
+    # One channel 50x the others, read by a linear layer: one scale leaves the ordinary channels
+    # about 5 codes, so some smoothing wins; and it is chosen from the grid.
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(600, 32))
+    rows[:, 5] *= 50
+    weight = rng.normal(size=(16, 32))
+    alpha = choose_alpha((rows[0::2], rows[1::2]), [weight], as_held)
+    assert alpha in ALPHAS and alpha > 0
+    # A table reader (None) judges the decoded value itself: per channel is best there too.
+    assert choose_alpha((rows[0::2], rows[1::2]), [None], as_held) > 0
+
+
+def test_sample_rows_are_bounded_and_split_by_input():
+    s = Stats()
+    for index in range(10):
+        s.add_sample(torch.full((1, 50, 4), float(index)), index, limit=SAMPLE_ROWS[0])
+    rows = sum(len(r) for fold in s.folds for r in fold)
+    assert SAMPLE_ROWS[0] // 2 < rows <= SAMPLE_ROWS[0]
+    even, odd = s.sample()
+    assert set(np.unique(even[:, 0])) == {0, 2, 4, 6, 8} and set(np.unique(odd[:, 0])) == {1, 3, 5, 7, 9}
+
+
+def test_one_calibration_input_splits_its_rows():
+    s = Stats()
+    s.add_sample(torch.arange(20.0).reshape(10, 2), 0, limit=100)
+    even, odd = s.sample()
+    assert even[:, 0].tolist() == [0, 4, 8, 12, 16] and odd[:, 0].tolist() == [2, 6, 10, 14, 18]
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "half"])
+def test_smooth_option_is_checked(bad):
+    from arasc.passes.quantize import Quantize, QuantizeError
+
+    with pytest.raises(QuantizeError, match="smooth"):
+        Quantize(calibration=((np.zeros(1),),), smooth=bad).run(None)
