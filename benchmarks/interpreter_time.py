@@ -60,7 +60,7 @@ def main() -> None:
         program, weights, hw = load_program(path)
     x = read_inputs(program, weights, None)
     rows = []
-    first = execute(program, weights, hw, x)
+    first = execute(program, weights, hw, x, int8=True)
     float32 = execute(program, weights, hw, x, int8=False)
     if any(not np.array_equal(first.outputs[name], float32.outputs[name]) for name in first.outputs):
         raise SystemExit("int8 and float32 products disagree: the interpreter is not exact")

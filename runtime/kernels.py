@@ -8,9 +8,9 @@ Every kernel is exact integer arithmetic; tests compare each with its plain nump
 from __future__ import annotations
 
 import functools
+import sys
 
 import numpy as np
-import torch
 from numba import njit
 
 
@@ -19,9 +19,19 @@ def int8_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     no sum leaves int32: for inputs and weights less 128, K < 2^17. torch 2.13 misreads a
     matrix with a dimension of 1 whose strides are not the canonical ones (numpy calls such a view
     contiguous; the result is garbage), so such operands go in as fresh copies."""
+    import torch  # only here: the interpreter imports torch only if it uses it (see int8_products_wanted)
+
     if 1 in a.shape or 1 in b.shape:
         a, b = np.array(a, order="C"), np.array(b, order="C")
     return torch._int_mm(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+
+
+def int8_products_wanted() -> bool:
+    """The default: int8 products when torch is already imported in this process (a compile, the
+    benchmarks, the tests), float32 BLAS otherwise. Importing torch takes longer (1.5-3 s) than
+    int8 products save over one ResNet-50 inference (about 0.1 s), so a plain `arasc run` keeps
+    float32; Machine(int8=True) asks for int8 regardless."""
+    return "torch" in sys.modules
 
 
 @functools.cache

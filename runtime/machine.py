@@ -21,7 +21,7 @@ from ..isa.program import Instr, LayerDef, Program
 from ..isa.tiling import cell_levels, matrix_shape
 from ..isa.tiling import layer_blocks as tiled_blocks
 from .crossbar import BitSerial
-from .kernels import int8_product, int8_products_exact, requantize, write_cells
+from .kernels import int8_product, int8_products_exact, int8_products_wanted, requantize, write_cells
 from .sfu import I16_MAX, I16_MIN, SFU_OPS, DataError
 from .verify import layer_grid
 from .windows import conv_windows
@@ -63,7 +63,7 @@ class _Accumulator:
 
 class Machine:
     def __init__(self, program: Program, weights: dict[str, np.ndarray], hw: Hardware, adc_bits: int | None = None,
-                 adc_lsb: int = 1, bit_serial: bool = False, compute: bool = True, int8: bool = True):
+                 adc_lsb: int = 1, bit_serial: bool = False, compute: bool = True, int8: bool | None = None):
         self.p, self.w, self.hw = program, weights, hw
         xbar = hw.crossbar
         rows, cols = hw.block
@@ -86,8 +86,10 @@ class Machine:
         # they sum to differs from the cells' product by terms folded into the zero-point correction),
         # as int8 with int32 sums (torch._int_mm: oneDNN's int8 GEMM, exact; about 4x float32 BLAS on
         # this project's CPUs), so one product spans up to 1,024 K-chunks; where that kernel is not
-        # exact (or with int8=False), as float32, whose sums stay exact within 2^24: 8 K-chunks.
+        # exact (or with int8=False; by default where torch is not imported yet), as float32, whose
+        # sums stay exact within 2^24: 8 K-chunks.
         self.center = 1 << 7 if self.products == "exact" else 0
+        int8 = int8_products_wanted() if int8 is None else int8
         self.int8 = int8 and self.products == "exact" and xbar.weight_bits == 8 and int8_products_exact()
         largest = (1 << 7) * (1 << (xbar.weight_bits - 1)) * rows
         self.exact_chunks = max(1, ((1 << 31) - 1 if self.int8 else 1 << 24) // largest) if self.center else 1

@@ -439,3 +439,16 @@ def test_conv_products_hold_the_largest_sums_float32_can():
         conv = lambda inp, kernel, g: F.conv2d(inp, kernel, None, (1, 1), 0, (1, 1), g)  # noqa: E731
         ones = torch.ones((1, 3, 2, 2), dtype=torch.int64)   # sum(q_x) per window, sum(q_w) per channel: 1
         assert torch.equal(_conv_products(x, w, conv, 1, ones, ones[:, :, :1, :1]), ones)   # sum(q_x q_w) = 1 x 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), lead=st.sampled_from([(1,), (5,), (2, 7)]), k=st.integers(1, 2000),
+       n=st.integers(1, 40), extreme=st.booleans())
+def test_linear_products_in_int8_equal_the_float64_product(seed, lead, k, n, extreme):
+    from arasc.ir.qops import _linear_products
+
+    rng = np.random.default_rng(seed)
+    values = np.array([0, 255], np.uint8) if extreme else np.arange(256).astype(np.uint8)
+    x, w = torch.from_numpy(rng.choice(values, lead + (k,))), torch.from_numpy(rng.choice(values, (n, k)))
+    want = torch.matmul(x.to(torch.float64), w.to(torch.float64).T).to(torch.int64)
+    assert torch.equal(_linear_products(x, w), want)

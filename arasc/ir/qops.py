@@ -210,11 +210,28 @@ def _qconv2d(xs, a, w):
     return requantize(_zero_point_terms(xw, x_sum, w_sum, k, a, w_zp, bias), a, w, (1, -1, 1, 1))
 
 
+def _linear_products(x, weight):
+    """sum(q_x q_w) over the last dimension (int64), exact: where torch's int8 GEMM is exact on
+    this CPU (runtime/kernels.py checks it once), as int8 x int8 -> int32 on codes centred on 128
+    (|sum| <= 2^14 K < 2^31 for K < 2^17), corrected as in `_conv_products`; else in float64."""
+    from ..runtime.kernels import int8_product, int8_products_exact
+
+    k = weight.shape[1]
+    if (x.dtype != torch.uint8 or weight.dtype != torch.uint8 or x.is_meta or weight.is_meta or k >= 1 << 17
+            or not int8_products_exact()):
+        return torch.matmul(_exact(x), _exact(weight).T).to(torch.int64)
+    flat = x.reshape(-1, k).numpy()
+    centred = (flat ^ np.uint8(128)).view(np.int8), (weight.numpy() ^ np.uint8(128)).view(np.int8)
+    xw = torch.from_numpy(int8_product(centred[0], centred[1].T).astype(np.int64))
+    xw += 128 * torch.from_numpy(flat.sum(1, dtype=np.int64))[:, None] + 128 * _wide(weight).sum(1) - 128 * 128 * k
+    return xw.reshape(*x.shape[:-1], weight.shape[0])
+
+
 @op("qlinear", "mvm", "uint8 linear over the last dimension (weight u8 [N, K], bias i32 [N]): as qconv2d",
     attrs=MVM_ATTRS, defaults=MVM_DEFAULTS, weights=("weight",), optional_weights=("bias",) + CHANNEL_PARAMS)
 def _qlinear(xs, a, w):
     x, weight = xs[0], w["weight"]
-    xw = torch.matmul(_exact(x), _exact(weight).T).to(torch.int64)
+    xw = _linear_products(x, weight)
     x_sum = _wide(x).sum(-1, keepdim=True)
     w_sum = _wide(weight).sum(1)
     w_zp = channel_param(a, w, "w_zp", (-1,))
