@@ -21,7 +21,7 @@ from ..isa.program import Instr, LayerDef, Program
 from ..isa.tiling import cell_levels, matrix_shape
 from ..isa.tiling import layer_blocks as tiled_blocks
 from .crossbar import BitSerial
-from .kernels import requantize, write_cells
+from .kernels import int8_product, int8_products_exact, int8_products_wanted, requantize, write_cells
 from .sfu import I16_MAX, I16_MIN, SFU_OPS, DataError
 from .verify import layer_grid
 from .windows import conv_windows
@@ -63,7 +63,7 @@ class _Accumulator:
 
 class Machine:
     def __init__(self, program: Program, weights: dict[str, np.ndarray], hw: Hardware, adc_bits: int | None = None,
-                 adc_lsb: int = 1, bit_serial: bool = False, compute: bool = True):
+                 adc_lsb: int = 1, bit_serial: bool = False, compute: bool = True, int8: bool | None = None):
         self.p, self.w, self.hw = program, weights, hw
         xbar = hw.crossbar
         rows, cols = hw.block
@@ -84,10 +84,15 @@ class Machine:
             self.products = "exact" if adc_bits is None else "clipping"
         # With an ideal ADC, inputs and weights are multiplied centred on 128 (x - 128, w - 128: what
         # they sum to differs from the cells' product by terms folded into the zero-point correction),
-        # so that one float32 product spans as many K-chunks as keep its sums within 2^24, exact: 8.
+        # as int8 with int32 sums (torch._int_mm: oneDNN's int8 GEMM, exact; about 4x float32 BLAS on
+        # this project's CPUs), so one product spans up to 1,024 K-chunks; where that kernel is not
+        # exact (or with int8=False; by default where torch is not imported yet), as float32, whose
+        # sums stay exact within 2^24: 8 K-chunks.
         self.center = 1 << 7 if self.products == "exact" else 0
+        int8 = int8_products_wanted() if int8 is None else int8
+        self.int8 = int8 and self.products == "exact" and xbar.weight_bits == 8 and int8_products_exact()
         largest = (1 << 7) * (1 << (xbar.weight_bits - 1)) * rows
-        self.exact_chunks = max(1, (1 << 24) // largest) if self.center else 1
+        self.exact_chunks = max(1, ((1 << 31) - 1 if self.int8 else 1 << 24) // largest) if self.center else 1
         self._blocks_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._column_cache: dict[str, np.ndarray] = {}
         self._acc: dict[str, _Accumulator] = {}
@@ -185,8 +190,8 @@ class Machine:
             if self.products == "exhaustive":
                 product = self._bit_serial_product(x, rows_read).T
             elif self.products == "exact":  # the product with the weights the cells encode
-                weights = self._weight_matrix(held, g, chunks, columns, r1 - r0)
-                product = weights[:, :self._width(columns, n)].T @ x.T
+                weights = self._weight_matrix(held, g, chunks, columns, r1 - r0)[:, :self._width(columns, n)]
+                product = int8_product(weights.T, x.T) if self.int8 else weights.T @ x.T
             else:
                 product = self.bit_serial.clipping_product(x, self._weight_matrix(held, g, chunks, columns, r1 - r0),
                                                            self._levels(rows_read)).T
@@ -213,15 +218,19 @@ class Machine:
         return products
 
     def _weight_matrix(self, held: dict, g: int, chunks: list[int], columns: list[int], height: int) -> np.ndarray:
-        """The float32 weights (less `center`) of K-chunks x column blocks, read from the cells; rows
-        past the layer's K (stale cells no wordline drives) are left out."""
+        """The weights (less `center`) of K-chunks x column blocks, read from the cells, as the
+        products take them (int8 or float32); rows past the layer's K (stale cells no wordline
+        drives) are left out."""
         block_rows, block_cols = self.hw.block
-        weights = np.empty((height, len(columns) * block_cols), np.float32)
+        codes = np.empty((height, len(columns) * block_cols), np.uint8)
         for a, i in enumerate(chunks):
             r0 = a * block_rows
             h = min(block_rows, height - r0)
             for s, j in enumerate(columns):
-                weights[r0:r0 + h, s * block_cols:(s + 1) * block_cols] = self.cells[held[g, i][j]][:h]
+                codes[r0:r0 + h, s * block_cols:(s + 1) * block_cols] = self.cells[held[g, i][j]][:h]
+        if self.int8:  # flipping the top bit of a uint8 code gives code - 128 in two's complement
+            return (codes ^ np.uint8(self.center)).view(np.int8)
+        weights = codes.astype(np.float32)
         weights -= self.center
         return weights
 
@@ -252,10 +261,11 @@ class Machine:
         if state.acc is None and groups == 1 and consecutive and columns[0] == 0 and self._width(columns, n) == n:
             state.acc = product[None, :n]
             return
+        wide = np.int64 if product.dtype.kind == "i" else np.float64
         if state.acc is None:
-            state.acc = np.zeros((groups, n, product.shape[1]), np.float64)
-        elif state.acc.dtype != np.float64:
-            state.acc = state.acc.astype(np.float64)
+            state.acc = np.zeros((groups, n, product.shape[1]), wide)
+        elif state.acc.dtype != wide:
+            state.acc = state.acc.astype(wide)
         acc = state.acc[g]
         if consecutive:  # one add
             c0 = columns[0] * block_cols
@@ -275,6 +285,8 @@ class Machine:
         else:
             windows = [np.subtract(x.reshape(-1, x.shape[-1]), self.center, dtype=np.float32)]
             out_hw, lead = (), x.shape[:-1]
+        if self.int8:  # x - 128 of uint8 codes: exact in int8
+            windows = [w.astype(np.int8) for w in windows]
         state = _Accumulator(None, windows, out_hw, lead)  # the partial sums come with the first product
         self._acc[layer.name] = state
         return state
@@ -287,6 +299,8 @@ class Machine:
         w_zp, m, shift and out_zp are the layer's or, given as weights, each output channel's."""
         groups, windows = len(state.windows), state.windows[0].shape[0]
         exact = np.float32 if k * 255 < 1 << 24 else np.float64  # sums of 8-bit inputs, exact in float32 below 2^24
+        if self.int8:
+            exact = np.int64
         x_sums = np.stack([win.sum(1, dtype=exact).astype(np.float64) for win in state.windows])
         w_zp, multiplier, shift, out_zp = (self._channel_param(layer, attrs, name, groups, n)
                                            for name in ("w_zp", "multiplier", "shift", "out_zp"))

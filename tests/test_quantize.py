@@ -404,3 +404,51 @@ def test_quantized_zoo_model_round_trips_and_is_deterministic(name):
         assert array.dtype == second.weights[key].dtype and np.array_equal(array, second.weights[key]), key
     crossbar = [layer for layer in first.graph.layers if OPS[layer.op].kind == "mvm"]
     assert crossbar and all(first.weights[layer.weight("weight").name].dtype == np.uint8 for layer in crossbar)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), channels=st.sampled_from([1, 3, 113, 114, 300]),
+       kernel=st.sampled_from([(1, 1), (3, 3), (7, 7), (1, 33)]), groups=st.sampled_from([1, 3]),
+       stride=st.sampled_from([(1, 1), (2, 1)]), extreme=st.booleans())
+def test_conv_products_in_float32_chunks_equal_the_float64_convolution(seed, channels, kernel, groups, stride,
+                                                                      extreme):
+    # the second implementation is the plain float64 convolution of the codes, exact below 2^53
+    from arasc.ir.qops import _conv_products
+
+    rng = np.random.default_rng(seed)
+    values = np.array([0, 255], np.uint8) if extreme else np.arange(256).astype(np.uint8)
+    x = torch.from_numpy(rng.choice(values, (1, channels * groups, 9, 40))).to(torch.float32)   # as _qconv2d pads it
+    w = torch.from_numpy(rng.choice(values, (2 * groups, channels) + kernel))
+    conv = lambda inp, kernel, g: F.conv2d(inp, kernel, None, stride, 0, (1, 1), g)  # noqa: E731
+    ones = torch.ones((groups, 1) + kernel, dtype=torch.float64)
+    group_sums = x.to(torch.float64).reshape(1, groups, channels, 9, 40).sum(2)
+    x_sum = conv(group_sums, ones, groups).to(torch.int64).repeat_interleave(2, dim=1)
+    w_sum = w.to(torch.int64).sum((1, 2, 3)).reshape(1, -1, 1, 1)
+    want = conv(x.to(torch.float64), w.to(torch.float64), groups).to(torch.int64)
+    assert torch.equal(_conv_products(x, w, conv, groups, x_sum, w_sum), want)
+
+
+def test_conv_products_hold_the_largest_sums_float32_can():
+    # Codes 0 centre to -128, so each product is 2^14 and a chunk of 1,024 reaches 2^24, float32's
+    # last exact integer; one product of codes 1 (127^2, odd) makes any longer sum inexact.
+    from arasc.ir.qops import _conv_products
+
+    for channels in (1024, 1025, 2048 + 7):
+        x, w = torch.zeros((1, channels, 2, 2)), torch.zeros((3, channels, 1, 1), dtype=torch.uint8)
+        x[:, 0], w[:, 0] = 1, 1
+        conv = lambda inp, kernel, g: F.conv2d(inp, kernel, None, (1, 1), 0, (1, 1), g)  # noqa: E731
+        ones = torch.ones((1, 3, 2, 2), dtype=torch.int64)   # sum(q_x) per window, sum(q_w) per channel: 1
+        assert torch.equal(_conv_products(x, w, conv, 1, ones, ones[:, :, :1, :1]), ones)   # sum(q_x q_w) = 1 x 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), lead=st.sampled_from([(1,), (5,), (2, 7)]), k=st.integers(1, 2000),
+       n=st.integers(1, 40), extreme=st.booleans())
+def test_linear_products_in_int8_equal_the_float64_product(seed, lead, k, n, extreme):
+    from arasc.ir.qops import _linear_products
+
+    rng = np.random.default_rng(seed)
+    values = np.array([0, 255], np.uint8) if extreme else np.arange(256).astype(np.uint8)
+    x, w = torch.from_numpy(rng.choice(values, lead + (k,))), torch.from_numpy(rng.choice(values, (n, k)))
+    want = torch.matmul(x.to(torch.float64), w.to(torch.float64).T).to(torch.int64)
+    assert torch.equal(_linear_products(x, w), want)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from arasc.ir import evaluate
+from arasc.runtime.kernels import int8_products_exact
 from arasc.runtime.run import run_file
 
 from conftest import SMALL_MODELS, built, compiled
@@ -19,10 +20,14 @@ def test_interpreter_equals_reference_bit_for_bit(name):
     result, path = compiled(name)
     module, inputs = built(name)
     reference = evaluate(result.model, inputs)
-    fast = run_file(path)
+    fast = run_file(path, int8=True)
+    float32 = run_file(path, int8=False)
     serial = run_file(path, bit_serial=True)
-    for got, bit, want in zip(fast.outputs.values(), serial.outputs.values(), reference, strict=True):
+    assert fast.machine.int8 == int8_products_exact() and not float32.machine.int8
+    for got, f32, bit, want in zip(fast.outputs.values(), float32.outputs.values(), serial.outputs.values(),
+                                   reference, strict=True):
         assert np.array_equal(got, want.numpy())
+        assert np.array_equal(f32, want.numpy())  # int8 and float32 products agree
         assert np.array_equal(bit, got)  # the fast path is the bit-serial emulation with an ideal ADC
     with torch.no_grad():
         expected = module(*inputs)

@@ -110,3 +110,32 @@ def test_conv_windows_are_the_sliding_windows(seed, kernel, stride, padding, dil
     for g, mat in enumerate(mats):
         part = view[:, g * per_group:(g + 1) * per_group].transpose(0, 2, 3, 1, 4, 5)
         assert np.array_equal(mat, part.reshape(2 * oh * ow, per_group * kh * kw).astype(np.float32))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), m=st.integers(1, 70), k=st.integers(1, 3000), n=st.integers(1, 70),
+       extreme=st.booleans())
+def test_int8_product_is_the_integer_product(seed, m, k, n, extreme):
+    from arasc.runtime.kernels import int8_product
+
+    rng = np.random.default_rng(seed)
+    values = np.array([-128, 127], np.int8) if extreme else np.arange(-128, 128).astype(np.int8)
+    a, b = rng.choice(values, (m, k)), rng.choice(values, (n, k)).T   # b a transposed view, as the machine passes it
+    assert np.array_equal(int8_product(a, b), a.astype(np.int64) @ b.astype(np.int64))
+
+
+def test_the_int8_probe_refuses_a_kernel_that_saturates(monkeypatch):
+    import arasc.runtime.kernels as kernels
+
+    def pairs_in_int16(a, b):   # vpmaddubsw without VNNI: pairs of products added in int16, saturating
+        products = a.astype(np.int64)[:, :, None] * b.astype(np.int64)[None, :, :]
+        pairs = products[:, 0::2] + np.pad(products[:, 1::2], ((0, 0), (0, products.shape[1] % 2), (0, 0)))
+        return np.clip(pairs, -2**15, 2**15 - 1).sum(1)
+
+    assert kernels.int8_products_exact()   # on this CPU (VNNI), torch's int8 GEMM is exact
+    kernels.int8_products_exact.cache_clear()
+    monkeypatch.setattr(kernels, "int8_product", pairs_in_int16)
+    try:
+        assert not kernels.int8_products_exact()
+    finally:
+        kernels.int8_products_exact.cache_clear()

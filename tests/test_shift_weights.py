@@ -180,10 +180,88 @@ def test_a_common_center_raises_the_skipped_cells_on_the_interpreter(tmp_path):
 
 
 def test_fit_rescales_only_codes_that_would_leave_the_range():
-    from arasc.passes.shift_weights import _fitting_scale
+    from arasc.passes.shift_weights import _fitting_scales
 
-    assert _fitting_scale(-88, 100, 88) == 1.0       # the lowest code lands on 0 exactly
-    assert _fitting_scale(-89, 100, 88) < 1.0        # one code further would be -1
-    assert _fitting_scale(-10, 167, 88) == 1.0       # the highest lands on 255
-    alpha = _fitting_scale(-120, 200, 88)
-    assert 88 - alpha * 120 >= -0.5 and 88 + alpha * 200 <= 255.5
+    low, high, zero_point = np.array([-88, -89, -10, -120]), np.array([100, 100, 167, 200]), np.array([88, 88, 88, 88])
+    alpha = _fitting_scales(low, high, zero_point)
+    assert alpha[0] == 1.0       # the lowest code lands on 0 exactly
+    assert alpha[1] < 1.0        # one code further would be -1
+    assert alpha[2] == 1.0       # the highest lands on 255
+    assert 88 - alpha[3] * 120 >= -0.5 and 88 + alpha[3] * 200 <= 255.5
+    assert 88 - alpha[3] * 120 <= 0.5 or 88 + alpha[3] * 200 >= 254.5   # and as large as that allows
+
+
+@settings(max_examples=200, deadline=None)
+@given(reals=st.lists(st.floats(1e-20, 1e6), min_size=1, max_size=20))
+def test_fixed_points_match_fixed_point_one_at_a_time(reals):
+    from arasc.ir.qops import fixed_point
+    from arasc.passes.shift_weights import _fixed_points
+
+    multipliers, shifts = _fixed_points(np.array(reals))
+    assert [fixed_point(r) for r in reals] == list(zip(multipliers.tolist(), shifts.tolist(), strict=True))
+
+
+def test_the_center_choice_predicts_from_histograms_what_the_shifted_model_holds():
+    from arasc.passes.shift_weights import channel_histograms, predicted_center, predicted_skip
+
+    _, inputs = built("digits-cnn")
+    per_channel = Quantize(calibration=(tuple(np.asarray(x) for x in inputs),)).run(lowered("digits-cnn"))
+    for model in (quantized("resnet50-small"), per_channel):
+        histograms = channel_histograms(model)
+        assert predicted_center(model, histograms, None, "fit", HW)[0] == pytest.approx(predicted_skip(model, HW))
+        for center, method in zip(CENTERS, ["clip", "fit"] * 3, strict=True):
+            out, clipped = shifted(model, center, method)
+            skip, clipped_predicted = predicted_center(model, histograms, center, method, HW)
+            assert skip == pytest.approx(predicted_skip(out, HW), rel=1e-12)
+            assert clipped_predicted == pytest.approx(clipped, rel=1e-12)
+
+
+def test_auto_costs_two_evaluations_when_the_best_center_passes(monkeypatch):
+    import arasc.passes.shift_weights as shift_weights
+
+    _, inputs = built("resnet50-small")
+    model = quantized("resnet50-small")
+    calls = []
+    evaluate_module = __import__("arasc.ir.evaluate", fromlist=["evaluate"])
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda m, x: calls.append(m) or evaluate(m, x))
+    choice = choose_center(model, [inputs], 0.0, HW)
+    assert len(calls) == 2 and calls[0] is model
+    assert choice.center == max(CENTERS, key=lambda c: choice.skip[c]) and not choice.kept
+    calls.clear()
+    assert choose_center(model, [inputs], 1.5, HW).center is None         # nothing can pass
+    assert len(calls) == 1 + shift_weights.MAX_CHECKS
+
+
+def test_the_fallback_leaves_the_layers_the_shift_changes_most_unshifted(monkeypatch):
+    import arasc.passes.shift_weights as shift_weights
+
+    _, inputs = built("resnet50-small")
+    model = quantized("resnet50-small")
+    calibration = (tuple(np.asarray(x) for x in inputs),)
+    verdicts = iter([0.5, 1.0, 0.5, 1.0])    # each time: the full shift fails the task, the first fallback passes
+    monkeypatch.setattr(shift_weights, "task_agreement", lambda reference, outputs: next(verdicts))
+    choice = choose_center(model, calibration, 0.999, HW)
+    assert choice.center is not None
+    errors = shift_weights.layer_errors(model, shifted(model, choice.center)[0])
+    changed = sorted((name for name, e in errors.items() if e > 0), key=errors.get)
+    assert len(changed) >= 2 and choice.kept == frozenset(changed[len(changed) // 2:])
+    out = ShiftWeights("auto", calibration).run(model, HW)
+    for name in crossbar_weights(model)[1:]:
+        same = np.array_equal(out.weights[name], model.weights[name])
+        assert same == (name in choice.kept), name
+
+
+def test_the_plan_reads_each_channels_range_and_mean_off_its_histogram():
+    from arasc.passes.shift_weights import _fitting_scales, _plan, channel_histograms
+
+    _, inputs = built("digits-cnn")
+    model = Quantize(calibration=(tuple(np.asarray(x) for x in inputs),)).run(lowered("digits-cnn"))
+    histograms = channel_histograms(model)
+    layer = next(c for c in model.graph.layers if OPS[c.op].kind == "mvm" and c.weight("weight").name ==
+                 crossbar_weights(model)[1])
+    zp = channel_param(model, layer, "w_zp")
+    codes = np.asarray(model.weights[layer.weight("weight").name]).reshape(len(zp), -1).astype(np.int64)
+    d, alpha = _plan(model, layer, histograms[layer.weight("weight").name], 104, "fit")
+    assert np.array_equal(d, np.clip(104 - np.round(codes.mean(1)).astype(np.int64), -zp, 255 - zp))
+    expected = _fitting_scales(codes.min(1) - zp, codes.max(1) - zp, zp + d)
+    assert np.array_equal(alpha, np.where(expected < 0.5, 1.0, expected))

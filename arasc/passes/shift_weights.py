@@ -20,14 +20,20 @@ those layers.
 The candidates are the paper's six centers: 88, 96, 104, 152, 160 and 168. They are the middles
 of the 4th cell's sections and of their quarters, away from the ends of the range. With
 `center="auto"` the pass ranks the centers by the skip ratio Eq. 3 predicts between consecutive
-layers. It takes the first one that keeps the unshifted model's task on the calibration inputs
-(the first `GUARD_BATCHES` of them), by a task metric read off the outputs' shape
-(`task_agreement`): top-1 agreement for classifier logits, the correlation of sentence-embedding
-similarities for sequences, else the cosine; at least `min_agreement` (0.999: at most 0.1 point
-of accuracy, or 0.001 of similarity correlation, lost). If no center qualifies, nothing is
-shifted. With a weight zero point per output channel (the default quantization), each channel's
-codes move to the center on their own. The first layer is never shifted: the paper keeps it
-exact, since errors there cost the most accuracy.
+layers (from each layer's code histogram: no evaluation) and takes the best one if it keeps the
+unshifted model's task on the calibration inputs (the first `GUARD_BATCHES` of them), by a task
+metric read off the outputs' shape (`task_agreement`): top-1 agreement for classifier logits,
+the correlation of sentence-embedding similarities for sequences, else the cosine; at least
+`min_agreement` (0.999: at most 0.1 point of accuracy, or 0.001 of similarity correlation,
+lost). That costs two integer evaluations of the model: the unshifted reference and the
+candidate. If the candidate fails, the pass falls back layer-group-wise by a per-layer criterion
+(`layer_errors`: how much the shift changes the real weights a layer computes with, which
+bounds its output change and needs no evaluation): the half of the shifted layers it changes
+most stays unshifted, and the result is evaluated again, at most `MAX_CHECKS` evaluations in
+all. If none qualifies, nothing is shifted. (The pass once evaluated every center in turn: up to
+seven evaluations, 194 s of a BERT-Base compile.) With a weight zero point per output channel
+(the default quantization), each channel's codes move to the center on their own. The first
+layer is never shifted: the paper keeps it exact, since errors there cost the most accuracy.
 """
 from __future__ import annotations
 
@@ -38,7 +44,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..ir import Model
-from ..ir.qops import fixed_point
+from ..ir.qops import MAX_SHIFT, MULTIPLIER_BITS
 from ..isa.hardware import Hardware, default_hardware
 from ..isa.tiling import cell_levels
 from .tile import is_crossbar_layer
@@ -46,14 +52,17 @@ from .tile import is_crossbar_layer
 CENTERS = (88, 96, 104, 152, 160, 168)
 MIN_FIT = 0.5      # "fit" squeezes a channel's codes by at most this factor; one needing more is not shifted
 GUARD_BATCHES = 4  # calibration input tuples the output check runs: each costs a full integer evaluation
+MAX_CHECKS = 3     # evaluations of shifted candidates: the best center, then up to two fallbacks
 
 
 @dataclass(frozen=True)
 class CenterChoice:
     center: int | None                               # None: no center kept the outputs
-    skip: dict[int | None, float]                    # Eq. 3's predicted skip ratio, None = unshifted
+    skip: dict[int | None, float]                    # Eq. 3's predicted skip ratio, None = unshifted (the
+                                                     # chosen center's: with the layers in `kept` unshifted)
     agreement: dict[int, float]                      # task_agreement with the unshifted model, as far as tried
     clipped: dict[int, float]                        # fraction of the shifted weights that clip
+    kept: frozenset[str] = frozenset()               # crossbar weights the fallback left unshifted
 
 
 def crossbar_weights(model: Model) -> list[str]:
@@ -91,101 +100,169 @@ def _with_channel_params(layer, weights: dict, params: dict[str, np.ndarray]):
     return dataclasses.replace(layer, attrs=tuple(attrs.items()), weights=tuple(refs.items()))
 
 
-def shifts(model: Model, center: int) -> dict[str, np.ndarray]:
-    """d per output channel for every crossbar weight but the first: center - mean code, of the
-    layer's codes where its weight zero point is one per layer (the paper's Eq. 4) or of each
-    channel's where it is one per channel; kept such that each zero point stays a code (0..255)."""
+def channel_histograms(model: Model) -> dict[str, np.ndarray]:
+    """int64 [channels, 256] per crossbar weight: how many of each output channel's weights hold
+    each code. Everything the center choice needs (means, ranges, Eq. 3's level distributions,
+    clipping) follows from these, without copying the weights per candidate center."""
     layers = {layer.weight("weight").name: layer for layer in model.graph.layers if is_crossbar_layer(layer)}
     result = {}
-    for name in crossbar_weights(model)[1:]:
-        layer = layers[name]
-        codes = np.asarray(model.weights[name]).reshape(len(channel_param(model, layer, "w_zp")), -1)
-        zp = channel_param(model, layer, "w_zp")
-        means = codes.mean(1) if layer.weight("w_zp") is not None else np.full(len(zp), codes.mean())
-        result[name] = np.clip(center - np.round(means).astype(np.int64), -zp, 255 - zp)
+    for name in crossbar_weights(model):
+        channels = len(channel_param(model, layers[name], "w_zp"))
+        codes = np.asarray(model.weights[name]).reshape(channels, -1)
+        step = max(1, (1 << 22) // max(codes.shape[1], 1))   # channels per bincount: a bounded index temporary
+        result[name] = np.concatenate([
+            np.bincount((np.arange(len(rows))[:, None] * 256 + rows).ravel(), minlength=len(rows) * 256)
+            .reshape(len(rows), 256) for rows in (codes[i:i + step] for i in range(0, channels, step))])
     return result
 
 
-def shifted(model: Model, center: int, method: str = "fit") -> tuple[Model, float]:
-    """The model with its weights on `center`, and the fraction of shifted weights that clipped.
+def _plan(model: Model, layer, histogram: np.ndarray, center: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """(d, alpha) per output channel of one crossbar layer: the move d = center - mean code, of the
+    layer's codes where its weight zero point is one per layer (the paper's Eq. 4) or of each
+    channel's where it is one per channel, kept such that each zero point stays a code (0..255);
+    and with "fit" the scale alpha <= 1 about the zero point that keeps the moved codes inside
+    0..255 (1 with "clip", which clips them instead)."""
+    zp = channel_param(model, layer, "w_zp")
+    codes = np.arange(256)
+    counts = histogram.sum(1)
+    if layer.weight("w_zp") is not None:
+        means = (histogram @ codes) / np.maximum(counts, 1)
+    else:
+        means = np.full(len(zp), (histogram.sum(0) @ codes) / max(int(counts.sum()), 1))
+    d = np.clip(center - np.round(means).astype(np.int64), -zp, 255 - zp)
+    alpha = np.ones(len(zp))
+    if method != "fit":
+        return d, alpha
+    held = histogram > 0
+    low = np.where(held.any(1), held.argmax(1), zp) - zp                 # the lowest code held, about zp
+    high = np.where(held.any(1), 255 - held[:, ::-1].argmax(1), zp) - zp  # the highest
+    alpha = _fitting_scales(low, high, zp + d)
+    if layer.weight("w_zp") is None:   # one zero point for the layer: one alpha for it too
+        alpha[:] = alpha.min()
+    # A channel that would have to shrink below half its step (its zero point at an end of the
+    # range: all its weights of one sign) stays where it is.
+    stay = alpha < MIN_FIT
+    return np.where(stay, 0, d), np.where(stay, 1.0, alpha)
+
+
+def _moved(codes: np.ndarray, zp: np.ndarray, d: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """int64 codes [channels, ...] scaled by alpha about their zero point and moved by d, before
+    clipping to 0..255."""
+    squeezed = alpha < 1.0
+    moved = codes.astype(np.int64)
+    if squeezed.any():
+        rows = moved[squeezed] - zp[squeezed, None]
+        moved[squeezed] = zp[squeezed, None] + np.rint(rows * alpha[squeezed, None]).astype(np.int64)
+    return moved + d[:, None]
+
+
+def shifted(model: Model, center: int, method: str = "fit", keep: frozenset[str] = frozenset(),
+            histograms: dict[str, np.ndarray] | None = None) -> tuple[Model, float]:
+    """The model with its weights on `center`, and the fraction of shifted weights that clipped;
+    every crossbar weight but the first moves, except those named in `keep`. `histograms`:
+    `channel_histograms(model)`, if already made.
 
     "clip" is the paper's Eq. 5: codes past 0 or 255 are clipped. "fit" clips nothing: where a
     channel's shifted codes would leave [0, 255], its codes are scaled about the zero point by the
     largest alpha <= 1 that keeps them inside, and its requantization multiplier and bias are
     rescaled to match (a coarser weight step, one more rounding of each weight)."""
-    d = shifts(model, center)
+    histograms = histograms if histograms is not None else channel_histograms(model)
+    moving = set(crossbar_weights(model)[1:]) - keep
     weights = dict(model.weights)
     layers = []
     clipped = total = 0
     for layer in model.graph.layers:
-        if not is_crossbar_layer(layer) or layer.weight("weight").name not in d:
+        if not is_crossbar_layer(layer) or layer.weight("weight").name not in moving:
             layers.append(layer)
             continue
         name = layer.weight("weight").name
+        d, alpha = _plan(model, layer, histograms[name], center, method)
         zp, multiplier, shift = (channel_param(model, layer, p) for p in ("w_zp", "multiplier", "shift"))
-        shape = np.asarray(model.weights[name]).shape
-        codes = np.asarray(model.weights[name]).astype(np.int64).reshape(len(zp), -1)
-        alpha = np.ones(len(zp))
-        if method == "fit":
-            alpha = np.array([_fitting_scale(int(row.min()) - z, int(row.max()) - z, z + s)
-                              for row, z, s in zip(codes, zp, d[name])])
-            if layer.weight("w_zp") is None:   # one zero point for the layer: one alpha for it too
-                alpha[:] = alpha.min()
-            # A channel that would have to shrink below half its step (its zero point at an end of
-            # the range: all its weights of one sign) stays where it is.
-            stay = alpha < MIN_FIT
-            d[name] = np.where(stay, 0, d[name])
-            alpha = np.where(stay, 1.0, alpha)
-        params = {"w_zp": zp + d[name]}
-        squeezed = alpha < 1.0
-        if squeezed.any():
-            codes = np.where(squeezed[:, None], zp[:, None] + np.rint((codes - zp[:, None]) * alpha[:, None]), codes)
-            codes = codes.astype(np.int64)
-            pairs = [fixed_point(float(m) / 2.0 ** int(s) / a) for m, s, a in zip(multiplier, shift, alpha)]
-            params["multiplier"] = np.array([m for m, _ in pairs], np.int64)
-            params["shift"] = np.array([s for _, s in pairs], np.int64)
+        codes = _moved(np.asarray(model.weights[name]).reshape(len(zp), -1), zp, d, alpha)
+        clipped += int(np.count_nonzero((codes < 0) | (codes > 255)))
+        total += codes.size
+        weights[name] = np.clip(codes, 0, 255).astype(np.uint8).reshape(np.shape(model.weights[name]))
+        params = {"w_zp": zp + d}
+        if (alpha < 1.0).any():
+            params["multiplier"], params["shift"] = _fixed_points(multiplier / 2.0 ** shift / alpha)
             bias = layer.weight("bias")
             if bias is not None:
                 weights[bias.name] = np.rint(np.asarray(model.weights[bias.name]) * alpha).astype(np.int32)
-        codes = codes + d[name][:, None]
-        clipped += int(np.count_nonzero((codes < 0) | (codes > 255)))
-        total += codes.size
-        weights[name] = np.clip(codes, 0, 255).astype(np.uint8).reshape(shape)
         layers.append(_with_channel_params(layer, weights, params))
     meta = {**dict(model.graph.meta), "weight_center": center, "weight_shift": method}
     graph = dataclasses.replace(model.graph, layers=tuple(layers), meta=meta)
     return model.replace(graph=graph, weights=weights), clipped / max(total, 1)
 
 
-def _fitting_scale(low: int, high: int, zero_point: int) -> float:
-    """1 if zero_point + [low, high] lies inside [0, 255] (low <= 0 <= high, the codes about
-    their zero point); otherwise the largest alpha with zero_point + alpha [low, high] inside,
-    less a half code, so that rounding cannot step outside."""
-    alpha = 1.0
-    if zero_point + low < 0:
-        alpha = min(alpha, (zero_point - 0.5) / -low)
-    if zero_point + high > 255:
-        alpha = min(alpha, (255 - zero_point - 0.5) / high)
-    return max(alpha, 0.0)
+def predicted_center(model: Model, histograms: dict[str, np.ndarray], center: int | None, method: str,
+                     hw: Hardware) -> tuple[float, float]:
+    """(Eq. 3's predicted skip, fraction of shifted weights that clip) of `shifted(model, center,
+    method)` (None: of the model as it is), from the channel histograms alone: each channel's
+    codes map through its move as a table of 256 entries, so no weights are copied."""
+    layers = {layer.weight("weight").name: layer for layer in model.graph.layers if is_crossbar_layer(layer)}
+    names = crossbar_weights(model)
+    code_histograms = [histograms[names[0]].sum(0)]
+    clipped = total = 0
+    for name in names[1:]:
+        if center is None:
+            code_histograms.append(histograms[name].sum(0))
+            continue
+        zp = channel_param(model, layers[name], "w_zp")
+        table = _moved(np.broadcast_to(np.arange(256), (len(zp), 256)), zp,
+                       *_plan(model, layers[name], histograms[name], center, method))
+        outside = (table < 0) | (table > 255)
+        clipped += int(histograms[name][outside].sum())
+        total += int(histograms[name].sum())
+        code_histograms.append(np.bincount(np.clip(table, 0, 255).ravel(), weights=histograms[name].ravel(),
+                                           minlength=256))
+    return _skip(code_histograms, hw), clipped / max(total, 1)
+
+
+def _fitting_scales(low: np.ndarray, high: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+    """Per channel: 1 if zero_point + [low, high] lies inside [0, 255] (low <= 0 <= high, the codes
+    about their zero point); otherwise the largest alpha with zero_point + alpha [low, high]
+    inside, less a half code, so that rounding cannot step outside."""
+    alpha = np.ones(len(zero_point))
+    below, above = zero_point + low < 0, zero_point + high > 255   # only where low < 0, resp. high > 0
+    alpha[below] = (zero_point[below] - 0.5) / -low[below]
+    alpha[above] = np.minimum(alpha[above], (255 - zero_point[above] - 0.5) / high[above])
+    return np.maximum(alpha, 0.0)
+
+
+def _fixed_points(reals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`qops.fixed_point` of every entry at once (int64 multipliers and shifts): a layer has up to
+    thousands of channels, and one Python call per channel cost seconds per candidate center."""
+    mantissa, exponent = np.frexp(reals)
+    shift = MULTIPLIER_BITS - exponent
+    shift = shift - (np.round(mantissa * 2.0**MULTIPLIER_BITS) == 2.0**MULTIPLIER_BITS)
+    if (shift < 1).any() or not (reals > 0).all():
+        raise ValueError("shift-weights: a rescaled multiplier is outside the fixed-point range")
+    shift = np.minimum(shift, MAX_SHIFT)
+    return np.round(reals * 2.0**shift).astype(np.int64), shift.astype(np.int64)
 
 
 def predicted_skip(model: Model, hw: Hardware) -> float:
-    """Eq. 3 between consecutive crossbar layers: the chance that a cell of layer i+1 finds the
-    level a cell of layer i left, from each layer's per-cell level distribution, weighted by the
-    cells written."""
+    """Eq. 3 between consecutive crossbar layers of the model as it is (see `_skip`)."""
+    return _skip([np.bincount(np.asarray(model.weights[name]).reshape(-1), minlength=256)
+                  for name in crossbar_weights(model)], hw)
+
+
+def _skip(code_histograms: list[np.ndarray], hw: Hardware) -> float:
+    """Eq. 3 between consecutive crossbar layers, from each layer's code histogram (in compute
+    order): the chance that a cell of layer i+1 finds the level a cell of layer i left, from each
+    layer's per-cell level distribution, weighted by the cells written."""
     codes = np.arange(1 << hw.crossbar.weight_bits)
     levels = cell_levels(codes[:, None], hw)                          # [codes, cells]: each code's levels
     top = 1 << hw.crossbar.cell_bits
-    histograms, sizes = [], []
-    for name in crossbar_weights(model):
-        weights = np.asarray(model.weights[name]).reshape(-1)
-        share = np.bincount(weights, minlength=len(codes)) / weights.size
-        histograms.append(np.stack([np.bincount(levels[:, t], weights=share, minlength=top)
-                                    for t in range(levels.shape[1])]))
-        sizes.append(weights.size)
-    if len(histograms) < 2:
+    distributions, sizes = [], []
+    for histogram in code_histograms:
+        share = histogram / histogram.sum()
+        distributions.append(np.stack([np.bincount(levels[:, t], weights=share, minlength=top)
+                                       for t in range(levels.shape[1])]))
+        sizes.append(histogram.sum())
+    if len(distributions) < 2:
         return 0.0
-    pairs = [float((a * b).sum(1).mean()) for a, b in zip(histograms, histograms[1:])]
+    pairs = [float((a * b).sum(1).mean()) for a, b in zip(distributions, distributions[1:])]
     return float(np.average(pairs, weights=sizes[1:]))
 
 
@@ -221,25 +298,69 @@ def _similarity_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(similarities(a), similarities(b)).statistic)
 
 
+def layer_errors(model: Model, candidate: Model) -> dict[str, float]:
+    """The per-layer criterion: for each crossbar weight, the relative change of the real weights
+    the layer computes with, ||W' - W|| / ||W|| with W = m (q - z) per output channel (the real
+    requantization multiplier m carries the channel's weight scale). The change of the layer's
+    output is at most ||W' - W|| ||x|| for any input x, so the criterion ranks layers by how much
+    the shift can disturb them, without an evaluation. 0 where the shift is exact."""
+    def real_rows(m: Model, layer) -> np.ndarray:
+        zp, multiplier, shift = (channel_param(m, layer, p) for p in ("w_zp", "multiplier", "shift"))
+        codes = np.asarray(m.weights[layer.weight("weight").name]).reshape(len(zp), -1)
+        return (codes - zp[:, None].astype(np.float64)) * (multiplier / 2.0 ** shift)[:, None]
+
+    before = {c.weight("weight").name: c for c in model.graph.layers if is_crossbar_layer(c)}
+    errors = {}
+    for layer in candidate.graph.layers:
+        name = layer.weight("weight").name if is_crossbar_layer(layer) else None
+        if name in before and name not in errors:
+            old = real_rows(model, before[name])
+            errors[name] = float(np.linalg.norm(real_rows(candidate, layer) - old) / max(np.linalg.norm(old), 1e-300))
+    return errors
+
+
 def choose_center(model: Model, calibration, min_agreement: float, hw: Hardware, method: str = "fit") -> CenterChoice:
+    """The center (and the layers left where they are) that `center="auto"` takes; see the module
+    doc. Costs at most 1 + MAX_CHECKS integer evaluations of the model, 2 when the best center
+    passes."""
+    return _choose(model, calibration, min_agreement, hw, method)[0]
+
+
+def _choose(model: Model, calibration, min_agreement: float, hw: Hardware, method: str) -> tuple[CenterChoice, Model]:
     from ..ir.evaluate import evaluate
 
-    skip: dict[int | None, float] = {None: predicted_skip(model, hw)}
-    candidates, clipped = {}, {}
+    histograms = channel_histograms(model)
+    skip: dict[int | None, float] = {None: predicted_center(model, histograms, None, method, hw)[0]}
+    clipped = {}
     for center in CENTERS:
-        candidates[center], clipped[center] = shifted(model, center, method)
-        skip[center] = predicted_skip(candidates[center], hw)
+        skip[center], clipped[center] = predicted_center(model, histograms, center, method, hw)
+    ranked = [c for c in sorted(CENTERS, key=lambda c: -skip[c]) if skip[c] > skip[None]]
+    nothing = CenterChoice(None, skip, {}, clipped)
+    if not ranked:
+        return nothing, model
+    center = ranked[0]
     calibration = list(calibration)[:GUARD_BATCHES]
     reference = [[t.numpy() for t in evaluate(model, inputs)] for inputs in calibration]
+    keep: frozenset[str] = frozenset()
+    candidate = shifted(model, center, method, histograms=histograms)[0]
+    errors = layer_errors(model, candidate)
     agreement: dict[int, float] = {}
-    for center in sorted(CENTERS, key=lambda c: -skip[c]):
-        if skip[center] <= skip[None]:
-            break
-        outputs = [[t.numpy() for t in evaluate(candidates[center], inputs)] for inputs in calibration]
+    for _ in range(MAX_CHECKS):
+        outputs = [[t.numpy() for t in evaluate(candidate, inputs)] for inputs in calibration]
         agreement[center] = task_agreement(reference, outputs)
         if agreement[center] >= min_agreement:
-            return CenterChoice(center, skip, agreement, clipped)
-    return CenterChoice(None, skip, agreement, clipped)
+            skip[center] = predicted_skip(candidate, hw)   # with the fallback's unshifted layers
+            if skip[center] <= skip[None]:
+                break
+            return CenterChoice(center, skip, agreement, clipped, keep), candidate
+        # Fall back layer-group-wise: the half of the still shifted layers that the shift changes
+        # most stays where it was; shifts that change nothing cost no agreement and are kept.
+        moving = sorted((name for name, e in errors.items() if e > 0 and name not in keep), key=lambda n: errors[n])
+        if len(moving) < 2:
+            break
+        keep = keep | frozenset(moving[len(moving) // 2:])
+        candidate = shifted(model, center, method, keep, histograms)[0]
+    return CenterChoice(None, skip, agreement, clipped), model
 
 
 @dataclass(frozen=True)
@@ -261,6 +382,5 @@ class ShiftWeights:
         if center == "auto":
             if not self.calibration:
                 raise ValueError("shift-weights: choosing a center needs calibration inputs")
-            center = choose_center(model, self.calibration, self.min_agreement, hw or default_hardware(),
-                                   self.method).center
+            return _choose(model, self.calibration, self.min_agreement, hw or default_hardware(), self.method)[1]
         return model if center is None else shifted(model, int(center), self.method)[0]
