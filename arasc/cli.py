@@ -71,9 +71,12 @@ def sample_batches(path: str | None, flag: str, example_inputs) -> list[tuple]:
 
 
 def hardware(args):
-    from .isa.hardware import default_hardware, load_hardware
+    from .isa.hardware import BUNDLED_HARDWARE, bundled_hardware, default_hardware, load_hardware
 
-    return load_hardware(args.hw) if getattr(args, "hw", None) else default_hardware()
+    path = getattr(args, "hw", None)
+    if path in BUNDLED_HARDWARE and not os.path.exists(path):  # a bundled chip by name: --hw aras-differential
+        return bundled_hardware(path)
+    return load_hardware(path) if path else default_hardware()
 
 
 def stages(args, stop_after=None, show=None):

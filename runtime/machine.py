@@ -18,7 +18,7 @@ import numpy as np
 
 from ..isa.hardware import Hardware
 from ..isa.program import Instr, LayerDef, Program
-from ..isa.tiling import cell_levels, matrix_shape
+from ..isa.tiling import OFFSET_CENTER, cell_levels, matrix_shape, slice_levels
 from ..isa.tiling import layer_blocks as tiled_blocks
 from .crossbar import BitSerial
 from .kernels import requantize, write_cells
@@ -33,14 +33,15 @@ class ExecutionError(RuntimeError):
 
 def _write_table(hw: Hardware) -> np.ndarray:
     """For a packed (new << 8 | old) weight pair: 16 x the write pulses (|new level - old level|
-    summed over the weight's cells, at most 4 x 3) + the number of cells whose level changes."""
+    summed over the weight's cells, at most 4 x 3, or 4 x 6 in differential pairs) + the number
+    of cells whose level changes."""
     codes = np.arange(1 << hw.crossbar.weight_bits, dtype=np.uint8)
     levels = cell_levels(codes[:, None], hw).astype(np.int16)       # [256, cells]
     diff = np.abs(levels[:, None, :] - levels[None, :, :])           # [new, old, cells]
     pulses, changed = diff.sum(-1), (diff > 0).sum(-1)
-    if pulses.max() > 15 or changed.max() > 15:
-        raise ValueError("packed write costs need at most 15 pulses and 15 cells per weight")
-    return (pulses * 16 + changed).astype(np.uint8).reshape(-1)
+    if pulses.max() >= 1 << 12 or changed.max() > 15:
+        raise ValueError("packed write costs need fewer than 4,096 pulses and at most 15 cells per weight")
+    return (pulses * 16 + changed).astype(np.uint8 if pulses.max() <= 15 else np.uint16).reshape(-1)
 
 
 @dataclass
@@ -74,7 +75,8 @@ class Machine:
         self.outputs: dict[str, np.ndarray] = {}
         self.layers = {layer.name: layer for layer in program.layers}
         self.writes = WriteStats()
-        self.bit_serial = BitSerial(xbar.weight_bits, xbar.cell_bits, hw.cells_per_weight, adc_bits, adc_lsb)
+        self.bit_serial = BitSerial(xbar.weight_bits, xbar.cell_bits, hw.slices_per_weight, adc_bits, adc_lsb,
+                                    signed=hw.differential)
         # How products are made. "exhaustive" emulates every bitline sample (`bit_serial`, the
         # reference); the shortcuts of crossbar.py give the same result: "exact" for an ideal ADC,
         # "clipping" for a finite ADC of unit step.
@@ -85,7 +87,9 @@ class Machine:
         # With an ideal ADC, inputs and weights are multiplied centred on 128 (x - 128, w - 128: what
         # they sum to differs from the cells' product by terms folded into the zero-point correction),
         # so that one float32 product spans as many K-chunks as keep its sums within 2^24, exact: 8.
-        self.center = 1 << 7 if self.products == "exact" else 0
+        # Differential pairs hold w - 128 (docs/adc.md): their bitlines sum x (w - 128) whatever the ADC.
+        self.center = 1 << 7 if self.products == "exact" else 0                    # of the inputs
+        self.w_center = OFFSET_CENTER if self.products == "exact" or hw.differential else 0
         largest = (1 << 7) * (1 << (xbar.weight_bits - 1)) * rows
         self.exact_chunks = max(1, (1 << 24) // largest) if self.center else 1
         self._blocks_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -222,7 +226,7 @@ class Machine:
             h = min(block_rows, height - r0)
             for s, j in enumerate(columns):
                 weights[r0:r0 + h, s * block_cols:(s + 1) * block_cols] = self.cells[held[g, i][j]][:h]
-        weights -= self.center
+        weights -= self.w_center
         return weights
 
     def _bit_serial_product(self, x: np.ndarray, rows: list[int]) -> np.ndarray:
@@ -232,8 +236,9 @@ class Machine:
         return self.bit_serial.product(codes, self._levels(rows))
 
     def _levels(self, rows: list[int]) -> np.ndarray:
-        """[block rows, cells of the rows side by side]: the cell levels of APU rows that share inputs."""
-        return np.hstack([cell_levels(self.cells[row], self.hw) for row in rows])
+        """[block rows, weight slices of the rows side by side]: what each slice of APU rows that share
+        inputs adds to its bitline sum per driven row (a cell level, or a differential pair's difference)."""
+        return np.hstack([slice_levels(self.cells[row], self.hw) for row in rows])
 
     def _width(self, columns: list[int], n: int) -> int:
         """Product columns that hold weights: the last column block of a layer may be partial."""
@@ -295,7 +300,7 @@ class Machine:
         out = np.empty((windows // positions, groups * n, positions), np.int16 if wide else np.uint8)
         low = I16_MIN if wide else 0
         floor = np.maximum(out_zp, low) if attrs.get("relu") else np.full_like(out_zp, low)
-        requantize(state.acc, x_sums, (w_zp - self.center).astype(np.float64), multiplier,
+        requantize(state.acc, x_sums, (w_zp - self.w_center).astype(np.float64), multiplier,
                    self._column_terms(layer, attrs, k, n), shift, floor, I16_MAX if wide else 255, out)
         if layer.op == "qconv2d":
             return out.reshape(out.shape[0], groups * n, *state.out_hw)
@@ -313,10 +318,10 @@ class Machine:
         out_zp << shift before the flooring shift equals adding out_zp after it."""
         if layer.name not in self._column_cache:
             groups = attrs.get("groups", 1)
-            weight = self.w[layer.weight("weight")[0]].reshape(groups, n, k).astype(np.int64) - self.center
+            weight = self.w[layer.weight("weight")[0]].reshape(groups, n, k).astype(np.int64) - self.w_center
             w_zp, multiplier, shift, out_zp = (self._channel_param(layer, attrs, name, groups, n)
                                                for name in ("w_zp", "multiplier", "shift", "out_zp"))
-            x_zp, w_zp = attrs["x_zp"] - self.center, w_zp - self.center
+            x_zp, w_zp = attrs["x_zp"] - self.center, w_zp - self.w_center
             terms = k * x_zp * w_zp - x_zp * weight.sum(2)
             bias = layer.weight("bias")
             if bias is not None:
