@@ -95,6 +95,7 @@ class Machine:
         self._blocks_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._column_cache: dict[str, np.ndarray] = {}
         self._acc: dict[str, _Accumulator] = {}
+        self.adc_layers: dict[str, list[int]] = {}  # layer -> [ADC samples, clipped samples], finite-ADC paths
         self.handlers = {"wr": self.wr, "signal": self.nop, "wait": self.nop, "load": self.load, "store": self.store,
                          "bank": self.nop, "mvm": self.mvm, "sfu": self.sfu, "release": self.release}
         if not compute:  # timing and write activity only: activations change neither
@@ -186,14 +187,11 @@ class Machine:
             x = state.windows[g][:, r0:r1]
             rows_read = [held[g, chunks[0]][j] for j in columns]
             # products are made transposed, [columns, windows]: output channels stay rows to the end
-            if self.products == "exhaustive":
-                product = self._bit_serial_product(x, rows_read).T
-            elif self.products == "exact":  # the product with the weights the cells encode
+            if self.products == "exact":  # the product with the weights the cells encode
                 weights = self._weight_matrix(held, g, chunks, columns, r1 - r0)
                 product = weights[:, :self._width(columns, n)].T @ x.T
             else:
-                product = self.bit_serial.clipping_product(x, self._weight_matrix(held, g, chunks, columns, r1 - r0),
-                                                           self._levels(rows_read)).T
+                product = self._adc_product(layer.name, x, held, (g, chunks, columns), rows_read, n)
             self._accumulate(state, g, product, columns, n)
         if len(state.done) == total:
             self.values[instr["out"]] = self._finish(layer, attrs, state, k, n)
@@ -229,11 +227,35 @@ class Machine:
         weights -= self.w_center
         return weights
 
-    def _bit_serial_product(self, x: np.ndarray, rows: list[int]) -> np.ndarray:
-        block_rows = self.hw.block[0]
-        codes = np.zeros((x.shape[0], block_rows), np.uint8)  # rows past K get no input
-        codes[:, :x.shape[1]] = x
-        return self.bit_serial.product(codes, self._levels(rows))
+    def _adc_product(self, layer: str, x: np.ndarray, held: dict, where: tuple, rows: list[int], n: int) -> np.ndarray:
+        """The product through the ADC, [columns, windows], sample by sample ("exhaustive") or by
+        the clipping shortcut, over the columns that hold the layer's weights: the others of a
+        partial block (empty or stale cells) are neither converted nor counted, and stay 0.
+        Samples and clipped samples are also counted per layer (`adc_layers`)."""
+        g, chunks, columns = where
+        used = self._used_columns(columns, n)
+        levels = self._levels(rows)
+        levels = levels.reshape(len(levels), -1, self.hw.slices_per_weight)[:, used].reshape(len(levels), -1)
+        counts = (self.bit_serial.samples, self.bit_serial.clipped)
+        if self.products == "exhaustive":
+            codes = np.zeros((x.shape[0], self.hw.block[0]), np.uint8)  # rows past K get no input
+            codes[:, :x.shape[1]] = x
+            part = self.bit_serial.product(codes, levels)
+        else:
+            weights = self._weight_matrix(held, g, chunks, columns, x.shape[1])[:, used]
+            part = self.bit_serial.clipping_product(x, weights, levels)
+        layer_counts = self.adc_layers.setdefault(layer, [0, 0])
+        layer_counts[0] += self.bit_serial.samples - counts[0]
+        layer_counts[1] += self.bit_serial.clipped - counts[1]
+        product = np.zeros((len(columns) * self.hw.block[1], x.shape[0]), part.dtype)
+        product[used] = part.T
+        return product
+
+    def _used_columns(self, columns: list[int], n: int) -> np.ndarray:
+        """Indices of the product columns (column blocks side by side) that hold one of the n weights."""
+        block_cols = self.hw.block[1]
+        return np.concatenate([slot * block_cols + np.arange(min(block_cols, n - j * block_cols))
+                               for slot, j in enumerate(columns)])
 
     def _levels(self, rows: list[int]) -> np.ndarray:
         """[block rows, weight slices of the rows side by side]: what each slice of APU rows that share
