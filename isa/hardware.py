@@ -23,7 +23,7 @@ from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 DEFAULT_HARDWARE = "aras-default"
-BUNDLED_HARDWARE = ("aras-default", "baseline-15x256k", "aras-differential")
+BUNDLED_HARDWARE = ("aras-default", "baseline-15x256k", "aras-differential", "aras-differential-1bit")
 
 
 class HardwareConfigError(ValueError):
@@ -301,11 +301,11 @@ def _check_simulation_fits(source: str, hw: Hardware) -> None:
 
 
 def check_interpretable(hw: Hardware, source: str) -> None:
-    """The interpreter packs a weight's changed cells in 4 bits and its write pulses in the
-    12 above (runtime/machine.py): a chip whose weights need more cells (4-bit cells with 8-bit
-    weights, in differential pairs too) compiles, but does not run."""
+    """The interpreter packs a weight's write pulses in 4 bits (runtime/machine.py): a chip whose
+    cells need more (4-bit cells with 8-bit weights) compiles, but does not run. Differential
+    pairs are counted apart (runtime/adc_kernels.py)."""
     most_pulses = ((1 << hw.crossbar.cell_bits) - 1) * hw.cells_per_weight
-    if most_pulses > 15 and not (hw.differential and hw.cells_per_weight <= 15):
+    if most_pulses > 15 and not hw.differential:
         raise _error(source, "crossbar", "cell_bits", f"{hw.crossbar.cell_bits}-bit cells take up to {most_pulses} "
                      f"write pulses per weight; the interpreter's packed write counts hold 15, so it cannot "
                      f"run this chip", "1 or 2 with 8-bit weights, to run")

@@ -29,12 +29,15 @@ from arasc.runtime.run import run_file
 from conftest import built, lowered
 
 DIFF = bundled_hardware("aras-differential")
+ONE_BIT = bundled_hardware("aras-differential-1bit")
 
 
 def test_differential_pairs_cost_half_the_weights():
     plain = bundled_hardware("aras-default")
     assert (DIFF.cells_per_weight, DIFF.weights_per_row, DIFF.block) == (8, 16, (128, 64))
     assert DIFF.capacity_weights * 2 == plain.capacity_weights
+    assert (ONE_BIT.cells_per_weight, ONE_BIT.block, ONE_BIT.capacity_weights * 4) == (16, (128, 32),
+                                                                                       plain.capacity_weights)
     assert (DIFF.adc_range, plain.adc_range) == ((-32, 31), (0, 63))
 
 
@@ -127,18 +130,19 @@ def test_center_offset_refuses_unsigned_cells():
 
 
 @functools.cache
-def differential_program(name):
+def differential_program(name, hw_name="aras-differential"):
     module, inputs = built(name)
     path = f"{tempfile.mkdtemp(prefix='arasc-adc-')}/{name}.aras"
     options = CompileOptions(center_offset="on")
-    result = compile_model(lowered(name), DIFF, [inputs], inputs, weights_name(path), options)
+    result = compile_model(lowered(name), bundled_hardware(hw_name), [inputs], inputs, weights_name(path), options)
     write_compiled(result, path)
     return result, path
 
 
-@pytest.mark.parametrize("name", ["digits-cnn", "bert-base-small"])
-def test_differential_program_equals_the_reference_bit_for_bit(name):
-    result, path = differential_program(name)
+@pytest.mark.parametrize("name, hw_name", [("digits-cnn", "aras-differential"), ("bert-base-small", "aras-differential"),
+                                            ("digits-cnn", "aras-differential-1bit")])
+def test_differential_program_equals_the_reference_bit_for_bit(name, hw_name):
+    result, path = differential_program(name, hw_name)
     _, inputs = built(name)
     assert "center_offset=true" in result.text
     reference = [t.numpy() for t in evaluate(result.model, inputs)]
@@ -159,10 +163,15 @@ def test_differential_finite_adc_shortcut_equals_every_sample_emulated():
     assert counts[0] == counts[1] and counts[0][0] > 0
 
 
-def test_differential_writes_count_both_cells_of_a_pair():
-    result, path = differential_program("digits-cnn")
+@pytest.mark.parametrize("hw_name", ["aras-differential", "aras-differential-1bit"])
+def test_differential_writes_count_both_cells_of_a_pair(hw_name):
+    result, path = differential_program("digits-cnn", hw_name)
+    hw = bundled_hardware(hw_name)
     writes = run_file(path).machine.writes
-    cells = sum(np.asarray(result.model.weights[layer.weight("weight").name]).size
-                for layer in result.model.graph.layers if is_crossbar_layer(layer)) * DIFF.cells_per_weight
-    assert writes.cells_written + writes.cells_skipped == cells
-    assert writes.cells_written <= writes.pulses <= 3 * writes.cells_written
+    weights = [np.asarray(result.model.weights[layer.weight("weight").name])
+               for layer in result.model.graph.layers if is_crossbar_layer(layer)]
+    assert writes.cells_written + writes.cells_skipped == sum(w.size for w in weights) * hw.cells_per_weight
+    # into empty cells (code 0: offset -128, the negative cell of the top slice at its top level) each
+    # written cell moves by at most its top level, and each weight of code 128 writes nothing
+    top = (1 << hw.crossbar.cell_bits) - 1
+    assert writes.cells_written <= writes.pulses <= 2 * top * writes.cells_written
