@@ -17,7 +17,7 @@ from typing import Any
 
 # The driver's stages whose product is the layer IR, in order: the ones `--print-after`,
 # `--dump-dir` and `arasc ir --after` can show (arasc/compile.py runs them).
-IR_STAGES = ("lower", "quantize", "shift-weights", "center-offset", "tile")
+IR_STAGES = ("lower", "quantize", "shift-weights", "center-offset", "input-slicing", "tile")
 
 
 def _weight_center(text: str) -> int | str | None:
@@ -65,6 +65,9 @@ class CompileOptions:
                                 "offsets in differential cell pairs sum to near zero on the bitlines (needs a "
                                 "differential --hw, e.g. aras-differential; replaces weight shifting; docs/adc.md)",
                                 "center-offset", choices=("off", "on"))
+    input_slice_bits: int = option(1, "RAELLA's speculative input slicing: input bits a crossbar step drives at once, "
+                                   "recovering bit by bit where a sample saturates (1: plain bit-serial; docs/adc.md)",
+                                   "input-slicing", parse=int, metavar="S")
     replication: str = option("adaptive", "adaptive: copies of the slowest layers' weights compute several windows "
                               "at once (paper V-B; aras scheduler only)", "replication",
                               choices=("adaptive", "none"))

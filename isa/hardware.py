@@ -141,6 +141,7 @@ class Energy:
 
     write_j_per_pulse: float = _energy()
     compute_j_per_crossbar_window: float = _energy()
+    adc_j_per_conversion: float = _energy()
     accumulate_j_per_add: float = _energy()
     sfu_j_per_op: float = _energy()
     gbuffer_access_j_per_byte: float = _energy()
@@ -175,6 +176,11 @@ class Hardware:
         """Consecutive cells holding one weight: 8-bit weights in 2-bit cells = 4 (VI); 8 when
         every slice is a differential pair."""
         return self.slices_per_weight * (2 if self.differential else 1)
+
+    @property
+    def conversions_per_step(self) -> int:
+        """ADC conversions of one crossbar per input step: one per bitline, or per differential pair."""
+        return self.crossbar.cols_cells // (2 if self.differential else 1)
 
     @property
     def adc_range(self) -> tuple[int, int]:

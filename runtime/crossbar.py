@@ -41,6 +41,7 @@ class BitSerial:
     signed: bool = False
     samples: int = 0
     clipped: int = 0
+    recovered: int = 0  # speculative samples that saturated and were read again (speculative_product)
 
     @property
     def adc_range(self) -> tuple[int, int]:
@@ -111,3 +112,54 @@ class BitSerial:
         self.clipped += int(np.count_nonzero((partial > top) | (partial < low)))
         np.clip(partial, low, top, out=partial)
         return partial if self.adc_lsb == 1 else partial * self.adc_lsb
+
+    def speculative_product(self, x: np.ndarray, weights: np.ndarray, levels: np.ndarray,
+                            slice_bits: int) -> tuple[np.ndarray, np.ndarray]:
+        """RAELLA's speculative input slicing through an ADC of unit step (or an ideal one): each
+        step drives `slice_bits` bits of every input (slice values 0..2^s - 1 on the wordlines);
+        a sample inside the ADC's range is exact; a window's slice where any sample saturated is
+        read again bit by bit (recovery), and those samples, through the same ADC, replace the
+        saturated ones. Arguments as `clipping_product`; returns the product and a bool
+        [windows, input slices] of the recovered window slices (`samples` counts the
+        speculative and the recovery samples, `clipped` the recovery samples that saturated,
+        `recovered` the speculative samples that saturated)."""
+        if self.adc_lsb != 1:
+            raise ValueError("speculative input slicing is modelled for an ADC of unit step")
+        windows, rows = x.shape
+        levels = levels[:rows].astype(np.float32)
+        steps = -(-self.input_bits // slice_bits)
+        recovered = np.zeros((windows, steps), bool)
+        result = x @ weights
+        self.samples += windows * steps * levels.shape[1]
+        if self.adc_bits is None:
+            return result, recovered
+        low, top = self.adc_range
+        cell_weight = (2.0 ** (self.cell_bits * np.arange(self.cells_per_weight))).astype(np.float32)
+        codes = x.astype(np.uint8)
+        largest, most_negative = float(levels.max(initial=0)), float(levels.min(initial=0))
+        for step in range(steps):
+            first = step * slice_bits
+            width = min(slice_bits, self.input_bits - first)
+            values = (codes >> first) & ((1 << width) - 1)
+            driven = values.sum(1, dtype=np.int32)
+            hot = np.flatnonzero((driven * largest > top) | (driven * most_negative < low))
+            if not hot.size:
+                continue
+            speculative = values[hot].astype(np.float32) @ levels
+            saturated = (speculative > top) | (speculative < low)
+            again = np.flatnonzero(saturated.any(1))
+            if not again.size:
+                continue
+            self.recovered += int(np.count_nonzero(saturated))
+            recovered[hot[again], step] = True
+            self.samples += len(again) * width * levels.shape[1]
+            saturated = saturated[again]
+            cut = np.zeros((len(again), levels.shape[1]), np.float32)
+            for b in range(first, first + width):
+                sums = ((codes[hot[again]] >> b) & 1).astype(np.float32) @ levels
+                excess = np.maximum(sums - top, 0) + np.minimum(sums - low, 0)
+                excess[~saturated] = 0        # a sample that did not saturate was exact: kept as it is
+                self.clipped += int(np.count_nonzero(excess))
+                cut += excess * float(1 << b)
+            result[hot[again]] -= cut.reshape(len(again), -1, self.cells_per_weight) @ cell_weight
+        return result, recovered

@@ -21,6 +21,7 @@ from ..isa.program import Instr, LayerDef, Program
 from ..isa.tiling import OFFSET_CENTER, cell_levels, matrix_shape, slice_levels
 from ..isa.tiling import layer_blocks as tiled_blocks
 from .crossbar import BitSerial
+from .adc import MvmAdc, input_slice_bits
 from .adc_kernels import write_cells_wide
 from .kernels import requantize, write_cells
 from .sfu import I16_MAX, I16_MIN, SFU_OPS, DataError
@@ -100,6 +101,8 @@ class Machine:
         self._column_cache: dict[str, np.ndarray] = {}
         self._acc: dict[str, _Accumulator] = {}
         self.adc_layers: dict[str, list[int]] = {}  # layer -> [ADC samples, clipped samples], finite-ADC paths
+        self.last_mvm_adc = MvmAdc(0)               # recoveries of the last mvm (runtime/adc.py), for the timing
+        self._recovered: np.ndarray | None = None
         self.handlers = {"wr": self.wr, "signal": self.nop, "wait": self.nop, "load": self.load, "store": self.store,
                          "bank": self.nop, "mvm": self.mvm, "sfu": self.sfu, "release": self.release}
         if not compute:  # timing and write activity only: activations change neither
@@ -174,6 +177,8 @@ class Machine:
     def mvm(self, instr: Instr) -> None:
         layer = self.layers[instr["layer"]]
         attrs = dict(layer.attrs)
+        self.last_mvm_adc = MvmAdc(instr.line)
+        self._recovered = None
         state = self._acc.get(layer.name) or self._start(layer, attrs, self.values[instr["input"]])
         groups, kb, nb, total = layer_grid(layer, self.hw)
         first, last = instr["blocks"]
@@ -200,6 +205,8 @@ class Machine:
             else:
                 product = self._adc_product(layer.name, x, held, (g, chunks, columns), rows_read, n)
             self._accumulate(state, g, product, columns, n)
+        if self._recovered is not None:
+            self.last_mvm_adc.recovered_windows = int(np.count_nonzero(self._recovered))
         if len(state.done) == total:
             self.values[instr["out"]] = self._finish(layer, attrs, state, k, n)
             del self._acc[layer.name]
@@ -244,7 +251,12 @@ class Machine:
         levels = self._levels(rows)
         levels = levels.reshape(len(levels), -1, self.hw.slices_per_weight)[:, used].reshape(len(levels), -1)
         counts = (self.bit_serial.samples, self.bit_serial.clipped)
-        if self.products == "exhaustive":
+        slice_bits = input_slice_bits(self.layers[layer])
+        if slice_bits > 1:
+            weights = self._weight_matrix(held, g, chunks, columns, x.shape[1])[:, used]
+            part, recovered = self.bit_serial.speculative_product(x, weights, levels, slice_bits)
+            self._count_recoveries(recovered, columns, n, slice_bits)
+        elif self.products == "exhaustive":
             codes = np.zeros((x.shape[0], self.hw.block[0]), np.uint8)  # rows past K get no input
             codes[:, :x.shape[1]] = x
             part = self.bit_serial.product(codes, levels)
@@ -257,6 +269,15 @@ class Machine:
         product = np.zeros((len(columns) * self.hw.block[1], x.shape[0]), part.dtype)
         product[used] = part.T
         return product
+
+    def _count_recoveries(self, recovered: np.ndarray, columns: list[int], n: int, slice_bits: int) -> None:
+        """Recovered (window, input slice) pairs of one product: their union over the instruction's
+        products (for its time), and the single-bit steps they rerun on the product's crossbars
+        (for its conversions and energy)."""
+        self._recovered = recovered if self._recovered is None else self._recovered | recovered
+        block_cols = self.hw.block[1]
+        crossbars = sum(-(-min(block_cols, n - j * block_cols) // self.hw.weights_per_row) for j in columns)
+        self.last_mvm_adc.recovered_crossbar_steps += int(np.count_nonzero(recovered)) * slice_bits * crossbars
 
     def _used_columns(self, columns: list[int], n: int) -> np.ndarray:
         """Indices of the product columns (column blocks side by side) that hold one of the n weights."""
