@@ -82,10 +82,8 @@ def compile_model(model: Model, hw: Hardware, calibration, example_inputs, weigh
     # Center+Offset moves every filter's codes to its own center: a common weight center would be undone.
     center = None if options.center_offset == "on" else options.weight_center
     model = stages.ir_pass(ShiftWeights(center, calibration, method=options.weight_shift), model, hw)
-    if options.center_offset == "on":
-        model = stages.ir_pass(CenterOffset(), model, hw)
-    if options.input_slice_bits != 1:
-        model = stages.ir_pass(InputSlicing(options.input_slice_bits), model, hw)
+    model = stages.ir_pass(CenterOffset(options.center_offset == "on"), model, hw)
+    model = stages.ir_pass(InputSlicing(options.input_slice_bits), model, hw)
     model = stages.ir_pass(Tile(), model, hw)
     copies = stages.run("replication", _copies, model, hw, options)
     schedule = stages.run("schedule", _schedule, model, hw, options, copies)

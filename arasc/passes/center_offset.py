@@ -66,11 +66,17 @@ def centered(model: Model) -> Model:
 
 @dataclass(frozen=True)
 class CenterOffset:
+    """Center every filter (`enabled`), or leave the model as it is (the default compile)."""
+
+    enabled: bool = True
+
     name: ClassVar[str] = "center-offset"
     requires: ClassVar[tuple[str, ...]] = ("quantized",)
     ensures: ClassVar[tuple[str, ...]] = ("center-offset",)
 
     def run(self, model: Model, hw: Hardware | None = None) -> Model:
+        if not self.enabled:
+            return model
         if hw is not None and not hw.differential:
             raise ValueError(f"--center-offset on: hardware {hw.chip.name} has unsigned cells "
                              f"(weight_encoding = \"{hw.crossbar.weight_encoding}\"); Center+Offset needs "

@@ -11,7 +11,8 @@ Speculation pays where sums are small, as Center+Offset makes them on differenti
 timing model charges the steps, conversions and recoveries (runtime/adc.py, runtime/timing.py).
 
 This pass sets `input_slice_bits` on every crossbar layer (visible in the IR and the `.aras`
-program); the integer semantics of the layers do not change.
+program), unless it is 1, plain bit-serial, the default; the integer semantics of the layers do
+not change.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ class InputSlicing:
     def run(self, model: Model, hw=None) -> Model:
         if not 1 <= self.slice_bits <= 8:
             raise ValueError(f"--input-slice-bits {self.slice_bits}: an input slice holds 1 to 8 bits")
+        if self.slice_bits == 1:
+            return model
         layers = tuple(dataclasses.replace(layer, attrs=tuple({**dict(layer.attrs),
                                                                 "input_slice_bits": self.slice_bits}.items()))
                        if is_crossbar_layer(layer) else layer for layer in model.graph.layers)
