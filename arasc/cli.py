@@ -374,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the table as JSON")
     p.add_argument("--hw", metavar="FILE", help="hardware description, or a bundled chip's name (default: the bundled "
                    "ARAS chip; aras-differential, aras-differential-1bit: docs/adc.md)")
-    add_option_flags(p, stages=("capture", "quantize", "shift-weights", "center-offset", "input-slicing"))
+    add_option_flags(p, stages=("capture", "quantize", "shift-weights", "center-offset", "input-slicing",
+                                "dynamic-precision"))
     p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("run", help="run a .aras program on the interpreter-simulator",

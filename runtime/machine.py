@@ -21,7 +21,7 @@ from ..isa.program import Instr, LayerDef, Program
 from ..isa.tiling import OFFSET_CENTER, cell_levels, matrix_shape, slice_levels
 from ..isa.tiling import layer_blocks as tiled_blocks
 from .crossbar import BitSerial
-from .adc import MvmAdc, input_slice_bits
+from .adc import MvmAdc, dynamic_precision, input_slice_bits, window_steps
 from .adc_kernels import write_cells_wide
 from .kernels import requantize, write_cells
 from .sfu import I16_MAX, I16_MIN, SFU_OPS, DataError
@@ -198,6 +198,8 @@ class Machine:
             r1 = min(r0 + len(chunks) * self.hw.block[0], k)
             x = state.windows[g][:, r0:r1]
             rows_read = [held[g, chunks[0]][j] for j in columns]
+            if dynamic_precision(layer):
+                self._count_dynamic_steps(layer, x, chunks, columns, n)
             # products are made transposed, [columns, windows]: output channels stay rows to the end
             if self.products == "exact":  # the product with the weights the cells encode
                 weights = self._weight_matrix(held, g, chunks, columns, r1 - r0)
@@ -269,6 +271,19 @@ class Machine:
         product = np.zeros((len(columns) * self.hw.block[1], x.shape[0]), part.dtype)
         product[used] = part.T
         return product
+
+    def _count_dynamic_steps(self, layer: LayerDef, x: np.ndarray, chunks: list[int], columns: list[int],
+                             n: int) -> None:
+        """Dynamic precision: the input steps each K-chunk's APU rows run over the product's windows
+        (runtime/adc.py), for the busiest row (the instruction's time) and summed over crossbars."""
+        record = self.last_mvm_adc
+        block_rows, block_cols = self.hw.block
+        crossbars = sum(-(-min(block_cols, n - j * block_cols) // self.hw.weights_per_row) for j in columns)
+        for a in range(len(chunks)):
+            codes = x[:, a * block_rows:(a + 1) * block_rows] + self.center  # the codes, whatever the centring
+            steps = int(window_steps(codes.astype(np.uint8), input_slice_bits(layer)).sum())
+            record.busiest_row_steps = max(record.busiest_row_steps or 0, steps)
+            record.crossbar_steps = (record.crossbar_steps or 0) + steps * crossbars
 
     def _count_recoveries(self, recovered: np.ndarray, columns: list[int], n: int, slice_bits: int) -> None:
         """Recovered (window, input slice) pairs of one product: their union over the instruction's

@@ -164,11 +164,13 @@ class Timing:
         steps = input_steps(layer)
         record = machine.last_mvm_adc if machine.last_mvm_adc.line == instr.line else MvmAdc(instr.line)
         rerun = record.recovered_windows * input_slice_bits(layer)
-        cycles = mvm_cycles(self.hw, windows, replicas, groups * k, groups * n, self.ports, steps, rerun)
+        busiest = record.busiest_row_steps
+        cycles = mvm_cycles(self.hw, windows, replicas, groups * k, groups * n, self.ports, steps, rerun, busiest)
         self._advance(stream, cycles, f"mvm {layer.name}", [self.row_tracks[r] for r in instr["rows"]])
         crossbars = sum(math.ceil(self._block_shape(layer, b)[1] / self.weights_per_row) for b in range(first, last + 1))
         e = self.hw.energy
-        crossbar_steps = crossbars * windows * steps + record.recovered_crossbar_steps
+        run_steps = crossbars * windows * steps if record.crossbar_steps is None else record.crossbar_steps
+        crossbar_steps = run_steps + record.recovered_crossbar_steps
         self.energy.compute += crossbar_steps * e.compute_j_per_crossbar_window / INPUT_BITS
         self.adc_conversions += crossbar_steps * self.hw.conversions_per_step
         self.energy.adc += crossbar_steps * self.hw.conversions_per_step * e.adc_j_per_conversion
@@ -231,15 +233,17 @@ class Timing:
 
 
 def mvm_cycles(hw: Hardware, windows: int, replicas: int, k: int, n: int, ports: tuple[int, int] = (1, 1),
-               input_steps: int = INPUT_BITS, rerun_steps: int = 0) -> int:
+               input_steps: int = INPUT_BITS, rerun_steps: int = 0, busiest_row_steps: int | None = None) -> int:
     """Cycles of an `mvm` over `windows` on `replicas` copies: compute_cycles_per_window per
     window step (of INPUT_BITS input steps; fewer with input slicing, and `rerun_steps` more
     single-bit steps where speculation recovered, runtime/adc.py), but never less than moving each
     window's k input and n output bytes through the ports of the layer's (input, output) banks;
-    then the accumulation latency."""
+    then the accumulation latency. With dynamic precision, `busiest_row_steps` (the input steps
+    of the APU row with the most, over all windows) replaces windows x input_steps."""
     per_window = hw.crossbar.compute_cycles_per_window
-    steps = math.ceil((math.ceil(windows / replicas) * input_steps + math.ceil(rerun_steps / replicas))
-                      * per_window / INPUT_BITS)
+    run = math.ceil(windows / replicas) * input_steps if busiest_row_steps is None else \
+        math.ceil(busiest_row_steps / replicas)
+    steps = math.ceil((run + math.ceil(rerun_steps / replicas)) * per_window / INPUT_BITS)
     port = hw.latency.gbuffer_bytes_per_cycle_per_bank
     traffic = max(math.ceil(windows * k / (ports[0] * port)), math.ceil(windows * n / (ports[1] * port)))
     return max(steps, traffic) + hw.latency.accumulate_latency_cycles

@@ -21,8 +21,8 @@ from arasc.stages import Stages
 from conftest import built
 
 ISA_DIR = Path(__file__).resolve().parent.parent / "isa"
-STAGES = ["capture", "lower", "quantize", "shift-weights", "center-offset", "input-slicing", "tile", "replication", "schedule",
-          "banks", "emit"]
+STAGES = ["capture", "lower", "quantize", "shift-weights", "center-offset", "input-slicing", "dynamic-precision", "tile",
+          "replication", "schedule", "banks", "emit"]
 
 
 def small_source(name="resnet50-small"):
