@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/adc.py accuracy [--schemes plain,center-offset,...]
     .venv/bin/python benchmarks/adc.py cost [MODEL ...] [--schemes ...]
+    .venv/bin/python benchmarks/adc.py speed [resnet50] [--schemes ...]
 
 `accuracy`: every scheme with the hardware file's 6-bit ADC against the same program with an
 ideal ADC: the small zoo models' output cosine, the trained digits CNNs' top-1 on the 360 test
@@ -9,6 +10,7 @@ images, all-MiniLM-L6-v2's similarity Spearman correlation (with PyTorch float) 
 sentences (needs the `trained` extra).
 `cost`: per full-size zoo model (default all five) and scheme, one inference in the steady
 state: ADC conversions, ADC energy, total energy, cycles and inferences/s.
+`speed`: the interpreter with the 6-bit ADC against PyTorch fp32 eager, one process.
 """
 from __future__ import annotations
 
@@ -169,10 +171,39 @@ def cost(names: list[str], schemes: list[str], console: Console) -> None:
         console.print(table)
 
 
+def speed(names: list[str], schemes: list[str], console: Console, repeat: int = 3) -> None:
+    """Interpreter seconds per inference (steady state, 6-bit ADC) against PyTorch fp32 eager, side
+    by side in one process: the ISA issue's target is at most 40x on ResNet-50."""
+    import statistics
+    import time
+
+    def timed(fn):
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    for name in names:
+        module, inputs = models.get(name).build()
+        with torch.no_grad():
+            module(*inputs)
+            torch_s = timed(lambda: module(*inputs))
+        console.print(f"{name}: PyTorch fp32 eager {torch_s:.3f} s")
+        for s in schemes:
+            prog, weights, hw = program(name, SCHEMES[s], module, inputs, [inputs])
+            ports = {p.name: np.asarray(x) for p, x in zip(prog.inputs, inputs, strict=True)}
+            machine = execute(prog, weights, hw, ports, adc_bits=hw.crossbar.adc_bits).machine
+            seconds = timed(lambda: execute(prog, weights, hw, ports, machine=machine))
+            console.print(f"{name} | {s} | interpreter, 6-bit ADC, steady state {seconds:.3f} s | "
+                          f"{seconds / torch_s:.1f}x PyTorch")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("accuracy", "cost"))
-    parser.add_argument("models", nargs="*", help="cost: full-size zoo models (default all five)")
+    parser.add_argument("mode", choices=("accuracy", "cost", "speed"))
+    parser.add_argument("models", nargs="*", help="cost: full-size zoo models (default all five); speed: resnet50")
     parser.add_argument("--schemes", default=",".join(SCHEMES), help=f"comma-separated, of {', '.join(SCHEMES)}")
     args = parser.parse_args()
     schemes = args.schemes.split(",")
@@ -182,8 +213,10 @@ def main() -> None:
     console = Console(width=200)
     if args.mode == "accuracy":
         accuracy(schemes, console)
-    else:
+    elif args.mode == "cost":
         cost(args.models or list(FULL), schemes, console)
+    else:
+        speed(args.models or ["resnet50"], schemes, console)
 
 
 if __name__ == "__main__":
