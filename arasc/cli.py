@@ -190,8 +190,8 @@ def cmd_compare(args, out: Console) -> int:
     import numpy as np
 
     from .compare import adc_rows, all_values, compare, interpreter_values
-    from .isa.hardware import BUNDLED_HARDWARE
     from .frontend import capture_model, lower
+    from .isa.hardware import BUNDLED_HARDWARE
     from .loader import load_source
     from .options import options_from_args
     from .passes.quantize import Quantize

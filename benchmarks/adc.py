@@ -15,6 +15,7 @@ state: ADC conversions, ADC energy, total energy, cycles and inferences/s.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import tempfile
 from dataclasses import dataclass, field
@@ -189,13 +190,13 @@ def speed(names: list[str], schemes: list[str], console: Console, repeat: int = 
         module, inputs = models.get(name).build()
         with torch.no_grad():
             module(*inputs)
-            torch_s = timed(lambda: module(*inputs))
+            torch_s = timed(functools.partial(module, *inputs))
         console.print(f"{name}: PyTorch fp32 eager {torch_s:.3f} s")
         for s in schemes:
             prog, weights, hw = program(name, SCHEMES[s], module, inputs, [inputs])
             ports = {p.name: np.asarray(x) for p, x in zip(prog.inputs, inputs, strict=True)}
             machine = execute(prog, weights, hw, ports, adc_bits=hw.crossbar.adc_bits).machine
-            seconds = timed(lambda: execute(prog, weights, hw, ports, machine=machine))
+            seconds = timed(functools.partial(execute, prog, weights, hw, ports, machine=machine))
             console.print(f"{name} | {s} | interpreter, 6-bit ADC, steady state {seconds:.3f} s | "
                           f"{seconds / torch_s:.1f}x PyTorch")
 

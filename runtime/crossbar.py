@@ -46,6 +46,8 @@ class BitSerial:
     @property
     def adc_range(self) -> tuple[int, int]:
         """(lowest, highest) sample in partial-sum units (of adc_lsb steps, times adc_lsb)."""
+        if self.adc_bits is None:
+            raise ValueError("an ideal ADC has no range")
         bits = self.adc_bits
         return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if self.signed else (0, (1 << bits) - 1)
 

@@ -20,9 +20,9 @@ from ..isa.hardware import Hardware
 from ..isa.program import Instr, LayerDef, Program
 from ..isa.tiling import OFFSET_CENTER, cell_levels, matrix_shape, slice_levels
 from ..isa.tiling import layer_blocks as tiled_blocks
-from .crossbar import BitSerial
 from .adc import MvmAdc, dynamic_precision, input_slice_bits, window_steps
 from .adc_kernels import write_cells_wide
+from .crossbar import BitSerial
 from .kernels import requantize, write_cells
 from .sfu import I16_MAX, I16_MIN, SFU_OPS, DataError
 from .verify import layer_grid

@@ -44,6 +44,13 @@ def channel_centers(codes: np.ndarray, zero_points: np.ndarray) -> np.ndarray:
     return np.clip(np.round(codes.mean(1)).astype(np.int64), low, high)
 
 
+def _weight_name(layer) -> str:
+    ref = layer.weight("weight")
+    if ref is None:  # the verifier requires a crossbar layer's weight: an IR this pass cannot be given
+        raise ValueError(f"center-offset: crossbar layer {layer.name} has no weight")
+    return ref.name
+
+
 def centered(model: Model) -> Model:
     """The model with every crossbar layer's channels centered on OFFSET_CENTER (see the module)."""
     weights = dict(model.weights)
@@ -52,7 +59,7 @@ def centered(model: Model) -> Model:
         if not is_crossbar_layer(layer):
             layers.append(layer)
             continue
-        name = layer.weight("weight").name
+        name = _weight_name(layer)
         zp = channel_param(model, layer, "w_zp")
         shape = np.asarray(model.weights[name]).shape
         codes = np.asarray(model.weights[name]).astype(np.int64).reshape(len(zp), -1)
