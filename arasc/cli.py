@@ -416,7 +416,8 @@ BAD_INPUT_ERRORS = (
     ("arasc.backend.emit", "BackendError"), ("arasc.frontend", "FrontendError"), ("arasc.ir", "IRParseError"),
     ("arasc.ir", "VerifyError"), ("arasc.isa.atomic", "OutputPathError"), ("arasc.isa.hardware", "HardwareConfigError"),
     ("arasc.isa.parser", "ProgramError"), ("arasc.isa.weights", "WeightFileError"), ("arasc.loader", "ModelLoadError"),
-    ("arasc.passes.quantize", "QuantizeError"), ("arasc.runtime.run", "RuntimeInputError"),
+    ("arasc.passes.quantize", "QuantizeError"), ("arasc.passes.center_offset", "CenterOffsetError"),
+    ("arasc.runtime.run", "RuntimeInputError"),
     ("arasc.runtime.verify", "VerifyError"),
 )
 

@@ -140,9 +140,14 @@ def test_center_offset_is_exact_and_centers_every_filter(name):
         assert (centered_mean | at_a_limit).all() and centered_mean.mean() > 0.5
 
 
-def test_center_offset_refuses_unsigned_cells():
+def test_center_offset_refuses_unsigned_cells(tmp_path, capsys):
+    from arasc.cli import main
+
     with pytest.raises(ValueError, match="differential cell pairs"):
         CenterOffset().run(lowered("digits-cnn"), bundled_hardware("aras-default"))
+    out = tmp_path / "d.aras"
+    assert main(["compile", "digits-cnn", "-o", str(out), "--center-offset", "on", "--quiet"]) == 2
+    assert "needs differential cell pairs" in capsys.readouterr().err and not list(tmp_path.iterdir())
 
 
 @functools.cache

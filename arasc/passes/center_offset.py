@@ -35,6 +35,10 @@ from .shift_weights import _with_channel_params, channel_param
 from .tile import is_crossbar_layer
 
 
+class CenterOffsetError(ValueError):
+    """Center+Offset asked of a chip without differential cells: the user's to fix (exit 2)."""
+
+
 def channel_centers(codes: np.ndarray, zero_points: np.ndarray) -> np.ndarray:
     """int64 [N]: each channel's center c, from its codes int64 [N, K] and weight zero points [N]:
     the rounded mean code, clamped so that codes - c + 128 and zero point - c + 128 stay in 0..255."""
@@ -85,7 +89,7 @@ class CenterOffset:
         if not self.enabled:
             return model
         if hw is not None and not hw.differential:
-            raise ValueError(f"--center-offset on: hardware {hw.chip.name} has unsigned cells "
+            raise CenterOffsetError(f"--center-offset on: hardware {hw.chip.name} has unsigned cells "
                              f"(weight_encoding = \"{hw.crossbar.weight_encoding}\"); Center+Offset needs "
                              f"differential cell pairs, e.g. --hw aras-differential (docs/adc.md)")
         return centered(model)
