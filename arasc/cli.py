@@ -71,9 +71,12 @@ def sample_batches(path: str | None, flag: str, example_inputs) -> list[tuple]:
 
 
 def hardware(args):
-    from .isa.hardware import default_hardware, load_hardware
+    from .isa.hardware import BUNDLED_HARDWARE, bundled_hardware, default_hardware, load_hardware
 
-    return load_hardware(args.hw) if getattr(args, "hw", None) else default_hardware()
+    path = getattr(args, "hw", None)
+    if path in BUNDLED_HARDWARE and not os.path.exists(path):  # a bundled chip by name: --hw aras-differential
+        return bundled_hardware(path)
+    return load_hardware(path) if path else default_hardware()
 
 
 def stages(args, stop_after=None, show=None):
@@ -186,8 +189,9 @@ def cmd_compare(args, out: Console) -> int:
 
     import numpy as np
 
-    from .compare import all_values, compare, interpreter_values
+    from .compare import adc_rows, all_values, compare, interpreter_values
     from .frontend import capture_model, lower
+    from .isa.hardware import BUNDLED_HARDWARE
     from .loader import load_source
     from .options import options_from_args
     from .passes.quantize import Quantize
@@ -195,6 +199,7 @@ def cmd_compare(args, out: Console) -> int:
     if args.adc_bits is not None and args.engine != "interpreter":
         raise UsageError("--adc-bits models the chip's ADC: it needs --engine interpreter")
     options = options_from_args(args)
+    adc = []
     source = load_source(args.model)
     model = lower(capture_model(source.module, source.example_inputs, source.capture_path(options.frontend)),
                   source.name)
@@ -213,8 +218,10 @@ def cmd_compare(args, out: Console) -> int:
             path = f"{folder}/{model.graph.name}.aras"
             compiled = compile_model(model, hw, calibration, source.example_inputs, weights_name(path), options)
             write_compiled(compiled, path)
-            program, weights, hw = load_program(path, args.hw)
+            program, weights, hw = load_program(path, None if args.hw in BUNDLED_HARDWARE else args.hw)
             values = [interpreter_values(program, weights, hw, x, args.adc_bits) for x in inputs]
+            if args.adc_bits is not None:
+                adc = adc_rows(program, weights, hw, inputs, args.adc_bits)
     else:
         values = [all_values(quantized.model, x) for x in inputs]
     rows = compare(model, quantized.params, quantized.sources, values, inputs)
@@ -230,13 +237,29 @@ def cmd_compare(args, out: Console) -> int:
     if not out.is_terminal:   # a file or a pipe: full layer names, one row per line
         out = Console(width=240, highlight=False)
     out.print(table)
+    if adc:
+        out.print(_adc_table(adc, model.graph.name, args.adc_bits, len(inputs)))
     if args.json:
         from .isa.atomic import write_bytes_atomically
 
         text = json.dumps({"model": model.graph.name, "engine": args.engine, "adc_bits": args.adc_bits,
-                           "inputs": len(inputs), "layers": [row.as_dict() for row in rows]}, indent=1)
+                           "inputs": len(inputs), "layers": [row.as_dict() for row in rows],
+                           "adc_layers": [row.as_dict() for row in adc]}, indent=1)
         write_bytes_atomically(args.json, (text + "\n").encode(), "--json")
     return EXIT_OK
+
+
+def _adc_table(rows, model: str, bits: int, inputs: int) -> Table:
+    table = Table(title=f"{model}: the {bits}-bit ADC against an ideal one, per crossbar layer, {inputs} input(s)",
+                  title_justify="left")
+    for column in ("layer", "samples", "conversions", "clipped", "rerun steps", "codes changed", "mean |error|",
+                   "cosine"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for row in rows:
+        table.add_row(row.layer, f"{row.samples:,}", f"{row.conversions:,}",
+                      f"{row.clipped:,} ({row.clipped / max(row.samples, 1):.2%})", f"{row.rerun_steps:,}",
+                      f"{row.codes_changed:.2%}", f"{row.mean_code_error:.3f}", f"{row.output_cosine:.5f}")
+    return table
 
 
 def cmd_demo(args, out: Console) -> int:
@@ -346,10 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", metavar="FILE.npy", help="calibration inputs, one per row (default: example inputs)")
     p.add_argument("--engine", choices=("reference", "interpreter"), default="reference", help="the integer side: "
                    "the integer reference executor (default) or the compiled .aras program on the interpreter")
-    p.add_argument("--adc-bits", type=int, metavar="N", help="with --engine interpreter: a finite ADC of N bits")
+    p.add_argument("--adc-bits", type=int_in(1, 32), metavar="N", help="with --engine interpreter: a finite ADC of N "
+                   "bits, and a second table of what it did per crossbar layer (samples, conversions, clipped, error)")
     p.add_argument("--json", metavar="FILE", help="write the table as JSON")
-    p.add_argument("--hw", metavar="FILE", help="hardware description (default: the bundled ARAS chip)")
-    add_option_flags(p, stages=("capture", "quantize", "shift-weights"))
+    p.add_argument("--hw", metavar="FILE", help="hardware description, or a bundled chip's name (default: the bundled "
+                   "ARAS chip; aras-differential, aras-differential-1bit: docs/adc.md)")
+    add_option_flags(p, stages=("capture", "quantize", "shift-weights", "center-offset", "input-slicing",
+                                "dynamic-precision"))
     p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("run", help="run a .aras program on the interpreter-simulator",
@@ -390,7 +416,8 @@ BAD_INPUT_ERRORS = (
     ("arasc.backend.emit", "BackendError"), ("arasc.frontend", "FrontendError"), ("arasc.ir", "IRParseError"),
     ("arasc.ir", "VerifyError"), ("arasc.isa.atomic", "OutputPathError"), ("arasc.isa.hardware", "HardwareConfigError"),
     ("arasc.isa.parser", "ProgramError"), ("arasc.isa.weights", "WeightFileError"), ("arasc.loader", "ModelLoadError"),
-    ("arasc.passes.quantize", "QuantizeError"), ("arasc.runtime.run", "RuntimeInputError"),
+    ("arasc.passes.quantize", "QuantizeError"), ("arasc.passes.center_offset", "CenterOffsetError"),
+    ("arasc.runtime.run", "RuntimeInputError"),
     ("arasc.runtime.verify", "VerifyError"),
 )
 

@@ -135,3 +135,57 @@ def interpreter_values(program, weights, hw, inputs: Sequence, adc_bits: int | N
     result = execute(program, weights, hw, ports, adc_bits=adc_bits)
     return dict(result.machine.values)
 
+
+
+
+@dataclass(frozen=True)
+class AdcRow:
+    """What the finite ADC did in one crossbar layer, over all the inputs, against the same
+    program with an ideal ADC: samples emulated (columns that hold weights), conversions charged
+    (every bitline, or differential pair, of a used crossbar per input step), clipped samples,
+    single-bit steps rerun by speculation's recoveries; the fraction of the layer's output codes
+    that differ, their mean |difference|, and the lowest cosine over the inputs of the codes
+    (less the ideal output's mean) against the ideal ones."""
+
+    layer: str
+    samples: int = 0
+    conversions: int = 0
+    clipped: int = 0
+    rerun_steps: int = 0
+    codes_changed: float = 0.0
+    mean_code_error: float = 0.0
+    output_cosine: float = 1.0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def adc_rows(program, weights, hw, inputs: Sequence, adc_bits: int) -> list[AdcRow]:
+    """Per crossbar layer, in program order: the ADC's figures on `inputs` (see AdcRow)."""
+    from .runtime.run import execute
+
+    rows = {layer.name: AdcRow(layer.name) for layer in program.layers}
+    outputs = {instr["layer"]: instr["out"] for instr in program.compute if instr.opcode == "mvm"}
+    sizes = dict.fromkeys(rows, 0)
+    for x in inputs:
+        ports = {port.name: np.asarray(v) for port, v in zip(program.inputs, x, strict=True)}
+        ideal = execute(program, weights, hw, ports)
+        finite = execute(program, weights, hw, ports, adc_bits=adc_bits)
+        for name, row in rows.items():
+            samples, clipped = finite.machine.adc_layers.get(name, (0, 0))
+            conversions, rerun = finite.timing.layer_adc.get(name, (0, 0))
+            want = ideal.machine.values[outputs[name]].astype(np.float64)
+            got = finite.machine.values[outputs[name]].astype(np.float64)
+            want_c, got_c = want - want.mean(), got - want.mean()
+            norms = float(np.linalg.norm(want_c) * np.linalg.norm(got_c))
+            cosine = float(np.vdot(want_c, got_c)) / norms if norms else float(np.array_equal(want, got))
+            rows[name] = dataclasses.replace(
+                row, samples=row.samples + samples, conversions=row.conversions + conversions,
+                clipped=row.clipped + clipped, rerun_steps=row.rerun_steps + rerun,
+                codes_changed=row.codes_changed + float(np.count_nonzero(got != want)),
+                mean_code_error=row.mean_code_error + float(np.abs(got - want).sum()),
+                output_cosine=min(row.output_cosine, cosine))
+            sizes[name] += want.size
+    return [dataclasses.replace(row, codes_changed=row.codes_changed / max(sizes[name], 1),
+                                mean_code_error=row.mean_code_error / max(sizes[name], 1))
+            for name, row in rows.items()]

@@ -4,6 +4,9 @@
     lower          the layer IR (frontend/lower.py, docs/ir.md)
     quantize       INT8 weights and activations (passes/quantize.py, docs/quantization.md)
     shift-weights  weight-mean shifting (paper V-C, passes/shift_weights.py)
+    center-offset  RAELLA's Center+Offset for differential cells (passes/center_offset.py, docs/adc.md; off by default)
+    input-slicing  RAELLA's speculative input slices (passes/input_slicing.py, docs/adc.md; off by default)
+    dynamic-precision  ReDy's dynamic activation precision, lossless (passes/dynamic_precision.py; off by default)
     tile           128x128 blocks on APU rows (passes/tile.py, docs/tiling.md)
     replication    copies of the slowest layers' blocks (paper V-B, schedule/replication.py)
     schedule       rows bound to blocks and the write stream (paper IV, schedule/)
@@ -34,6 +37,9 @@ from .isa.program import Program
 from .isa.weights import weights_bytes
 from .loader import Source
 from .options import CompileOptions
+from .passes.center_offset import CenterOffset
+from .passes.dynamic_precision import DynamicPrecision
+from .passes.input_slicing import InputSlicing
 from .passes.quantize import Quantize
 from .passes.shift_weights import ShiftWeights
 from .passes.tile import Tile
@@ -75,7 +81,12 @@ def compile_model(model: Model, hw: Hardware, calibration, example_inputs, weigh
     stages = stages or Stages()
     calibration = tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration)
     model = stages.ir_pass(Quantize(calibration=calibration, **options.quantization()), model, hw)
-    model = stages.ir_pass(ShiftWeights(options.weight_center, calibration, method=options.weight_shift), model, hw)
+    # Center+Offset moves every filter's codes to its own center: a common weight center would be undone.
+    center = None if options.center_offset == "on" else options.weight_center
+    model = stages.ir_pass(ShiftWeights(center, calibration, method=options.weight_shift), model, hw)
+    model = stages.ir_pass(CenterOffset(options.center_offset == "on"), model, hw)
+    model = stages.ir_pass(InputSlicing(options.input_slice_bits), model, hw)
+    model = stages.ir_pass(DynamicPrecision(options.dynamic_precision == "on"), model, hw)
     model = stages.ir_pass(Tile(), model, hw)
     copies = stages.run("replication", _copies, model, hw, options)
     schedule = stages.run("schedule", _schedule, model, hw, options, copies)

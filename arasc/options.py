@@ -17,7 +17,7 @@ from typing import Any
 
 # The driver's stages whose product is the layer IR, in order: the ones `--print-after`,
 # `--dump-dir` and `arasc ir --after` can show (arasc/compile.py runs them).
-IR_STAGES = ("lower", "quantize", "shift-weights", "tile")
+IR_STAGES = ("lower", "quantize", "shift-weights", "center-offset", "input-slicing", "dynamic-precision", "tile")
 
 
 def _weight_center(text: str) -> int | str | None:
@@ -76,6 +76,16 @@ class CompileOptions:
         "shift-weights", parse=_weight_center, metavar="C")
     weight_shift: str = option("fit", "codes the shift pushes past 0..255: fit scales the layer's codes to stay "
                                "inside, clip clips them (the paper)", "shift-weights", choices=("fit", "clip"))
+    center_offset: str = option("off", "RAELLA's Center+Offset: center every filter's codes so that the signed "
+                                "offsets in differential cell pairs sum to near zero on the bitlines (needs a "
+                                "differential --hw, e.g. aras-differential; replaces weight shifting; docs/adc.md)",
+                                "center-offset", choices=("off", "on"))
+    input_slice_bits: int = option(1, "RAELLA's speculative input slicing: input bits a crossbar step drives at once, "
+                                   "recovering bit by bit where a sample saturates (1: plain bit-serial; docs/adc.md)",
+                                   "input-slicing", parse=int, metavar="S")
+    dynamic_precision: str = option("off", "ReDy's dynamic activation precision, lossless: each window runs only the "
+                                    "input bit-planes up to its highest set bit, per APU row (docs/adc.md)",
+                                    "dynamic-precision", choices=("off", "on"))
     replication: str = option("adaptive", "adaptive: copies of the slowest layers' weights compute several windows "
                               "at once (paper V-B; aras scheduler only)", "replication",
                               choices=("adaptive", "none"))

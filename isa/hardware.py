@@ -23,7 +23,7 @@ from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 DEFAULT_HARDWARE = "aras-default"
-BUNDLED_HARDWARE = ("aras-default", "baseline-15x256k")
+BUNDLED_HARDWARE = ("aras-default", "baseline-15x256k", "aras-differential", "aras-differential-1bit")
 
 
 class HardwareConfigError(ValueError):
@@ -100,6 +100,10 @@ class Crossbar:
     adcs_per_crossbar: int = _count(1 << 12)
     adc_bits: int = _count(32)
     endurance_writes: float = _positive()
+    # "unsigned": a weight slice is one cell, bitline sums are >= 0 (ARAS, VI). "differential": a
+    # slice is a pair of cells on two bitlines subtracted before the ADC (RAELLA's 2T2R), so a slice
+    # is signed, the ADC reads a signed sum, and a crossbar row holds half the weights (docs/adc.md).
+    weight_encoding: str = _rule(str, '"unsigned" or "differential"', lambda v: v in ("unsigned", "differential"))
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,7 @@ class Energy:
 
     write_j_per_pulse: float = _energy()
     compute_j_per_crossbar_window: float = _energy()
+    adc_j_per_conversion: float = _energy()
     accumulate_j_per_add: float = _energy()
     sfu_j_per_op: float = _energy()
     gbuffer_access_j_per_byte: float = _energy()
@@ -157,9 +162,32 @@ class Hardware:
     energy: Energy
 
     @property
-    def cells_per_weight(self) -> int:
-        """Consecutive cells holding one weight: 8-bit weights in 2-bit cells = 4 (VI)."""
+    def slices_per_weight(self) -> int:
+        """Weight slices, each `cell_bits` of the weight (or of its offset's magnitude): 4 (VI)."""
         return self.crossbar.weight_bits // self.crossbar.cell_bits
+
+    @property
+    def differential(self) -> bool:
+        """Signed slices in differential cell pairs (docs/adc.md): twice the cells per weight."""
+        return self.crossbar.weight_encoding == "differential"
+
+    @property
+    def cells_per_weight(self) -> int:
+        """Consecutive cells holding one weight: 8-bit weights in 2-bit cells = 4 (VI); 8 when
+        every slice is a differential pair."""
+        return self.slices_per_weight * (2 if self.differential else 1)
+
+    @property
+    def conversions_per_step(self) -> int:
+        """ADC conversions of one crossbar per input step: one per bitline, or per differential pair."""
+        return self.crossbar.cols_cells // (2 if self.differential else 1)
+
+    @property
+    def adc_range(self) -> tuple[int, int]:
+        """(lowest, highest) sample of an `adc_bits` ADC in partial-sum units: 0..2^b - 1 for
+        unsigned bitline sums, -2^(b-1)..2^(b-1) - 1 for the signed sums of differential pairs."""
+        bits = self.crossbar.adc_bits
+        return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if self.differential else (0, (1 << bits) - 1)
 
     @property
     def weights_per_row(self) -> int:
@@ -280,9 +308,10 @@ def _check_simulation_fits(source: str, hw: Hardware) -> None:
 
 def check_interpretable(hw: Hardware, source: str) -> None:
     """The interpreter packs a weight's write pulses in 4 bits (runtime/machine.py): a chip whose
-    cells need more (4-bit cells with 8-bit weights) compiles, but does not run."""
+    cells need more (4-bit cells with 8-bit weights) compiles, but does not run. Differential
+    pairs are counted apart (runtime/adc_kernels.py)."""
     most_pulses = ((1 << hw.crossbar.cell_bits) - 1) * hw.cells_per_weight
-    if most_pulses > 15:
+    if most_pulses > 15 and not hw.differential:
         raise _error(source, "crossbar", "cell_bits", f"{hw.crossbar.cell_bits}-bit cells take up to {most_pulses} "
                      f"write pulses per weight; the interpreter's packed write counts hold 15, so it cannot "
                      f"run this chip", "1 or 2 with 8-bit weights, to run")
@@ -344,10 +373,12 @@ def _check_cell_packing(source: str, xbar: Crossbar) -> None:
         raise _error(source, "crossbar", "weight_bits",
                      f"{xbar.weight_bits} is not a multiple of cell_bits = {xbar.cell_bits}",
                      f"a multiple of {xbar.cell_bits}")
-    cells_per_weight = xbar.weight_bits // xbar.cell_bits
+    pairs = 2 if xbar.weight_encoding == "differential" else 1
+    cells_per_weight = xbar.weight_bits // xbar.cell_bits * pairs
     if xbar.cols_cells % cells_per_weight:
+        how = "weight_bits / cell_bits" + (" x 2 (differential pairs)" if pairs == 2 else "")
         raise _error(source, "crossbar", "cols_cells",
-                     f"{xbar.cols_cells} is not a multiple of weight_bits / cell_bits = "
+                     f"{xbar.cols_cells} is not a multiple of {how} = "
                      f"{cells_per_weight} cells per weight", f"a multiple of {cells_per_weight}")
 
 

@@ -108,7 +108,11 @@ _POOL = {"kernel": A.PAIR_POSITIVE, "stride": A.PAIR_POSITIVE, "padding": A.PAIR
 _TILE_MAP = {"k": A.Int(1, 1 << 40), "n": A.Int(1, 1 << 40), "blocks": A.Ints(A.Int(1, 1 << 40), length=2),
              "apu_rows": A.Int(1, 1 << 40), "segments": A.Int(1, 1 << 40)}  # docs/tiling.md
 _CROSSBAR = {"x_zp": A.ZERO_POINT, **_TILE_MAP}
-_CROSSBAR_OPTIONAL = {"relu": A.Bool(), **_WIDE, **_CHANNEL_KINDS}
+# center_offset: the layer's filters are centered for differential cells (arasc/passes/center_offset.py);
+# input_slice_bits: input bits a crossbar step drives, speculating (arasc/passes/input_slicing.py);
+# dynamic_precision: all-zero top input bit-planes skipped (arasc/passes/dynamic_precision.py); docs/adc.md
+_CROSSBAR_OPTIONAL = {"relu": A.Bool(), **_WIDE, **_CHANNEL_KINDS, "center_offset": A.Bool(),
+                      "input_slice_bits": A.Int(1, 8), "dynamic_precision": A.Bool()}
 
 LAYER_OPS: dict[str, OpSpec] = {s.name: s for s in [
     OpSpec("qconv2d", {"stride": A.PAIR_POSITIVE, "padding": A.PAIR_PADDING, "dilation": A.PAIR_POSITIVE,

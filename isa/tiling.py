@@ -30,6 +30,9 @@ from .hardware import Hardware
 # Level of a cell that holds no weight (edge blocks are partial). Real levels are
 # 0 .. 2**cell_bits - 1 <= 15 (cell_bits is 1, 2 or 4), so 255 can never be one.
 UNUSED = 255
+# Differential cell pairs hold a weight code q as its signed offset q - 128 (docs/adc.md); the
+# digital periphery adds 128 x sum(x) back.
+OFFSET_CENTER = 128
 
 
 def matrix_shape(weight_shape: tuple[int, ...], groups: int = 1) -> tuple[int, int]:
@@ -88,9 +91,12 @@ def to_cells(matrix: np.ndarray, hw: Hardware) -> np.ndarray:
     # Lay the cells out in matrix order (row, column, cell) first, so the padding is a single fill.
     cells = np.full((kb * rows, nb * xbars * per_row, cpw), UNUSED, np.uint8)
     used = cells[:k, :n]
-    # uint8 shifts keep the arithmetic in uint8: int64 temporaries of VGG-16's fc6 would take 3 GB.
-    np.right_shift(matrix[:, :, None], (bits * np.arange(cpw)).astype(matrix.dtype), out=used, casting="unsafe")
-    np.bitwise_and(used, (1 << bits) - 1, out=used)
+    if hw.differential:
+        used[...] = cell_levels(matrix, hw).reshape(k, n, cpw)
+    else:
+        # uint8 shifts keep the arithmetic in uint8: int64 temporaries of VGG-16's fc6 would take 3 GB.
+        np.right_shift(matrix[:, :, None], (bits * np.arange(cpw)).astype(matrix.dtype), out=used, casting="unsafe")
+        np.bitwise_and(used, (1 << bits) - 1, out=used)
     # (i, row, j, crossbar, w, cell) -> (j, i, crossbar, row, w, cell): blocks column-major.
     grid = cells.reshape(kb, rows, nb, xbars, per_row, cpw).transpose(2, 0, 3, 1, 4, 5)
     return grid.reshape(nb * kb, xbars, rows, per_row * cpw)
@@ -114,6 +120,10 @@ def from_cells(levels: np.ndarray, k: int, n: int, hw: Hardware) -> np.ndarray:
     if np.count_nonzero(cells != UNUSED) != used.size:
         raise ValueError(f"a cell outside the {k} x {n} matrix is not UNUSED ({UNUSED})")
     dtype = np.min_scalar_type((1 << hw.crossbar.weight_bits) - 1)
+    if hw.differential:
+        signed = used[:, :, 0::2].astype(np.int64) - used[:, :, 1::2]    # pair t: positive - negative cell
+        offset = signed @ (1 << (bits * np.arange(hw.slices_per_weight)))
+        return (offset + OFFSET_CENTER).astype(dtype)
     matrix = np.zeros((k, n), dtype)
     for t in range(cpw):
         matrix |= used[:, :, t].astype(dtype) << dtype.type(bits * t)
@@ -157,8 +167,28 @@ def layer_blocks(weight: np.ndarray, attrs: Mapping, hw: Hardware) -> tuple[np.n
 
 def cell_levels(weights: np.ndarray, hw: Hardware) -> np.ndarray:
     """Packed weights [..., crossbars * weights per row] -> their cell levels
-    [..., crossbars * cells per row], cell t of a weight holding bits (t+1)*cell_bits-1 .. t*cell_bits."""
+    [..., crossbars * cells per row], cell t of a weight holding bits (t+1)*cell_bits-1 .. t*cell_bits.
+    With differential pairs, cells 2t and 2t+1 are the positive and negative cell of slice t of
+    the offset q - 128: slice t of |q - 128| in the cell of the offset's sign, 0 in the other."""
+    if hw.differential:
+        signed = slice_levels(weights, hw).reshape(*weights.shape, hw.slices_per_weight)
+        pairs = np.stack([np.maximum(signed, 0), np.maximum(-signed, 0)], -1).astype(np.uint8)
+        return pairs.reshape(*weights.shape[:-1], weights.shape[-1] * hw.cells_per_weight)
     bits, cpw = hw.crossbar.cell_bits, hw.cells_per_weight
     shifts = (bits * np.arange(cpw)).astype(weights.dtype)
     levels = (weights[..., None] >> shifts) & ((1 << bits) - 1)
     return levels.reshape(*weights.shape[:-1], weights.shape[-1] * cpw)
+
+
+def slice_levels(weights: np.ndarray, hw: Hardware) -> np.ndarray:
+    """Packed weights [..., W] -> what each weight slice adds to its bitline sum per driven row,
+    int8 [..., W * slices]: the cell level (unsigned cells), or the positive less the negative
+    cell of the pair (differential), slice t of |q - 128| with the sign of q - 128. Slice t has
+    significance 2^(cell_bits t): sum_t level_t 2^(cell_bits t) is q, or q - 128."""
+    bits, slices = hw.crossbar.cell_bits, hw.slices_per_weight
+    if not hw.differential:
+        return cell_levels(weights, hw).astype(np.int8)
+    offset = weights.astype(np.int16) - OFFSET_CENTER
+    magnitude = np.abs(offset)[..., None] >> (bits * np.arange(slices, dtype=np.int16))
+    signed = (magnitude & ((1 << bits) - 1)) * np.sign(offset)[..., None]
+    return signed.astype(np.int8).reshape(*weights.shape[:-1], weights.shape[-1] * slices)

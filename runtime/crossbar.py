@@ -29,15 +29,27 @@ WINDOW_CHUNK = 2048  # windows per bit-serial step, bounding the [bits, windows,
 
 @dataclass
 class BitSerial:
-    """Bit-serial emulation with an ADC of `adc_bits` (None = ideal) and step `adc_lsb`."""
+    """Bit-serial emulation with an ADC of `adc_bits` (None = ideal) and step `adc_lsb`.
+    `cells_per_weight` counts weight slices: with differential pairs (`signed`) a slice is a
+    pair whose signed level enters the sum, and the ADC reads -2^(b-1)..2^(b-1) - 1 steps."""
 
     input_bits: int
     cell_bits: int
     cells_per_weight: int
     adc_bits: int | None = None
     adc_lsb: int = 1
+    signed: bool = False
     samples: int = 0
     clipped: int = 0
+    recovered: int = 0  # speculative samples that saturated and were read again (speculative_product)
+
+    @property
+    def adc_range(self) -> tuple[int, int]:
+        """(lowest, highest) sample in partial-sum units (of adc_lsb steps, times adc_lsb)."""
+        if self.adc_bits is None:
+            raise ValueError("an ideal ADC has no range")
+        bits = self.adc_bits
+        return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if self.signed else (0, (1 << bits) - 1)
 
     def product(self, x: np.ndarray, levels: np.ndarray) -> np.ndarray:
         """x [windows, rows] uint8 codes; levels [rows, crossbars * cells per row], crossbar-major
@@ -49,7 +61,7 @@ class BitSerial:
         conductance = levels.astype(np.float32)
         bit_weight = (2.0 ** np.arange(self.input_bits)).astype(np.float32)
         cell_weight = (2.0 ** (self.cell_bits * np.arange(self.cells_per_weight))).astype(np.float32)
-        largest = levels.shape[0] * ((1 << self.cell_bits) - 1) * bit_weight.sum() * cell_weight.sum()
+        largest = levels.shape[0] * ((1 << self.cell_bits) - 1) * bit_weight.sum() * cell_weight.sum()  # |sums| too
         if largest >= 2**24:
             raise ValueError("bit-serial emulation needs float32-exact partial sums; this chip's crossbars are too large")
         out = np.empty((x.shape[0], levels.shape[1] // self.cells_per_weight), np.int64)
@@ -70,35 +82,86 @@ class BitSerial:
         `product`) -> float32 [windows, crossbars * weights per row] (exact integers)."""
         if self.adc_bits is None or self.adc_lsb != 1:
             raise ValueError("clipping_product models a finite ADC of unit step")
-        top = (1 << self.adc_bits) - 1
+        low, top = self.adc_range
         windows, rows = x.shape
         levels = levels[:rows].astype(np.float32)  # rows past the inputs get none
         self.samples += windows * self.input_bits * levels.shape[1]
         result = x @ weights
         cell_weight = (2.0 ** (self.cell_bits * np.arange(self.cells_per_weight))).astype(np.float32)
         codes = x.astype(np.uint8)
-        largest = float(levels.max(initial=0))
+        largest, most_negative = float(levels.max(initial=0)), float(levels.min(initial=0))
         for b in range(self.input_bits):
             bits = (codes >> b) & 1
-            hot = np.flatnonzero(bits.sum(1, dtype=np.int32) * largest > top)
+            driven = bits.sum(1, dtype=np.int32)
+            hot = np.flatnonzero((driven * largest > top) | (driven * most_negative < low))
             if not hot.size:
                 continue
-            excess = bits[hot].astype(np.float32) @ levels  # the bitline sums that may saturate
-            excess -= top
-            np.maximum(excess, 0, out=excess)
+            sums = bits[hot].astype(np.float32) @ levels  # the bitline sums that may saturate
+            excess = np.maximum(sums - top, 0) + np.minimum(sums - low, 0)
             self.clipped += int(np.count_nonzero(excess))
             cut = excess.reshape(len(hot), -1, self.cells_per_weight) @ cell_weight
             result[hot] -= cut * float(1 << b)
         return result
 
     def sample(self, partial: np.ndarray) -> np.ndarray:
-        """The ADC: ideal, or round to `adc_lsb` steps and saturate at 2^adc_bits - 1 steps."""
+        """The ADC: ideal, or round to `adc_lsb` steps and saturate at the ends of `adc_range`."""
         self.samples += partial.size
         if self.adc_bits is None:
             return partial
-        top = (1 << self.adc_bits) - 1
+        low, top = self.adc_range
         if self.adc_lsb != 1:  # bitline sums are integers: with a unit step there is nothing to round
             partial = np.rint(partial / self.adc_lsb)
-        self.clipped += int(np.count_nonzero(partial > top))
-        np.minimum(partial, top, out=partial)
+        self.clipped += int(np.count_nonzero((partial > top) | (partial < low)))
+        np.clip(partial, low, top, out=partial)
         return partial if self.adc_lsb == 1 else partial * self.adc_lsb
+
+    def speculative_product(self, x: np.ndarray, weights: np.ndarray, levels: np.ndarray,
+                            slice_bits: int) -> tuple[np.ndarray, np.ndarray]:
+        """RAELLA's speculative input slicing through an ADC of unit step (or an ideal one): each
+        step drives `slice_bits` bits of every input (slice values 0..2^s - 1 on the wordlines);
+        a sample inside the ADC's range is exact; a window's slice where any sample saturated is
+        read again bit by bit (recovery), and those samples, through the same ADC, replace the
+        saturated ones. Arguments as `clipping_product`; returns the product and a bool
+        [windows, input slices] of the recovered window slices (`samples` counts the
+        speculative and the recovery samples, `clipped` the recovery samples that saturated,
+        `recovered` the speculative samples that saturated)."""
+        if self.adc_lsb != 1:
+            raise ValueError("speculative input slicing is modelled for an ADC of unit step")
+        windows, rows = x.shape
+        levels = levels[:rows].astype(np.float32)
+        steps = -(-self.input_bits // slice_bits)
+        recovered = np.zeros((windows, steps), bool)
+        result = x @ weights
+        self.samples += windows * steps * levels.shape[1]
+        if self.adc_bits is None:
+            return result, recovered
+        low, top = self.adc_range
+        cell_weight = (2.0 ** (self.cell_bits * np.arange(self.cells_per_weight))).astype(np.float32)
+        codes = x.astype(np.uint8)
+        largest, most_negative = float(levels.max(initial=0)), float(levels.min(initial=0))
+        for step in range(steps):
+            first = step * slice_bits
+            width = min(slice_bits, self.input_bits - first)
+            values = (codes >> first) & ((1 << width) - 1)
+            driven = values.sum(1, dtype=np.int32)
+            hot = np.flatnonzero((driven * largest > top) | (driven * most_negative < low))
+            if not hot.size:
+                continue
+            speculative = values[hot].astype(np.float32) @ levels
+            saturated = (speculative > top) | (speculative < low)
+            again = np.flatnonzero(saturated.any(1))
+            if not again.size:
+                continue
+            self.recovered += int(np.count_nonzero(saturated))
+            recovered[hot[again], step] = True
+            self.samples += len(again) * width * levels.shape[1]
+            saturated = saturated[again]
+            cut = np.zeros((len(again), levels.shape[1]), np.float32)
+            for b in range(first, first + width):
+                sums = ((codes[hot[again]] >> b) & 1).astype(np.float32) @ levels
+                excess = np.maximum(sums - top, 0) + np.minimum(sums - low, 0)
+                excess[~saturated] = 0        # a sample that did not saturate was exact: kept as it is
+                self.clipped += int(np.count_nonzero(excess))
+                cut += excess * float(1 << b)
+            result[hot[again]] -= cut.reshape(len(again), -1, self.cells_per_weight) @ cell_weight
+        return result, recovered

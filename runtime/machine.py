@@ -18,8 +18,10 @@ import numpy as np
 
 from ..isa.hardware import Hardware
 from ..isa.program import Instr, LayerDef, Program
-from ..isa.tiling import cell_levels, matrix_shape
+from ..isa.tiling import OFFSET_CENTER, cell_levels, matrix_shape, slice_levels
 from ..isa.tiling import layer_blocks as tiled_blocks
+from .adc import MvmAdc, dynamic_precision, input_slice_bits, window_steps
+from .adc_kernels import write_cells_wide
 from .crossbar import BitSerial
 from .kernels import int8_product, int8_products_exact, int8_products_wanted, requantize, write_cells
 from .sfu import I16_MAX, I16_MIN, SFU_OPS, DataError
@@ -31,13 +33,17 @@ class ExecutionError(RuntimeError):
     pass
 
 
-def _write_table(hw: Hardware) -> np.ndarray:
+def _write_table(hw: Hardware) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """For a packed (new << 8 | old) weight pair: 16 x the write pulses (|new level - old level|
-    summed over the weight's cells, at most 4 x 3) + the number of cells whose level changes."""
+    summed over the weight's cells, at most 4 x 3) + the number of cells whose level changes.
+    Differential pairs (up to 16 cells, 6 pulses a slice): the pulses and the changed cells,
+    two tables (runtime/adc_kernels.py)."""
     codes = np.arange(1 << hw.crossbar.weight_bits, dtype=np.uint8)
     levels = cell_levels(codes[:, None], hw).astype(np.int16)       # [256, cells]
     diff = np.abs(levels[:, None, :] - levels[None, :, :])           # [new, old, cells]
     pulses, changed = diff.sum(-1), (diff > 0).sum(-1)
+    if hw.differential:
+        return pulses.astype(np.int64).reshape(-1), changed.astype(np.int64).reshape(-1)
     if pulses.max() > 15 or changed.max() > 15:
         raise ValueError("packed write costs need at most 15 pulses and 15 cells per weight")
     return (pulses * 16 + changed).astype(np.uint8).reshape(-1)
@@ -74,7 +80,8 @@ class Machine:
         self.outputs: dict[str, np.ndarray] = {}
         self.layers = {layer.name: layer for layer in program.layers}
         self.writes = WriteStats()
-        self.bit_serial = BitSerial(xbar.weight_bits, xbar.cell_bits, hw.cells_per_weight, adc_bits, adc_lsb)
+        self.bit_serial = BitSerial(xbar.weight_bits, xbar.cell_bits, hw.slices_per_weight, adc_bits, adc_lsb,
+                                    signed=hw.differential)
         # How products are made. "exhaustive" emulates every bitline sample (`bit_serial`, the
         # reference); the shortcuts of crossbar.py give the same result: "exact" for an ideal ADC,
         # "clipping" for a finite ADC of unit step.
@@ -88,7 +95,9 @@ class Machine:
         # this project's CPUs), so one product spans up to 1,024 K-chunks; where that kernel is not
         # exact (or with int8=False; by default where torch is not imported yet), as float32, whose
         # sums stay exact within 2^24: 8 K-chunks.
-        self.center = 1 << 7 if self.products == "exact" else 0
+        # Differential pairs hold w - 128 (docs/adc.md): their bitlines sum x (w - 128) whatever the ADC.
+        self.center = 1 << 7 if self.products == "exact" else 0                    # of the inputs
+        self.w_center = OFFSET_CENTER if self.products == "exact" or hw.differential else 0
         int8 = int8_products_wanted() if int8 is None else int8
         self.int8 = int8 and self.products == "exact" and xbar.weight_bits == 8 and int8_products_exact()
         largest = (1 << 7) * (1 << (xbar.weight_bits - 1)) * rows
@@ -96,6 +105,9 @@ class Machine:
         self._blocks_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._column_cache: dict[str, np.ndarray] = {}
         self._acc: dict[str, _Accumulator] = {}
+        self.adc_layers: dict[str, list[int]] = {}  # layer -> [ADC samples, clipped samples], finite-ADC paths
+        self.last_mvm_adc = MvmAdc(0)               # recoveries of the last mvm (runtime/adc.py), for the timing
+        self._recovered: np.ndarray | None = None
         self.handlers = {"wr": self.wr, "signal": self.nop, "wait": self.nop, "load": self.load, "store": self.store,
                          "bank": self.nop, "mvm": self.mvm, "sfu": self.sfu, "release": self.release}
         if not compute:  # timing and write activity only: activations change neither
@@ -150,8 +162,11 @@ class Machine:
             rows_of.append(row)
         for name, (blocks, rows_of) in by_layer.items():
             contents, masks, partial, used_cells = self.block_contents(self.layers[name])
-            pulses, changed = write_cells(self.cells, np.array(rows_of, np.int64), contents,
-                                          np.array(blocks, np.int64), masks, partial, self.write_table)
+            where = (self.cells, np.array(rows_of, np.int64), contents, np.array(blocks, np.int64), masks, partial)
+            if isinstance(self.write_table, tuple):  # differential pairs
+                pulses, changed = write_cells_wide(*where, *self.write_table)
+            else:
+                pulses, changed = write_cells(*where, self.write_table)
             self.writes.pulses += int(pulses)
             self.writes.cells_written += int(changed)
             self.writes.cells_skipped += int(used_cells[blocks].sum()) - int(changed)
@@ -167,6 +182,8 @@ class Machine:
     def mvm(self, instr: Instr) -> None:
         layer = self.layers[instr["layer"]]
         attrs = dict(layer.attrs)
+        self.last_mvm_adc = MvmAdc(instr.line)
+        self._recovered = None
         state = self._acc.get(layer.name) or self._start(layer, attrs, self.values[instr["input"]])
         groups, kb, nb, total = layer_grid(layer, self.hw)
         first, last = instr["blocks"]
@@ -186,16 +203,17 @@ class Machine:
             r1 = min(r0 + len(chunks) * self.hw.block[0], k)
             x = state.windows[g][:, r0:r1]
             rows_read = [held[g, chunks[0]][j] for j in columns]
+            if dynamic_precision(layer):
+                self._count_dynamic_steps(layer, x, chunks, columns, n)
             # products are made transposed, [columns, windows]: output channels stay rows to the end
-            if self.products == "exhaustive":
-                product = self._bit_serial_product(x, rows_read).T
-            elif self.products == "exact":  # the product with the weights the cells encode
+            if self.products == "exact":  # the product with the weights the cells encode
                 weights = self._weight_matrix(held, g, chunks, columns, r1 - r0)[:, :self._width(columns, n)]
                 product = int8_product(weights.T, x.T) if self.int8 else weights.T @ x.T
             else:
-                product = self.bit_serial.clipping_product(x, self._weight_matrix(held, g, chunks, columns, r1 - r0),
-                                                           self._levels(rows_read)).T
+                product = self._adc_product(layer.name, x, held, (g, chunks, columns), rows_read, n)
             self._accumulate(state, g, product, columns, n)
+        if self._recovered is not None:
+            self.last_mvm_adc.recovered_windows = int(np.count_nonzero(self._recovered))
         if len(state.done) == total:
             self.values[instr["out"]] = self._finish(layer, attrs, state, k, n)
             del self._acc[layer.name]
@@ -218,7 +236,7 @@ class Machine:
         return products
 
     def _weight_matrix(self, held: dict, g: int, chunks: list[int], columns: list[int], height: int) -> np.ndarray:
-        """The weights (less `center`) of K-chunks x column blocks, read from the cells, as the
+        """The weights (less `w_center`) of K-chunks x column blocks, read from the cells, as the
         products take them (int8 or float32); rows past the layer's K (stale cells no wordline
         drives) are left out."""
         block_rows, block_cols = self.hw.block
@@ -228,21 +246,73 @@ class Machine:
             h = min(block_rows, height - r0)
             for s, j in enumerate(columns):
                 codes[r0:r0 + h, s * block_cols:(s + 1) * block_cols] = self.cells[held[g, i][j]][:h]
-        if self.int8:  # flipping the top bit of a uint8 code gives code - 128 in two's complement
-            return (codes ^ np.uint8(self.center)).view(np.int8)
+        if self.int8:  # w_center is 128: flipping the top bit of a uint8 code gives code - 128 in two's complement
+            return (codes ^ np.uint8(self.w_center)).view(np.int8)
         weights = codes.astype(np.float32)
-        weights -= self.center
+        weights -= self.w_center
         return weights
 
-    def _bit_serial_product(self, x: np.ndarray, rows: list[int]) -> np.ndarray:
-        block_rows = self.hw.block[0]
-        codes = np.zeros((x.shape[0], block_rows), np.uint8)  # rows past K get no input
-        codes[:, :x.shape[1]] = x
-        return self.bit_serial.product(codes, self._levels(rows))
+    def _adc_product(self, layer: str, x: np.ndarray, held: dict, where: tuple, rows: list[int], n: int) -> np.ndarray:
+        """The product through the ADC, [columns, windows], sample by sample ("exhaustive") or by
+        the clipping shortcut, over the columns that hold the layer's weights: the others of a
+        partial block (empty or stale cells) are neither converted nor counted, and stay 0.
+        Samples and clipped samples are also counted per layer (`adc_layers`)."""
+        g, chunks, columns = where
+        used = self._used_columns(columns, n)
+        levels = self._levels(rows)
+        levels = levels.reshape(len(levels), -1, self.hw.slices_per_weight)[:, used].reshape(len(levels), -1)
+        counts = (self.bit_serial.samples, self.bit_serial.clipped)
+        slice_bits = input_slice_bits(self.layers[layer])
+        if slice_bits > 1:
+            weights = self._weight_matrix(held, g, chunks, columns, x.shape[1])[:, used]
+            part, recovered = self.bit_serial.speculative_product(x, weights, levels, slice_bits)
+            self._count_recoveries(recovered, columns, n, slice_bits)
+        elif self.products == "exhaustive":
+            codes = np.zeros((x.shape[0], self.hw.block[0]), np.uint8)  # rows past K get no input
+            codes[:, :x.shape[1]] = x
+            part = self.bit_serial.product(codes, levels)
+        else:
+            weights = self._weight_matrix(held, g, chunks, columns, x.shape[1])[:, used]
+            part = self.bit_serial.clipping_product(x, weights, levels)
+        layer_counts = self.adc_layers.setdefault(layer, [0, 0])
+        layer_counts[0] += self.bit_serial.samples - counts[0]
+        layer_counts[1] += self.bit_serial.clipped - counts[1]
+        product = np.zeros((len(columns) * self.hw.block[1], x.shape[0]), part.dtype)
+        product[used] = part.T
+        return product
+
+    def _count_dynamic_steps(self, layer: LayerDef, x: np.ndarray, chunks: list[int], columns: list[int],
+                             n: int) -> None:
+        """Dynamic precision: the input steps each K-chunk's APU rows run over the product's windows
+        (runtime/adc.py), for the busiest row (the instruction's time) and summed over crossbars."""
+        record = self.last_mvm_adc
+        block_rows, block_cols = self.hw.block
+        crossbars = sum(-(-min(block_cols, n - j * block_cols) // self.hw.weights_per_row) for j in columns)
+        for a in range(len(chunks)):
+            codes = x[:, a * block_rows:(a + 1) * block_rows] + self.center  # the codes, whatever the centring
+            steps = int(window_steps(codes.astype(np.uint8), input_slice_bits(layer)).sum())
+            record.busiest_row_steps = max(record.busiest_row_steps or 0, steps)
+            record.crossbar_steps = (record.crossbar_steps or 0) + steps * crossbars
+
+    def _count_recoveries(self, recovered: np.ndarray, columns: list[int], n: int, slice_bits: int) -> None:
+        """Recovered (window, input slice) pairs of one product: their union over the instruction's
+        products (for its time), and the single-bit steps they rerun on the product's crossbars
+        (for its conversions and energy)."""
+        self._recovered = recovered if self._recovered is None else self._recovered | recovered
+        block_cols = self.hw.block[1]
+        crossbars = sum(-(-min(block_cols, n - j * block_cols) // self.hw.weights_per_row) for j in columns)
+        self.last_mvm_adc.recovered_crossbar_steps += int(np.count_nonzero(recovered)) * slice_bits * crossbars
+
+    def _used_columns(self, columns: list[int], n: int) -> np.ndarray:
+        """Indices of the product columns (column blocks side by side) that hold one of the n weights."""
+        block_cols = self.hw.block[1]
+        return np.concatenate([slot * block_cols + np.arange(min(block_cols, n - j * block_cols))
+                               for slot, j in enumerate(columns)])
 
     def _levels(self, rows: list[int]) -> np.ndarray:
-        """[block rows, cells of the rows side by side]: the cell levels of APU rows that share inputs."""
-        return np.hstack([cell_levels(self.cells[row], self.hw) for row in rows])
+        """[block rows, weight slices of the rows side by side]: what each slice of APU rows that share
+        inputs adds to its bitline sum per driven row (a cell level, or a differential pair's difference)."""
+        return np.hstack([slice_levels(self.cells[row], self.hw) for row in rows])
 
     def _width(self, columns: list[int], n: int) -> int:
         """Product columns that hold weights: the last column block of a layer may be partial."""
@@ -309,7 +379,7 @@ class Machine:
         out = np.empty((windows // positions, groups * n, positions), np.int16 if wide else np.uint8)
         low = I16_MIN if wide else 0
         floor = np.maximum(out_zp, low) if attrs.get("relu") else np.full_like(out_zp, low)
-        requantize(state.acc, x_sums, (w_zp - self.center).astype(np.float64), multiplier,
+        requantize(state.acc, x_sums, (w_zp - self.w_center).astype(np.float64), multiplier,
                    self._column_terms(layer, attrs, k, n), shift, floor, I16_MAX if wide else 255, out)
         if layer.op == "qconv2d":
             return out.reshape(out.shape[0], groups * n, *state.out_hw)
@@ -327,10 +397,10 @@ class Machine:
         out_zp << shift before the flooring shift equals adding out_zp after it."""
         if layer.name not in self._column_cache:
             groups = attrs.get("groups", 1)
-            weight = self.w[layer.weight("weight")[0]].reshape(groups, n, k).astype(np.int64) - self.center
+            weight = self.w[layer.weight("weight")[0]].reshape(groups, n, k).astype(np.int64) - self.w_center
             w_zp, multiplier, shift, out_zp = (self._channel_param(layer, attrs, name, groups, n)
                                                for name in ("w_zp", "multiplier", "shift", "out_zp"))
-            x_zp, w_zp = attrs["x_zp"] - self.center, w_zp - self.center
+            x_zp, w_zp = attrs["x_zp"] - self.center, w_zp - self.w_center
             terms = k * x_zp * w_zp - x_zp * weight.sum(2)
             bias = layer.weight("bias")
             if bias is not None:

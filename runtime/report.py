@@ -40,6 +40,10 @@ def print_run(result, out: Console) -> None:
                   f"{s['most_writes_per_row']} writes per inference; endurance "
                   f"{result.machine.hw.crossbar.endurance_writes:.0e} writes)")
     bs = result.machine.bit_serial
+    xbar = result.machine.hw.crossbar
+    modelled = "ideal (an idealisation: --adc-bits N models it)" if bs.adc_bits is None else f"{bs.adc_bits}-bit"
+    stats.add_row("ADC", f"{modelled}; the chip's: {xbar.adc_bits}-bit, {xbar.weight_encoding} cells")
+    stats.add_row("ADC conversions", f"{s['adc']['conversions']:,} ({s['adc']['energy_joules'] * 1e3:.3f} mJ, in compute)")
     if bs.adc_bits is not None:
         stats.add_row(f"ADC {bs.adc_bits}-bit samples clipped",
                       f"{bs.clipped:,} of {bs.samples:,} ({bs.clipped / max(bs.samples, 1):.2%})")
@@ -75,7 +79,7 @@ def adc_error(result, ideal) -> dict:
 def write_report(result, path: str) -> None:
     data = run_summary(result)
     bs = result.machine.bit_serial
-    data["adc"] = {"bits": bs.adc_bits, "samples": bs.samples, "clipped": bs.clipped}
+    data["adc"].update({"bits": bs.adc_bits, "samples": bs.samples, "clipped": bs.clipped, "recovered": bs.recovered})
     if getattr(result, "adc_error", None):
         data["adc"]["error"] = result.adc_error
     _atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()), "--report")

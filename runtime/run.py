@@ -116,6 +116,9 @@ def run_file(path: str, input_path: str | None = None, hw_path: str | None = Non
     """Load, verify and run a program `inferences` times on one machine; the last run is returned
     (with 2, its write pulses are the steady state: counted against the cells the first run left)."""
     program, weights, hw = load_program(path, hw_path)
+    if machine_options.get("adc_lsb", 1) != 1 and any(layer.attr("input_slice_bits", 1) > 1 for layer in program.layers):
+        raise RuntimeInputError(f"{path}: --adc-lsb {machine_options['adc_lsb']}: the program's speculative input "
+                                f"slicing (input_slice_bits) is modelled for an ADC of unit step only; drop --adc-lsb")
     inputs = read_inputs(program, weights, input_path)
     return run_loaded(program, weights, hw, inputs, path, input_path, inferences, **machine_options)
 

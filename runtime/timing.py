@@ -18,7 +18,9 @@ waits for the earliest to finish. A write-stream `signal` raises its token when 
 before it has finished; the stream itself goes on issuing.
 
 Energy: write pulses x write_j_per_pulse; weight and activation bytes x main_memory_j_per_byte;
-crossbar activations (used crossbars x windows) x compute_j_per_crossbar_window plus one
+crossbar activations (used crossbars x windows) x compute_j_per_crossbar_window, scaled by the
+input steps a window takes (runtime/adc.py), and their ADC conversions (every bitline, or
+differential pair, of a used crossbar, per input step) x adc_j_per_conversion, plus one
 accumulation per output per extra K-block; SFU element-operations x sfu_j_per_op; Gbuffer bytes
 read and written x gbuffer_access_j_per_byte; and the static power of the banks each `bank`
 instruction turns on, for as long as they stay on (all others are power-gated). Activations a
@@ -34,6 +36,7 @@ from ..isa.hardware import Hardware
 from ..isa.opcodes import OPCODES
 from ..isa.program import CHANNEL_PARAMS, Instr, Program
 from ..isa.tiling import block_grid, matrix_shape
+from .adc import INPUT_BITS, MvmAdc, input_slice_bits, input_steps
 from .verify import layer_grid
 
 
@@ -53,10 +56,11 @@ class Energy:
     memory: float = 0.0
     sfu: float = 0.0
     gbuffer: float = 0.0
+    adc: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.write + self.compute + self.static + self.memory + self.sfu + self.gbuffer
+        return self.write + self.compute + self.static + self.memory + self.sfu + self.gbuffer + self.adc
 
 
 @dataclass
@@ -74,6 +78,8 @@ class Timing:
     banks: tuple = ()
     ports: tuple = (1, 1)                              # banks holding the inputs, the outputs
     banks_since: float = 0.0
+    adc_conversions: int = 0                           # ADC conversions, every bitline (pair) of a used crossbar
+    layer_adc: dict = field(default_factory=dict)      # layer -> [ADC conversions, single-bit steps rerun]
 
     def __post_init__(self):
         self.max_inflight = max_blocks_writing(self.hw)
@@ -155,11 +161,22 @@ class Timing:
         windows = shape[0] * shape[2] * shape[3] if layer.op == "qconv2d" else math.prod(shape[:-1])
         k, n = self._grid(layer)[:2]
         groups = layer.attr("groups", 1)
-        cycles = mvm_cycles(self.hw, windows, replicas, groups * k, groups * n, self.ports)
+        steps = input_steps(layer)
+        record = machine.last_mvm_adc if machine.last_mvm_adc.line == instr.line else MvmAdc(instr.line)
+        rerun = record.recovered_windows * input_slice_bits(layer)
+        busiest = record.busiest_row_steps
+        cycles = mvm_cycles(self.hw, windows, replicas, groups * k, groups * n, self.ports, steps, rerun, busiest)
         self._advance(stream, cycles, f"mvm {layer.name}", [self.row_tracks[r] for r in instr["rows"]])
         crossbars = sum(math.ceil(self._block_shape(layer, b)[1] / self.weights_per_row) for b in range(first, last + 1))
         e = self.hw.energy
-        self.energy.compute += crossbars * windows * e.compute_j_per_crossbar_window
+        run_steps = crossbars * windows * steps if record.crossbar_steps is None else record.crossbar_steps
+        crossbar_steps = run_steps + record.recovered_crossbar_steps
+        self.energy.compute += crossbar_steps * e.compute_j_per_crossbar_window / INPUT_BITS
+        self.adc_conversions += crossbar_steps * self.hw.conversions_per_step
+        self.energy.adc += crossbar_steps * self.hw.conversions_per_step * e.adc_j_per_conversion
+        self.layer_adc.setdefault(layer.name, [0, 0])
+        self.layer_adc[layer.name][0] += crossbar_steps * self.hw.conversions_per_step
+        self.layer_adc[layer.name][1] += rerun
         self.energy.compute += (last - first + 1) * windows * self.block[1] * e.accumulate_j_per_add
         self._gbuffer(self.types[instr["input"]].nbytes + instr["type"].nbytes)
         params = self.channel_param_bytes.pop(layer.name, 0)   # the first segment brings them
@@ -215,11 +232,18 @@ class Timing:
         self.cycles = end
 
 
-def mvm_cycles(hw: Hardware, windows: int, replicas: int, k: int, n: int, ports: tuple[int, int] = (1, 1)) -> int:
+def mvm_cycles(hw: Hardware, windows: int, replicas: int, k: int, n: int, ports: tuple[int, int] = (1, 1),
+               input_steps: int = INPUT_BITS, rerun_steps: int = 0, busiest_row_steps: int | None = None) -> int:
     """Cycles of an `mvm` over `windows` on `replicas` copies: compute_cycles_per_window per
-    window step, but never less than moving each window's k input and n output bytes through
-    the ports of the layer's (input, output) banks; then the accumulation latency."""
-    steps = math.ceil(windows / replicas) * hw.crossbar.compute_cycles_per_window
+    window step (of INPUT_BITS input steps; fewer with input slicing, and `rerun_steps` more
+    single-bit steps where speculation recovered, runtime/adc.py), but never less than moving each
+    window's k input and n output bytes through the ports of the layer's (input, output) banks;
+    then the accumulation latency. With dynamic precision, `busiest_row_steps` (the input steps
+    of the APU row with the most, over all windows) replaces windows x input_steps."""
+    per_window = hw.crossbar.compute_cycles_per_window
+    run = math.ceil(windows / replicas) * input_steps if busiest_row_steps is None else \
+        math.ceil(busiest_row_steps / replicas)
+    steps = math.ceil((run + math.ceil(rerun_steps / replicas)) * per_window / INPUT_BITS)
     port = hw.latency.gbuffer_bytes_per_cycle_per_bank
     traffic = max(math.ceil(windows * k / (ports[0] * port)), math.ceil(windows * n / (ports[1] * port)))
     return max(steps, traffic) + hw.latency.accumulate_latency_cycles
@@ -267,8 +291,9 @@ def summary(timing: Timing, machine, program: Program, hw: Hardware, inference: 
         "inferences_per_second": 1.0 / seconds if seconds else math.inf,
         "upper_bound_inferences_per_second": 1.0 / hw.seconds(bound),
         "fraction_of_upper_bound": bound / cycles if cycles else 0.0,
-        "energy_joules": {"write": e.write, "compute": e.compute + e.sfu, "static": e.static,
+        "energy_joules": {"write": e.write, "compute": e.compute + e.sfu + e.adc, "static": e.static,
                           "memory": e.memory + e.gbuffer, "total": e.total},
+        "adc": {"conversions": timing.adc_conversions, "energy_joules": e.adc},
         "write_pulses": w.pulses,
         "cells_written": w.cells_written,
         "cells_skipped": w.cells_skipped,

@@ -21,7 +21,8 @@ from arasc.stages import Stages
 from conftest import built
 
 ISA_DIR = Path(__file__).resolve().parent.parent / "isa"
-STAGES = ["capture", "lower", "quantize", "shift-weights", "tile", "replication", "schedule", "banks", "emit"]
+STAGES = ["capture", "lower", "quantize", "shift-weights", "center-offset", "input-slicing", "dynamic-precision", "tile",
+          "replication", "schedule", "banks", "emit"]
 
 
 def small_source(name="resnet50-small"):
@@ -43,7 +44,8 @@ def test_every_option_is_one_flag_with_its_default():
     assert options_from_args(parser.parse_args(base)) == CompileOptions()
     for f in dataclasses.fields(CompileOptions):
         flag = "--" + f.name.replace("_", "-")
-        choices = f.metadata["choices"] or {"weight_center": ("none",), "channel_groups": ("4",), "smooth": ("0.5",)}[f.name]
+        choices = f.metadata["choices"] or {"weight_center": ("none",), "channel_groups": ("4",), "smooth": ("0.5",),
+                                            "input_slice_bits": ("2",)}[f.name]
         value = next(c for c in choices if c != f.default)
         options = options_from_args(parser.parse_args(base + [flag, value]))
         assert getattr(options, f.name) != f.default, flag

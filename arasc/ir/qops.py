@@ -151,7 +151,8 @@ def _dequantize(xs, a, w):
 
 MVM_ATTRS = ("x_zp",)
 # CHANNEL_PARAMS: per layer as attributes, or per output channel as int32 weights of the same role.
-MVM_DEFAULTS = {"relu": False, "wide": False, **{name: None for name in CHANNEL_PARAMS}}
+MVM_DEFAULTS = {"relu": False, "wide": False, "center_offset": False, "input_slice_bits": 1, "dynamic_precision": False,
+                **{name: None for name in CHANNEL_PARAMS}}
 
 
 def _zero_point_terms(xw, x_sum, w_sum, k, a, w_zp, bias):
