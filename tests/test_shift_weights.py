@@ -150,6 +150,10 @@ def test_task_agreement_by_output_shape():
     hidden = rng.normal(size=(6, 4, 8))
     assert task_agreement([[hidden]], [[hidden * 2.0]]) == pytest.approx(1.0)   # similarities keep their order
     assert task_agreement([[hidden]], [[rng.normal(size=(6, 4, 8))]]) < 0.9
+    # Noise that cancels in the token mean keeps every similarity; the hidden states' cosine still counts.
+    noise = np.concatenate([np.full((6, 2, 8), 0.3), np.full((6, 2, 8), -0.3)], axis=1)
+    cos = float((hidden * (hidden + noise)).sum() / np.linalg.norm(hidden) / np.linalg.norm(hidden + noise))
+    assert task_agreement([[hidden]], [[hidden + noise]]) == pytest.approx(cos) and cos < 0.99
 
 
 def test_auto_keeps_the_outputs_or_shifts_nothing():
