@@ -115,7 +115,7 @@ def measure(name: str, markdown: bool) -> None:
         pulses = run_summary(run(loaded, held_out[0]))["write_pulses"]
         pulses_none = run_summary(run(unshifted, held_out[0]))["write_pulses"]
     figures = {"held-out inputs": len(held_out), **task_metrics(name, module, held_out, labels, chip),
-               "weight center (V-C)": result.model.graph.meta.get("weight_center", "none"),
+               "weight center (V-C)": dict(result.model.graph.meta).get("weight_center", "none"),
                "write pulses": f"{pulses:,}", "without shifting": f"{pulses_none:,}",
                "pulses saved": f"{1 - pulses / pulses_none:.1%}", "seconds": f"{time.time() - start:.0f}"}
     print(f"\n## {name}\n")
