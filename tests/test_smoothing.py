@@ -73,3 +73,34 @@ def test_smooth_option_is_checked(bad):
 
     with pytest.raises(QuantizeError, match="smooth"):
         Quantize(calibration=((np.zeros(1),),), smooth=bad).run(None)
+
+
+def test_too_few_rows_keep_one_scale():
+    """A value with fewer rows per fold than MIN_FOLD_ROWS (a pooler's one token per input) gets
+    the observer's one range (scale and zero point) for every channel; with enough rows, its
+    channels get their own."""
+    from arasc.frontend import import_module
+    from arasc.passes.quantize import MIN_FOLD_ROWS, Quantize
+
+    torch.manual_seed(0)
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm, self.out = torch.nn.LayerNorm(8), torch.nn.Linear(8, 8)
+            with torch.no_grad():
+                self.norm.weight[2] = 20.0    # an outlier channel, which the linear layer weighs little
+                self.out.weight[:, 2] *= 0.01
+
+        def forward(self, x):   # the norm feeds an add too, so it is int16, narrowed for the linear layer
+            h = self.norm(x)
+            return h + self.out(h)
+
+    module = Head().eval()
+    for tokens, uniform in ((1, True), (4 * MIN_FOLD_ROWS, False)):
+        calibration = tuple((torch.randn(1, tokens, 8).numpy(),) for _ in range(4))
+        model = import_module(module, (torch.from_numpy(calibration[0][0]),), "head")
+        q = Quantize(calibration=calibration).rewrite(model)
+        p = q.params["norm.n"]
+        scale, zp = np.asarray(p.scale), np.asarray(p.zp)
+        assert scale.shape == zp.shape == (8,) and (np.ptp(scale) == np.ptp(zp) == 0) == uniform, (scale, zp)

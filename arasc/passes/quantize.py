@@ -66,6 +66,9 @@ FUSES_RELU = ("conv2d", "linear", "add", "sub") + LUT_OPS
 WEIGHT_GRANULARITIES = ("channel", "tensor")
 RESIDUALS = ("wide", "u8")
 TABLE_INDEX_LEVELS = (1 << 12) - 1   # a table read from an int16 value has 4,096 entries (12-bit index)
+# Rows of a value each calibration fold must have before smoothing trusts its per-channel ranges:
+# a BERT pooler reads one token per input, and 5 calibration inputs gave it ranges that clipped.
+MIN_FOLD_ROWS = 32
 
 
 
@@ -302,7 +305,12 @@ class _Rewriter:
             return channel_qparams(*grouped_channel_ranges(stats, self.options.channel_groups))
         alpha = self.options.smooth
         if alpha == "auto":
-            alpha = choose_alpha(stats.sample(), self.channel_readers(name), self.weight_as_held)
+            folds = stats.sample()
+            if min(len(f) for f in folds) < MIN_FOLD_ROWS:   # too few rows to trust per-channel ranges
+                p = qparams(*choose_range(stats, self.options.observer))
+                channels = np.ones(len(stats.channel_low))
+                return QParams(p.scale * channels, (p.zp * channels).astype(np.int64))
+            alpha = choose_alpha(folds, self.channel_readers(name), self.weight_as_held)
         return smoothed_qparams(stats.channel_low, stats.channel_high, float(alpha))
 
     def channel_readers(self, name: str) -> list[np.ndarray | None]:
