@@ -60,7 +60,7 @@ def relative_error(fit: np.ndarray, test: np.ndarray, alpha: float, readers: Seq
             exact, approx = test, codes * p.scale
         else:
             exact, approx = test @ weight.T, codes @ quantize_weight(weight * p.scale).T
-        signal = float(np.vdot(exact, exact)) / len(exact)
+        signal = float(np.vdot(exact, exact)) / max(len(exact), 1)
         if signal > 0:
             total += float(np.square(exact - approx).sum(axis=1).max()) / signal
     return total
