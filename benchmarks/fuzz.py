@@ -54,6 +54,9 @@ def compile_bases(names: list[str], folder: str) -> list[fuzzing.Base]:
 
 
 def worker(bases, seed: int, start: int, stop: int, cli_share: float, memory_gb: float, results) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core: the reference's small matmuls only lose to thread start-up on a loaded machine
     limit = int(memory_gb * (1 << 30))
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     with tempfile.TemporaryDirectory() as folder:
