@@ -211,10 +211,18 @@ NEW_OP_RULES = {
                                                      "[table=@pooler.activation.table : u8[4096]] : u8[1,4,16,16]"),
                                         r"sfu: qlut indexes its table by %scaled_dot_product_attention\.scaled, "
                                         r"i16\[1,4,16,16\], whose codes may be negative"),
-    "qlut table shorter than the index's codes": (
+    "qlut table rows per channel": (
         sub(r"\[table=@encoder\.layer\.0\.intermediate\.intermediate_act_fn\.table : u8\[4096\]\]",
             f"[table=@{QUERY}.weight : u8[64,64]]"),
-        r"sfu: qlut takes a table \[L\] or \[C, L\] with C the input's size along dim and 4096 <= L <= 4096"),
+        r"sfu: qlut takes a table \[L\] or \[C, L\] with C the input's size along dim and 4096 <= L <= 4096 "
+        r"\(an entry per code of i16\[1,16,256\]\), got \[64, 64\]"),
+    "qlut table shorter than the index's codes": (  # [C, L] with C = 256 channels along dim 2, but L = 64
+        sub(r"qlut\(%encoder\.layer\.0\.intermediate\.dense\.t\) \[table=@encoder\.layer\.0\.intermediate\."
+            r"intermediate_act_fn\.table : u8\[4096\]\]",
+            "qlut(%encoder.layer.0.intermediate.dense.t) {dim=2} [table=@encoder.layer.0.intermediate.dense.weight "
+            ": u8[256,64]]"),
+        r"sfu: qlut takes a table \[L\] or \[C, L\] with C the input's size along dim and 4096 <= L <= 4096 "
+        r"\(an entry per code of i16\[1,16,256\]\), got \[256, 64\]"),
     "qsoftmax table values": (sub(re.escape(QSOFTMAX_TABLE), f"table=@{QUERY}.bias : i32[64]"),
                               r"sfu: qsoftmax takes a table \[L\], 1 <= L <= 65536, of exponentials in 0\.\.65536 "
                               r"with table\[0\] > 0, got \[64\]"),
@@ -265,8 +273,9 @@ def test_verifier_rule_of_newer_ops(rule):
     assert re.search(message, got), got
 
 
-def test_per_channel_shift_bounds_the_int64_requantization():
-    """A layer's per-channel shift enters the overflow bound by its largest channel."""
+def weight_refusal(change, edit=lambda text: text):
+    """The refusal of bert-base-small with its side file's tensors changed by `change` (the program's
+    digest of the file updated to match)."""
     import hashlib
 
     from safetensors.numpy import load as load_tensors
@@ -274,15 +283,55 @@ def test_per_channel_shift_bounds_the_int64_requantization():
     from arasc.isa.weights import weights_bytes
 
     b = bert()
-    tensors = dict(load_tensors(b.weights))
-    tensors[f"{QUERY}.shift"] = np.full(64, 58, np.int32)
+    tensors = {name: array.copy() for name, array in load_tensors(b.weights).items()}
+    change(tensors)
     data = weights_bytes(tensors)
-    text = re.sub(r"^(\.weights \S+ sha256=)\w+", lambda m: m.group(1) + hashlib.sha256(data).hexdigest(), b.text,
-                  count=1, flags=re.M)
+    text = re.sub(r"^(\.weights \S+ sha256=)\w+", lambda m: m.group(1) + hashlib.sha256(data).hexdigest(),
+                  edit(b.text), count=1, flags=re.M)
     outcome, first = run_in_process(Case(text, data, how="test"))
     assert outcome == "bad-located", (outcome, first)
+    return first
+
+
+def test_per_channel_shift_bounds_the_int64_requantization():
+    """A layer's per-channel shift enters the overflow bound by its largest channel."""
+    def change(tensors):
+        tensors[f"{QUERY}.shift"][5] = 58
+
+    first = weight_refusal(change)
     assert re.match(rf"fuzz\.aras:9:1: \.layer {re.escape(QUERY)}: multiplier=\d+ and shift=58 with K=64 .* may "
                     r"overflow the int64 requantization", first), first
+
+
+def test_softmax_table_holds_no_negative_exponential():
+    def change(tensors):
+        tensors["scaled_dot_product_attention.probs.table"][7] = -1
+
+    first = weight_refusal(change)
+    assert re.match(r"fuzz\.aras:105:5: sfu: qsoftmax takes a table \[L\], 1 <= L <= 65536, of exponentials in "
+                    r"0\.\.65536 with table\[0\] > 0, got \[65536\]", first), first
+
+
+def test_qlut_table_has_a_row_per_channel_along_dim():
+    """A [C, L] table long enough for the index's codes, but C is not the input's size along dim."""
+    act = "encoder.layer.0.intermediate.intermediate_act_fn.table"
+
+    def change(tensors):
+        tensors[act] = np.tile(tensors[act], (3, 1))
+
+    first = weight_refusal(change, sub(rf"{re.escape(act)} : u8\[4096\]", f"{act} : u8[3,4096]"))
+    assert re.match(r"fuzz\.aras:131:5: sfu: qlut takes a table \[L\] or \[C, L\] with C the input's size along dim "
+                    r"and 4096 <= L <= 4096 \(an entry per code of i16\[1,16,256\]\), got \[3, 4096\]", first), first
+
+
+def test_softmax_table_first_entry_is_positive():
+    """table[0] stands for exp(0): a zero there lets a row's exponentials sum to zero."""
+    def change(tensors):
+        tensors["scaled_dot_product_attention.probs.table"][0] = 0
+
+    first = weight_refusal(change)
+    assert re.match(r"fuzz\.aras:105:5: sfu: qsoftmax takes a table \[L\], 1 <= L <= 65536, of exponentials in "
+                    r"0\.\.65536 with table\[0\] > 0, got \[65536\]", first), first
 
 
 def test_the_unedited_bert_program_is_accepted():
