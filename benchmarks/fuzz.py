@@ -86,8 +86,8 @@ def main() -> int:
     parser.add_argument("--show", type=int, default=5, help="examples shown per bad outcome")
     args = parser.parse_args()
 
-    folder = tempfile.mkdtemp(prefix="arasc-fuzz-")
-    bases = compile_bases(args.models.split(","), folder)
+    with tempfile.TemporaryDirectory(prefix="arasc-fuzz-") as folder:
+        bases = compile_bases(args.models.split(","), folder)
     counts: collections.Counter = collections.Counter()
     examples: dict[str, list[str]] = collections.defaultdict(list)
     started = time.time()
