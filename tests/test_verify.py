@@ -146,6 +146,36 @@ RULES = {
     "missing signal": (sub(r"^    signal \$w\.features\.0\n", ""), r"wait: wait \$w\.features\.0 has no matching signal"),
     "deadlock": (sub(r"^    wait \$w\.features\.0$", "    wait $c.features.4"), r"wait: deadlock"),
     "bank out of range": (sub(r"bank \{in=\[0\], out=\[4\]\}", "bank {in=[0], out=[40]}"), r"bank: bank index out of range"),
+    "bank in and out apart": (sub(r"bank \{in=\[0\], out=\[4\]\}", "bank {in=[0], out=[0]}"),
+                              r"bank: a bank holds a layer's inputs or its outputs, never both"),
+    "mvm segments cover the blocks": (sub(r"blocks\(0\.\.1\) rows\(1\.\.2\)", "blocks(1..1) rows(2)"),
+                                      r"\.layer features\.4: its mvm instructions must cover its blocks 0\.\.1 once, "
+                                      r"in order; they cover \[\(1, 1\)\]"),
+    "mvm segments agree": (lambda text: set_attr(re.compile(r"^(\.layer features\.4 qconv2d \{)(.*?)(\} \[.*)$", re.M),
+                                                 "segments", 2)(sub(
+        r"^    mvm %features\.4 = features\.4\(%features\.3\) blocks\(0\.\.1\) rows\(1\.\.2\) : u8\[8,32,4,4\]$",
+        "    mvm %features.4 = features.4(%features.3) blocks(0..0) rows(1) : u8[8,32,4,4]\n"
+        "    mvm %features.4 = features.4(%x.q) blocks(1..1) rows(2) : u8[8,32,4,4]")(text)),
+                           r"mvm: a segment of features\.4 must read, define and type the same values as its first"),
+    "mvm rows whole replicas": (sub(r"blocks\(0\.\.1\) rows\(1\.\.2\)", "blocks(0..1) rows(1..3)"),
+                                r"mvm: 3 rows for 2 blocks"),
+    "row listed twice": (sub(r"release rows\(1\.\.2\)", "release rows(1, 1)"), r"release: an APU row is listed twice"),
+    "no such layer": (sub(r"wr features\.0\[0\] -> rows\(0\)", "wr features.9[0] -> rows(0)"), r"wr: no \.layer features\.9"),
+    "token signalled twice": (sub(r"^(    signal \$w\.features\.0)$", r"\1\n\1"),
+                              r"signal: token \$w\.features\.0 is signalled twice"),
+    "weight not in the file": (sub(r"bias=@features\.0\.bias :", "bias=@features.0.bias2 :"),
+                               r"\.layer features\.0: weight @features\.0\.bias2 is not in fuzz\.arasw"),
+    "port twice": (sub(r"^(\.input x .*)$", r"\1\n\1"), r"\.input x: a second port of this name"),
+    "output is f32": (sub(r"^\.output classifier\.dq %classifier f32", ".output classifier.dq %classifier u8"),
+                      r"\.output classifier\.dq: a quantized output is f32 outside the chip, not u8"),
+    "layer groups divide the channels": (LAYER_ATTR("groups", 3), r"\.layer features\.0: qconv2d takes a 4-D weight with "
+                                         r"output channels divisible by groups=3"),
+    "layer bias per channel": (sub(r"bias=@features\.0\.bias : i32\[16\]", "bias=@features.4.bias : i32[32]"),
+                               r"\.layer features\.0: bias i32\[32\] must be \[16\], one per output channel"),
+    "mvm input fits the layer": (sub(r"features\.4\(%features\.3\)", "features.4(%x.q)"),
+                                 r"mvm: features\.4: input u8\[8,1,8,8\] has 1 channels"),
+    "maxpool2d windows fit memory": (set_attr(POOL, "padding", "[60000, 60000]"),
+                                     r"sfu maxpool2d's windows: .* needs [\d,]+ B, more than this machine can simulate"),
     "bank capacity": (sub(r"bank \{in=\[0\], out=\[4\]\}", "bank {in=[0], out=[]}"), r"mvm: inputs .* do not fit the banks"),
 }
 
@@ -237,6 +267,9 @@ NEW_OP_RULES = {
     "id op dtypes": (after_scaled("sfu %e = embedding(%scaled_dot_product_attention.scaled) "
                                   "[table=@embeddings.word_embeddings.weight : i16[1000,64]] : i16[1,4,16,16,64]"),
                      r"sfu: embedding takes i32, i64 inputs, %scaled_dot_product_attention\.scaled is i16"),
+    "mvm reads u8 activations": (sub(rf"{re.escape(QUERY)}\(%embeddings\.LayerNorm\.n\)", f"{QUERY}(%embeddings.LayerNorm)"),
+                                 rf"mvm: qlinear {re.escape(QUERY)} reads u8 activations, %embeddings\.LayerNorm is "
+                                 r"i16\[1,16,64\]"),
     "unquantized input's load type": (sub(r"load %input_ids <- input_ids : i64\[1,16\]",
                                           "load %input_ids <- input_ids : i32[1,16]"),
                                       r"load: %input_ids is declared i32\[1,16\], but load makes i64\[1,16\]"),
@@ -301,6 +334,15 @@ def test_per_channel_shift_bounds_the_int64_requantization():
     first = weight_refusal(change)
     assert re.match(rf"fuzz\.aras:9:1: \.layer {re.escape(QUERY)}: multiplier=\d+ and shift=58 with K=64 .* may "
                     r"overflow the int64 requantization", first), first
+
+
+def test_float_weights_hold_no_nan():
+    def change(tensors):
+        tensors["embeddings.LayerNorm.weight"][3] = np.nan
+
+    first = weight_refusal(change)
+    assert re.match(r"fuzz\.aras:68:1: sfu qlayernorm: weight @embeddings\.LayerNorm\.weight holds NaN or infinite "
+                    r"values", first), first
 
 
 def test_softmax_table_holds_no_negative_exponential():
