@@ -103,7 +103,8 @@ def main() -> int:
         running = None
         while True:
             try:
-                kind, index, outcome, detail = results.get(timeout=fuzzing.CASE_SECONDS * 3)
+                # a backstop for a worker that stops answering: cases time themselves by CPU time
+                kind, index, outcome, detail = results.get(timeout=fuzzing.CASE_SECONDS * 20)
             except Exception:  # no word from the worker: it hangs or died
                 if process.is_alive() and running is not None:
                     process.kill()

@@ -27,6 +27,7 @@ import hashlib
 import os
 import random
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -116,8 +117,10 @@ def _alarm(signum, frame):
 
 
 def _run(case: Case):
-    previous = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(CASE_SECONDS)
+    # A hang is CASE_SECONDS of this process's own CPU time (ITIMER_PROF), not of wall time: on a
+    # shared, loaded machine a starved case is slow, not hung.
+    previous = signal.signal(signal.SIGPROF, _alarm)
+    signal.setitimer(signal.ITIMER_PROF, CASE_SECONDS)
     try:
         source = decode_program(case.text.encode("utf-8", errors="surrogateescape"), PROGRAM)
         program = _parse(source)
@@ -143,8 +146,8 @@ def _run(case: Case):
                 result = run_loaded(program, weights, hw, inputs, PROGRAM, path)
         return result.outputs, _reference(source, case, program, weights, inputs)
     finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
 
 
 _DIGESTS = re.compile(r"^(\.(?:hw|weights) \S+ sha256=)[0-9a-f]{64}$", re.M)
@@ -525,11 +528,16 @@ def run_cli(case: Case, folder: str, extra: list[str] | None = None, program_nam
     if case.inputs is not None:
         np.savez(os.path.join(folder, "x.npz"), **case.inputs)
         argv += ["--input", os.path.join(folder, "x.npz")]
+    def cpu_limit():  # a hang is CPU time spent (SIGXCPU), not wall time on a loaded machine
+        resource.setrlimit(resource.RLIMIT_CPU, (CASE_SECONDS * 2, CASE_SECONDS * 2 + 5))
+
     try:
-        done = subprocess.run(argv, capture_output=True, timeout=CASE_SECONDS * 2, cwd=folder,
-                              env={**os.environ, "ARASC_DEBUG": ""})
+        done = subprocess.run(argv, capture_output=True, timeout=CASE_SECONDS * 20, cwd=folder,
+                              env={**os.environ, "ARASC_DEBUG": ""}, preexec_fn=cpu_limit)
     except subprocess.TimeoutExpired:
-        return "hang", case.how
+        return "hang", f"no exit after {CASE_SECONDS * 20} s of wall time: {case.how}"
+    if done.returncode == -signal.SIGXCPU:
+        return "hang", f"{CASE_SECONDS * 2} s of CPU time: {case.how}"
     stderr = done.stderr.decode("utf-8", errors="replace")
     if "Traceback (most recent call last)" in stderr:
         return "traceback", stderr[-2000:]

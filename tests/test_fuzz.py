@@ -66,3 +66,29 @@ def test_reference_and_interpreter_saturate_a_layer_norm_past_int64():
     # below, above, above
     assert list(want[0, 0, [0, 1, 3]]) == [-(1 << 15), (1 << 15) - 1, (1 << 15) - 1]
     assert np.array_equal(_ir_op("qlayernorm", [x], attrs, weights), want)
+
+
+def test_a_hang_is_cpu_time_spent_not_wall_time(monkeypatch):
+    """A case that computes for CASE_SECONDS of CPU time is a hang; one that waits as long (a loaded
+    machine starving it) is not."""
+    import time
+
+    import fuzzing
+
+    base = digits()
+    real_parse = fuzzing._parse
+    monkeypatch.setattr(fuzzing, "CASE_SECONDS", 1)
+
+    def starved(source):
+        time.sleep(1.5)
+        return real_parse(source)
+
+    monkeypatch.setattr(fuzzing, "_parse", starved)
+    assert run_in_process(Case(base.text, base.weights, how="starved")) == ("ok", "")
+
+    def spinning(source):
+        while True:
+            pass
+
+    monkeypatch.setattr(fuzzing, "_parse", spinning)
+    assert run_in_process(Case(base.text, base.weights, how="spinning"))[0] == "hang"
