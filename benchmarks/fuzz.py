@@ -54,6 +54,9 @@ def compile_bases(names: list[str], folder: str) -> list[fuzzing.Base]:
 
 
 def worker(bases, seed: int, start: int, stop: int, cli_share: float, memory_gb: float, results) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core: the reference's small matmuls only lose to thread start-up on a loaded machine
     limit = int(memory_gb * (1 << 30))
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     with tempfile.TemporaryDirectory() as folder:
@@ -83,8 +86,8 @@ def main() -> int:
     parser.add_argument("--show", type=int, default=5, help="examples shown per bad outcome")
     args = parser.parse_args()
 
-    folder = tempfile.mkdtemp(prefix="arasc-fuzz-")
-    bases = compile_bases(args.models.split(","), folder)
+    with tempfile.TemporaryDirectory(prefix="arasc-fuzz-") as folder:
+        bases = compile_bases(args.models.split(","), folder)
     counts: collections.Counter = collections.Counter()
     examples: dict[str, list[str]] = collections.defaultdict(list)
     started = time.time()
@@ -100,7 +103,8 @@ def main() -> int:
         running = None
         while True:
             try:
-                kind, index, outcome, detail = results.get(timeout=fuzzing.CASE_SECONDS * 3)
+                # a backstop for a worker that stops answering: cases time themselves by CPU time
+                kind, index, outcome, detail = results.get(timeout=fuzzing.CASE_SECONDS * 20)
             except Exception:  # no word from the worker: it hangs or died
                 if process.is_alive() and running is not None:
                     process.kill()

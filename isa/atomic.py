@@ -36,17 +36,21 @@ def write_atomically(outputs: list[tuple[str, Callable[[IO[bytes]], object]]], f
     for path, _ in outputs:
         check_output_path(path, flag)
     temps: list[tuple[str, str]] = []
+    current = outputs[0][0] if outputs else ""  # the output being written: errors name it, not its temporary
     try:
         for path, write in outputs:
+            current = path
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".arasc-", suffix=".tmp")
             temps.append((tmp, path))
             with os.fdopen(fd, "wb") as f:
                 write(f)
             os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it (mkstemp makes it private)
         for tmp, path in temps:
+            current = path
             os.replace(tmp, path)
     except OSError as err:
-        raise OutputPathError(f"{err.filename or outputs[0][0]}: cannot write ({err.strerror})") from None
+        where = f"{flag} {current}" if flag else current
+        raise OutputPathError(f"{where}: cannot write ({err.strerror or err})") from None
     finally:
         for tmp, _ in temps:
             if os.path.exists(tmp):

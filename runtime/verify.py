@@ -326,8 +326,8 @@ class Verifier:
                 ok &= first == expected
                 expected = last + 1
             if not ok or expected != total:
-                self.fail_line(layer.line, f"the mvm instructions of {layer.name} must cover its blocks 0..{total - 1} "
-                                           f"once, in order; they cover {covered}")
+                self.fail_line(layer.line, f".layer {layer.name}: its mvm instructions must cover its blocks "
+                                           f"0..{total - 1} once, in order; they cover {covered}")
             for instr in segments[1:]:
                 if (instr["out"], instr["input"], instr["type"]) != (segments[0]["out"], segments[0]["input"],
                                                                      segments[0]["type"]):

@@ -71,6 +71,56 @@ def test_run_output_in_a_missing_folder_is_refused(capfd, program, tmp_path):
     assert status == 2 and "--report" in err and "does not exist" in err
 
 
+def read_only(folder, argv: list[str]) -> list[str]:
+    """argv run with `folder` read-only. Root writes through any mode, so for root the folder is
+    bound read-only onto itself in a private mount namespace (EROFS stops root too); anyone else
+    gets the folder's mode."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return argv
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", 'mount --bind -o ro "$0" "$0"', str(folder)],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"root cannot make a read-only folder here: unshare/mount refused ({probe.stderr.strip()})")
+    return ["unshare", "-m", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"', str(folder), *argv]
+
+
+@pytest.mark.parametrize("command", ["run --output", "compile -o"])
+def test_output_in_a_read_only_folder_is_refused_and_leaves_nothing(program, tmp_path, command):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if command == "run --output":
+        target = folder / "y.npz"
+        argv = ["run", str(program), "--inferences", "1", "--output", str(target)]
+    else:
+        target = folder / "d.aras"
+        argv = ["compile", "digits-cnn", "-o", str(target)]
+    done = subprocess.run(read_only(folder, [sys.executable, "-m", "arasc.cli", *argv]), capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 2, done.stderr
+    flag = command.split()[1]
+    assert done.stderr == f"error: {flag} {target}: folder {folder} is not writable\n", done.stderr
+    assert not list(folder.iterdir())
+
+
+def test_a_write_failing_midway_names_the_output_and_leaves_nothing(tmp_path):
+    """A disk that fills while the second of two outputs is written: neither file appears, no
+    temporary remains, and the message names the output, not its temporary."""
+    import errno
+
+    from arasc.isa.atomic import OutputPathError, write_atomically
+
+    def full(f):
+        f.write(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    first, second = tmp_path / "a.aras", tmp_path / "a.arasw"
+    with pytest.raises(OutputPathError) as err:
+        write_atomically([(str(first), lambda f: f.write(b"text")), (str(second), full)], "-o")
+    assert str(err.value) == f"-o {second}: cannot write (No space left on device)"
+    assert not list(tmp_path.iterdir())
+
+
 def test_compile_to_a_folder_named_like_a_program_writes_nothing(capfd, tmp_path):
     (tmp_path / "x.aras").mkdir()
     status, err = run_main(capfd, ["compile", "digits-cnn", "-o", str(tmp_path / "x.aras")])

@@ -47,3 +47,48 @@ def test_accepted_programs_run_right_and_refusals_say_where(rng):
     case = make_case(digits(), rng)
     outcome, detail = run_in_process(case)
     assert outcome in ("ok", "bad-located"), f"{outcome} after {case.how}:\n{detail}"
+
+
+def test_reference_and_interpreter_saturate_a_layer_norm_past_int64():
+    """Found by benchmarks/fuzz.py (a layer norm weight of 1e30 in the side file): the IR's
+    qlayernorm cast y / out_scale to int64 before saturating, so it wrapped where the
+    interpreter saturates."""
+    import numpy as np
+    from fuzzing import _ir_op
+
+    from arasc.runtime.sfu import SFU_OPS
+
+    x = np.array([[[10, 200, 30, 40]]], np.int16)
+    attrs = {"ndim": 1, "eps": 1e-12, "x_scale": 0.01, "x_zp": 0, "out_scale": 1e-4, "out_zp": 0, "wide": True}
+    weights = {"weight": np.array([1e30, 1e30, 1.0, -1e30], np.float32), "bias": np.zeros(4, np.float32)}
+    want = SFU_OPS["qlayernorm"]([x], attrs, weights)
+    # mean 70: x - mean is -60, 130, -30 for the entries weighted 1e30, 1e30, -1e30: far past int16,
+    # below, above, above
+    assert list(want[0, 0, [0, 1, 3]]) == [-(1 << 15), (1 << 15) - 1, (1 << 15) - 1]
+    assert np.array_equal(_ir_op("qlayernorm", [x], attrs, weights), want)
+
+
+def test_a_hang_is_cpu_time_spent_not_wall_time(monkeypatch):
+    """A case that computes for CASE_SECONDS of CPU time is a hang; one that waits as long (a loaded
+    machine starving it) is not."""
+    import time
+
+    import fuzzing
+
+    base = digits()
+    real_parse = fuzzing._parse
+    monkeypatch.setattr(fuzzing, "CASE_SECONDS", 1)
+
+    def starved(source):
+        time.sleep(1.5)
+        return real_parse(source)
+
+    monkeypatch.setattr(fuzzing, "_parse", starved)
+    assert run_in_process(Case(base.text, base.weights, how="starved")) == ("ok", "")
+
+    def spinning(source):
+        while True:
+            pass
+
+    monkeypatch.setattr(fuzzing, "_parse", spinning)
+    assert run_in_process(Case(base.text, base.weights, how="spinning"))[0] == "hang"

@@ -146,6 +146,36 @@ RULES = {
     "missing signal": (sub(r"^    signal \$w\.features\.0\n", ""), r"wait: wait \$w\.features\.0 has no matching signal"),
     "deadlock": (sub(r"^    wait \$w\.features\.0$", "    wait $c.features.4"), r"wait: deadlock"),
     "bank out of range": (sub(r"bank \{in=\[0\], out=\[4\]\}", "bank {in=[0], out=[40]}"), r"bank: bank index out of range"),
+    "bank in and out apart": (sub(r"bank \{in=\[0\], out=\[4\]\}", "bank {in=[0], out=[0]}"),
+                              r"bank: a bank holds a layer's inputs or its outputs, never both"),
+    "mvm segments cover the blocks": (sub(r"blocks\(0\.\.1\) rows\(1\.\.2\)", "blocks(1..1) rows(2)"),
+                                      r"\.layer features\.4: its mvm instructions must cover its blocks 0\.\.1 once, "
+                                      r"in order; they cover \[\(1, 1\)\]"),
+    "mvm segments agree": (lambda text: set_attr(re.compile(r"^(\.layer features\.4 qconv2d \{)(.*?)(\} \[.*)$", re.M),
+                                                 "segments", 2)(sub(
+        r"^    mvm %features\.4 = features\.4\(%features\.3\) blocks\(0\.\.1\) rows\(1\.\.2\) : u8\[8,32,4,4\]$",
+        "    mvm %features.4 = features.4(%features.3) blocks(0..0) rows(1) : u8[8,32,4,4]\n"
+        "    mvm %features.4 = features.4(%x.q) blocks(1..1) rows(2) : u8[8,32,4,4]")(text)),
+                           r"mvm: a segment of features\.4 must read, define and type the same values as its first"),
+    "mvm rows whole replicas": (sub(r"blocks\(0\.\.1\) rows\(1\.\.2\)", "blocks(0..1) rows(1..3)"),
+                                r"mvm: 3 rows for 2 blocks"),
+    "row listed twice": (sub(r"release rows\(1\.\.2\)", "release rows(1, 1)"), r"release: an APU row is listed twice"),
+    "no such layer": (sub(r"wr features\.0\[0\] -> rows\(0\)", "wr features.9[0] -> rows(0)"), r"wr: no \.layer features\.9"),
+    "token signalled twice": (sub(r"^(    signal \$w\.features\.0)$", r"\1\n\1"),
+                              r"signal: token \$w\.features\.0 is signalled twice"),
+    "weight not in the file": (sub(r"bias=@features\.0\.bias :", "bias=@features.0.bias2 :"),
+                               r"\.layer features\.0: weight @features\.0\.bias2 is not in fuzz\.arasw"),
+    "port twice": (sub(r"^(\.input x .*)$", r"\1\n\1"), r"\.input x: a second port of this name"),
+    "output is f32": (sub(r"^\.output classifier\.dq %classifier f32", ".output classifier.dq %classifier u8"),
+                      r"\.output classifier\.dq: a quantized output is f32 outside the chip, not u8"),
+    "layer groups divide the channels": (LAYER_ATTR("groups", 3), r"\.layer features\.0: qconv2d takes a 4-D weight with "
+                                         r"output channels divisible by groups=3"),
+    "layer bias per channel": (sub(r"bias=@features\.0\.bias : i32\[16\]", "bias=@features.4.bias : i32[32]"),
+                               r"\.layer features\.0: bias i32\[32\] must be \[16\], one per output channel"),
+    "mvm input fits the layer": (sub(r"features\.4\(%features\.3\)", "features.4(%x.q)"),
+                                 r"mvm: features\.4: input u8\[8,1,8,8\] has 1 channels"),
+    "maxpool2d windows fit memory": (set_attr(POOL, "padding", "[60000, 60000]"),
+                                     r"sfu maxpool2d's windows: .* needs [\d,]+ B, more than this machine can simulate"),
     "bank capacity": (sub(r"bank \{in=\[0\], out=\[4\]\}", "bank {in=[0], out=[]}"), r"mvm: inputs .* do not fit the banks"),
 }
 
@@ -159,12 +189,108 @@ PARSER = {  # isa/parser.py: refused while parsing (all issue 14 internal errors
 }
 
 
-def refusal(edit):
-    b = base()
+# Main's newer ops and values (qrequant, qlut with an int16 index, qsoftmax, qmasked_softmax, i16
+# and bool values, per-channel requantization, the id ops) on the compiled bert-base-small.
+SCORES = "%scaled_dot_product_attention.scores"
+QMATMUL = re.compile(r"^(    sfu %scaled_dot_product_attention\.scores = qmatmul\(.*?\) \{)(.*?)(\} : .*)$", re.M)
+QREQUANT = re.compile(r"^(    sfu %embeddings\.LayerNorm\.n = qrequant\(%embeddings\.LayerNorm\) \{)(.*?)(\} : .*)$", re.M)
+LEVELS = re.compile(r"^(    sfu %encoder\.layer\.0\.intermediate\.dense\.t = qrequant\(.*?\) \{)(.*?)(\} : .*)$", re.M)
+KEY = re.compile(r"^(\.layer encoder\.layer\.0\.attention\.self\.key qlinear \{)(.*?)(\} \[.*)$", re.M)
+QUERY = "encoder.layer.0.attention.self.query"
+QSOFTMAX_TABLE = "table=@scaled_dot_product_attention.probs.table : i32[65536]"
+# a per-channel shift: 64 positive int32 values in 1..62, a valid but short softmax table
+SHORT_TABLE = f"table=@{QUERY}.shift : i32[64]"
+
+
+def after_scaled(*lines):
+    """Insert instructions after the first attention's scaled scores (i16[1,4,16,16])."""
+    return sub(r"^(    sfu %scaled_dot_product_attention\.scaled = qrequant.*)$",
+               "\\1\n" + "\n".join("    " + line for line in lines))
+
+
+MASK = "sfu %m = compare(%scaled_dot_product_attention.scaled) {cmp=\"gt\", scalar=0} : bool[1,4,16,16]"
+MASKED = ("sfu %ms = qmasked_softmax(%scaled_dot_product_attention.scaled, %m) {{dim=3, multiplier=2053041814, "
+          "out_zp=0, shift=44, wide=true}} [{table}] : i16[1,4,16,16]")
+
+NEW_OP_RULES = {
+    "qmatmul int64 overflow of int16 operands": (set_attr(QMATMUL, "multiplier", 1 << 30),
+                                                 r"sfu: qmatmul of i16\[1,4,16,16\] and i16\[1,4,16,16\] \(K=16\) "
+                                                 r"with multiplier=1073741824 may overflow the int64 requantization"),
+    "qrequant levels range": (set_attr(LEVELS, "levels", 4096), r"sfu: qrequant: attribute levels: 4096 is outside "
+                              r"1\.\.4095"),
+    "qrequant int16 zero point range": (set_attr(QREQUANT, "x_zp", 40000), r"sfu: qrequant: attribute x_zp: 40000 is "
+                                        r"outside -32768\.\.32767"),
+    "qrequant requantization given neither way": (drop_attr(QREQUANT, "multiplier"), r"sfu: qrequant: multiplier is "
+                                                  r"given neither as an attribute nor as a weight"),
+    "qrequant per-channel weight per channel": (
+        sub(r"(qrequant\(%embeddings\.LayerNorm\) \{)multiplier=\d+, (.*?\}) : u8",
+            r"\1\2 [multiplier=@encoder.layer.0.intermediate.dense.multiplier : i32[256]] : u8"),
+        r"sfu: qrequant: weight multiplier=@encoder\.layer\.0\.intermediate\.dense\.multiplier is i32\[256\]; "
+        r"a per-channel multiplier has one value per channel \(64\)"),
+    "layer requantization given both ways": (set_attr(KEY, "multiplier", 5), r"\.layer encoder\.layer\.0\.attention\."
+                                             r"self\.key: multiplier is given both as an attribute and as a weight"),
+    "layer per-channel values in range": (sub(rf"shift=@{re.escape(QUERY)}\.shift : i32\[64\]",
+                                              f"shift=@{QUERY}.bias : i32[64]"),
+                                          rf"\.layer {re.escape(QUERY)}: weight shift=@{re.escape(QUERY)}\.bias: "
+                                          r"-?\d+ is outside 1\.\.62"),
+    "layer int64 overflow": (set_attr(KEY, "shift", 56), r"\.layer encoder\.layer\.0\.attention\.self\.key: "
+                             r"multiplier=\d+ and shift=56 with K=64 .* may overflow the int64 requantization"),
+    "wide layer makes i16": (sub(rf"(mvm %{re.escape(QUERY)} = .*) : i16\[1,16,64\]", r"\1 : u8[1,16,64]"),
+                             rf"mvm: %{re.escape(QUERY)} is declared u8\[1,16,64\], but mvm makes i16\[1,16,64\]"),
+    "qlut int16 index without levels": (after_scaled("sfu %t = qlut(%scaled_dot_product_attention.scaled) "
+                                                     "[table=@pooler.activation.table : u8[4096]] : u8[1,4,16,16]"),
+                                        r"sfu: qlut indexes its table by %scaled_dot_product_attention\.scaled, "
+                                        r"i16\[1,4,16,16\], whose codes may be negative"),
+    "qlut table rows per channel": (
+        sub(r"\[table=@encoder\.layer\.0\.intermediate\.intermediate_act_fn\.table : u8\[4096\]\]",
+            f"[table=@{QUERY}.weight : u8[64,64]]"),
+        r"sfu: qlut takes a table \[L\] or \[C, L\] with C the input's size along dim and 4096 <= L <= 4096 "
+        r"\(an entry per code of i16\[1,16,256\]\), got \[64, 64\]"),
+    "qlut table shorter than the index's codes": (  # [C, L] with C = 256 channels along dim 2, but L = 64
+        sub(r"qlut\(%encoder\.layer\.0\.intermediate\.dense\.t\) \[table=@encoder\.layer\.0\.intermediate\."
+            r"intermediate_act_fn\.table : u8\[4096\]\]",
+            "qlut(%encoder.layer.0.intermediate.dense.t) {dim=2} [table=@encoder.layer.0.intermediate.dense.weight "
+            ": u8[256,64]]"),
+        r"sfu: qlut takes a table \[L\] or \[C, L\] with C the input's size along dim and 4096 <= L <= 4096 "
+        r"\(an entry per code of i16\[1,16,256\]\), got \[256, 64\]"),
+    "qsoftmax table values": (sub(re.escape(QSOFTMAX_TABLE), f"table=@{QUERY}.bias : i32[64]"),
+                              r"sfu: qsoftmax takes a table \[L\], 1 <= L <= 65536, of exponentials in 0\.\.65536 "
+                              r"with table\[0\] > 0, got \[64\]"),
+    "qmasked_softmax table of 256 entries at least": (after_scaled(MASK, MASKED.format(table=SHORT_TABLE)),
+                                                      r"sfu: qmasked_softmax takes a table \[L\], 256 <= L <= 65536"),
+    "qmasked_softmax operands": (after_scaled(MASKED.format(table=QSOFTMAX_TABLE).replace(", %m)", ")")),
+                                 r"sfu: qmasked_softmax takes 2\.\.2 inputs, got 1"),
+    "bool operands": (after_scaled(MASK, "sfu %n = qrelu(%m) {zp=0} : u8[1,4,16,16]"),
+                      r"sfu: qrelu takes u8, i16 inputs, %m is bool\[1,4,16,16\]"),
+    "id op choice": (after_scaled(MASK.replace('"gt"', '"gtx"')), r"sfu: compare: attribute cmp: expected one of "
+                     r'"eq", "ne", "lt", "le", "gt", "ge", got \'gtx\''),
+    "id op dtypes": (after_scaled("sfu %e = embedding(%scaled_dot_product_attention.scaled) "
+                                  "[table=@embeddings.word_embeddings.weight : i16[1000,64]] : i16[1,4,16,16,64]"),
+                     r"sfu: embedding takes i32, i64 inputs, %scaled_dot_product_attention\.scaled is i16"),
+    "mvm reads u8 activations": (sub(rf"{re.escape(QUERY)}\(%embeddings\.LayerNorm\.n\)", f"{QUERY}(%embeddings.LayerNorm)"),
+                                 rf"mvm: qlinear {re.escape(QUERY)} reads u8 activations, %embeddings\.LayerNorm is "
+                                 r"i16\[1,16,64\]"),
+    "unquantized input's load type": (sub(r"load %input_ids <- input_ids : i64\[1,16\]",
+                                          "load %input_ids <- input_ids : i32[1,16]"),
+                                      r"load: %input_ids is declared i32\[1,16\], but load makes i64\[1,16\]"),
+}
+
+
+def refusal(edit, model="digits-cnn", names_instruction=True):
+    b = base() if model == "digits-cnn" else bert()
     outcome, first = run_in_process(Case(edit(b.text), b.weights, how="test"))
     assert outcome == "bad-located", (outcome, first)
     assert re.match(r"fuzz\.aras:\d+:\d+: ", first), first
-    return first.split(": ", 1)[1]
+    message = first.split(": ", 1)[1]
+    # the refusal names the instruction or directive it is about
+    assert not names_instruction or re.match(r"(\.(layer|input|output) \S+|(wr|signal|wait|load|store|bank|mvm|sfu|"
+                                             r"release)\b)", message), message
+    return message
+
+
+def bert():
+    _, path = compiled("bert-base-small")
+    return base_from_files("bert-base-small", path)
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
@@ -173,10 +299,94 @@ def test_verifier_rule(rule):
     assert re.search(message, refusal(edit)), refusal(edit)
 
 
+@pytest.mark.parametrize("rule", sorted(NEW_OP_RULES))
+def test_verifier_rule_of_newer_ops(rule):
+    edit, message = NEW_OP_RULES[rule]
+    got = refusal(edit, "bert-base-small")
+    assert re.search(message, got), got
+
+
+def weight_refusal(change, edit=lambda text: text):
+    """The refusal of bert-base-small with its side file's tensors changed by `change` (the program's
+    digest of the file updated to match)."""
+    import hashlib
+
+    from safetensors.numpy import load as load_tensors
+
+    from arasc.isa.weights import weights_bytes
+
+    b = bert()
+    tensors = {name: array.copy() for name, array in load_tensors(b.weights).items()}
+    change(tensors)
+    data = weights_bytes(tensors)
+    text = re.sub(r"^(\.weights \S+ sha256=)\w+", lambda m: m.group(1) + hashlib.sha256(data).hexdigest(),
+                  edit(b.text), count=1, flags=re.M)
+    outcome, first = run_in_process(Case(text, data, how="test"))
+    assert outcome == "bad-located", (outcome, first)
+    return first
+
+
+def test_per_channel_shift_bounds_the_int64_requantization():
+    """A layer's per-channel shift enters the overflow bound by its largest channel."""
+    def change(tensors):
+        tensors[f"{QUERY}.shift"][5] = 58
+
+    first = weight_refusal(change)
+    assert re.match(rf"fuzz\.aras:9:1: \.layer {re.escape(QUERY)}: multiplier=\d+ and shift=58 with K=64 .* may "
+                    r"overflow the int64 requantization", first), first
+
+
+def test_float_weights_hold_no_nan():
+    def change(tensors):
+        tensors["embeddings.LayerNorm.weight"][3] = np.nan
+
+    first = weight_refusal(change)
+    assert re.match(r"fuzz\.aras:68:1: sfu qlayernorm: weight @embeddings\.LayerNorm\.weight holds NaN or infinite "
+                    r"values", first), first
+
+
+def test_softmax_table_holds_no_negative_exponential():
+    def change(tensors):
+        tensors["scaled_dot_product_attention.probs.table"][7] = -1
+
+    first = weight_refusal(change)
+    assert re.match(r"fuzz\.aras:105:5: sfu: qsoftmax takes a table \[L\], 1 <= L <= 65536, of exponentials in "
+                    r"0\.\.65536 with table\[0\] > 0, got \[65536\]", first), first
+
+
+def test_qlut_table_has_a_row_per_channel_along_dim():
+    """A [C, L] table long enough for the index's codes, but C is not the input's size along dim."""
+    act = "encoder.layer.0.intermediate.intermediate_act_fn.table"
+
+    def change(tensors):
+        tensors[act] = np.tile(tensors[act], (3, 1))
+
+    first = weight_refusal(change, sub(rf"{re.escape(act)} : u8\[4096\]", f"{act} : u8[3,4096]"))
+    assert re.match(r"fuzz\.aras:131:5: sfu: qlut takes a table \[L\] or \[C, L\] with C the input's size along dim "
+                    r"and 4096 <= L <= 4096 \(an entry per code of i16\[1,16,256\]\), got \[3, 4096\]", first), first
+
+
+def test_softmax_table_first_entry_is_positive():
+    """table[0] stands for exp(0): a zero there lets a row's exponentials sum to zero."""
+    def change(tensors):
+        tensors["scaled_dot_product_attention.probs.table"][0] = 0
+
+    first = weight_refusal(change)
+    assert re.match(r"fuzz\.aras:105:5: sfu: qsoftmax takes a table \[L\], 1 <= L <= 65536, of exponentials in "
+                    r"0\.\.65536 with table\[0\] > 0, got \[65536\]", first), first
+
+
+def test_the_unedited_bert_program_is_accepted():
+    """The edits above are what the verifier refuses: the program they start from runs right."""
+    b = bert()
+    assert run_in_process(Case(b.text, b.weights, how="as compiled")) == ("ok", "")
+
+
 @pytest.mark.parametrize("rule", sorted(PARSER))
 def test_parser_rule(rule):
     edit, message = PARSER[rule]
-    assert re.search(message, refusal(edit)), refusal(edit)
+    got = refusal(edit, names_instruction=False)  # a syntax error names the token, not yet an instruction
+    assert re.search(message, got), got
 
 
 def test_non_utf8_text_is_refused_at_its_line_and_column():  # issue 14: the largest class of internal errors

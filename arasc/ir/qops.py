@@ -423,4 +423,6 @@ def _qlayernorm(xs, a, w):
         y = y * w["weight"].to(torch.float64)
     if "bias" in w:
         y = y + w["bias"].to(torch.float64)
-    return _saturate(torch.round(y / a["out_scale"]).to(torch.int64) + a["out_zp"], a)
+    # clamped in float64 before the integer cast: a y past int64 (an f32 weight near its largest)
+    # saturates instead of wrapping (runtime/sfu.py does the same)
+    return _saturate(torch.round(y / a["out_scale"]).clamp(-2.0**62, 2.0**62).to(torch.int64) + a["out_zp"], a)
