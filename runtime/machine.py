@@ -289,7 +289,7 @@ class Machine:
         block_rows, block_cols = self.hw.block
         crossbars = sum(-(-min(block_cols, n - j * block_cols) // self.hw.weights_per_row) for j in columns)
         for a in range(len(chunks)):
-            codes = x[:, a * block_rows:(a + 1) * block_rows] + self.center  # the codes, whatever the centring
+            codes = x[:, a * block_rows:(a + 1) * block_rows].astype(np.int16) + self.center  # codes, int8 or float x
             steps = int(window_steps(codes.astype(np.uint8), input_slice_bits(layer)).sum())
             record.busiest_row_steps = max(record.busiest_row_steps or 0, steps)
             record.crossbar_steps = (record.crossbar_steps or 0) + steps * crossbars

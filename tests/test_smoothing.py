@@ -77,8 +77,7 @@ def test_smooth_option_is_checked(bad):
 
 def test_too_few_rows_keep_one_scale():
     """A value with fewer rows per fold than MIN_FOLD_ROWS (a pooler's one token per input) gets
-    the observer's one range (scale and zero point) for every channel; with enough rows, its
-    channels get their own."""
+    the observer's one scale and zero point; with enough rows, its channels get their own."""
     from arasc.frontend import import_module
     from arasc.passes.quantize import MIN_FOLD_ROWS, Quantize
 
@@ -102,5 +101,6 @@ def test_too_few_rows_keep_one_scale():
         model = import_module(module, (torch.from_numpy(calibration[0][0]),), "head")
         q = Quantize(calibration=calibration).rewrite(model)
         p = q.params["norm.n"]
-        scale, zp = np.asarray(p.scale), np.asarray(p.zp)
-        assert scale.shape == zp.shape == (8,) and (np.ptp(scale) == np.ptp(zp) == 0) == uniform, (scale, zp)
+        assert p.per_channel != uniform, p
+        if not uniform:
+            assert np.ptp(p.scale) > 0, p.scale

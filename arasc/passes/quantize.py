@@ -294,9 +294,19 @@ class _Rewriter:
         stats = self.stats[name]
         if name in self.plan.wide:
             return wide_qparams(stats.absmax())
-        if name in self.plan.channels:
+        if self.per_channel(name):
             return self.channel_params(name, stats)
         return qparams(*choose_range(stats, self.options.observer))
+
+    def per_channel(self, name: str) -> bool:
+        """Whether the uint8 codes of `name` get scales per channel: the plan allows it and, for
+        smoothing with alpha chosen per value, each fold of the row sample has MIN_FOLD_ROWS rows
+        (fewer do not say what a channel's range is); otherwise one scale, as without the option."""
+        if name not in self.plan.channels:
+            return False
+        if self.options.channel_groups > 0 or self.options.smooth != "auto":
+            return True
+        return min(len(fold) for fold in self.stats[self.relu_of.get(name, name)].sample()) >= MIN_FOLD_ROWS
 
     def channel_params(self, name: str, stats: Stats) -> QParams:
         """Scales per channel (last dimension) of the uint8 codes of `name`: by channel group when
@@ -305,12 +315,7 @@ class _Rewriter:
             return channel_qparams(*grouped_channel_ranges(stats, self.options.channel_groups))
         alpha = self.options.smooth
         if alpha == "auto":
-            folds = stats.sample()
-            if min(len(f) for f in folds) < MIN_FOLD_ROWS:   # too few rows to trust per-channel ranges
-                p = qparams(*choose_range(stats, self.options.observer))
-                channels = np.ones(len(stats.channel_low))
-                return QParams(p.scale * channels, (p.zp * channels).astype(np.int64))
-            alpha = choose_alpha(folds, self.channel_readers(name), self.weight_as_held)
+            alpha = choose_alpha(stats.sample(), self.channel_readers(name), self.weight_as_held)
         return smoothed_qparams(stats.channel_low, stats.channel_high, float(alpha))
 
     def channel_readers(self, name: str) -> list[np.ndarray | None]:
@@ -390,14 +395,14 @@ class _Rewriter:
         params = self.params.get(name)
         if params is None or not params.wide:
             return name
-        index = _elementwise_table(reader) and name not in self.plan.channels   # a table's wider index
+        index = _elementwise_table(reader) and not self.per_channel(name)   # a table's wider index
         key = (name, index)
         if key not in self.narrowed:
             source = self.relu_of.get(name, name)
             narrow = f"{name}.t" if index else f"{name}.n"
             if index:
                 out = qparams(*choose_range(self.stats[source], self.options.observer), levels=TABLE_INDEX_LEVELS)
-            elif name in self.plan.channels:
+            elif self.per_channel(name):
                 out = self.channel_params(source, self.stats[source])
             else:
                 out = qparams(*choose_range(self.stats[source], self.options.observer))
