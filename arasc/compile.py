@@ -8,8 +8,8 @@
     input-slicing  RAELLA's speculative input slices (passes/input_slicing.py, docs/adc.md; off by default)
     dynamic-precision  ReDy's dynamic activation precision, lossless (passes/dynamic_precision.py; off by default)
     tile           128x128 blocks on APU rows (passes/tile.py, docs/tiling.md)
-    packing        layers that may compute on the blocks already written (schedule/packing.py)
-    replication    copies of the slowest layers' blocks (paper V-B, schedule/replication.py)
+    replication    copies of the slowest layers' blocks (paper V-B, schedule/replication.py), and the
+                   layers that may compute on the blocks already written (packing, schedule/packing.py)
     schedule       rows bound to blocks and the write stream (paper IV, schedule/)
     banks          Gbuffer banks per layer (paper V-A, backend/bank_selection.py)
     emit           the `.aras` program and its weight file (backend/emit.py)
@@ -47,8 +47,7 @@ from .passes.shift_weights import ShiftWeights
 from .passes.tile import Tile
 from .schedule.aras import aras_schedule
 from .schedule.naive import naive_schedule
-from .schedule.packing import packed_layers
-from .schedule.replication import replication_factors
+from .schedule.packing import plan
 from .stages import Stages
 
 INPUT_PREFIX = "input:"  # example inputs travel in the weight file under this prefix
@@ -91,25 +90,19 @@ def compile_model(model: Model, hw: Hardware, calibration, example_inputs, weigh
     model = stages.ir_pass(InputSlicing(options.input_slice_bits), model, hw)
     model = stages.ir_pass(DynamicPrecision(options.dynamic_precision == "on"), model, hw)
     model = stages.ir_pass(Tile(), model, hw)
-    packed = stages.run("packing", _packed, model, hw, options)
-    copies = stages.run("replication", _copies, model, hw, options, packed)
+    copies, packed = stages.run("replication", _plan, model, hw, options)
     schedule = stages.run("schedule", _schedule, model, hw, options, copies, packed)
     banks = stages.run("banks", plan_banks, model, hw, options.banks)
     return stages.run("emit", _emit, model, hw, schedule, banks, example_inputs, weights_file)
 
 
-def _packed(model: Model, hw: Hardware, options: CompileOptions) -> frozenset[str]:
-    """Write-round packing applies to the ARAS scheduler only (the naive one waits anyway)."""
-    if options.scheduler != "aras" or options.packing == "none":
-        return frozenset()
-    return packed_layers(model, hw)
-
-
-def _copies(model: Model, hw: Hardware, options: CompileOptions, packed: frozenset[str]) -> dict[str, int] | None:
-    """Adaptive replication applies to the ARAS scheduler only (the naive one never replicates)."""
-    if options.scheduler != "aras" or options.replication == "none":
-        return None
-    return replication_factors(model, hw, packed)
+def _plan(model: Model, hw: Hardware, options: CompileOptions) -> tuple[dict[str, int] | None, frozenset[str]]:
+    """Adaptive replication and write-round packing apply to the ARAS scheduler only (the naive one
+    never replicates, and waits for every write anyway)."""
+    if options.scheduler != "aras":
+        return None, frozenset()
+    copies, packed = plan(model, hw, options.replication == "adaptive", options.packing == "adaptive")
+    return copies if options.replication == "adaptive" else None, packed
 
 
 def _schedule(model: Model, hw: Hardware, options: CompileOptions, copies: dict[str, int] | None,

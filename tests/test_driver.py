@@ -22,7 +22,7 @@ from conftest import built
 
 ISA_DIR = Path(__file__).resolve().parent.parent / "isa"
 STAGES = ["capture", "lower", "quantize", "shift-weights", "center-offset", "input-slicing", "dynamic-precision", "tile",
-          "packing", "replication", "schedule", "banks", "emit"]
+          "replication", "schedule", "banks", "emit"]
 
 
 def small_source(name="resnet50-small"):
