@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import sys
 import tempfile
@@ -260,6 +261,23 @@ def _adc_table(rows, model: str, bits: int, inputs: int) -> Table:
                       f"{row.clipped:,} ({row.clipped / max(row.samples, 1):.2%})", f"{row.rerun_steps:,}",
                       f"{row.codes_changed:.2%}", f"{row.mean_code_error:.3f}", f"{row.output_cosine:.5f}")
     return table
+def cmd_reproduce(args, out: Console) -> int:
+    from . import models as zoo
+    from .isa.atomic import check_output_path
+    from .reproduce import MODELS, cache_folder, reproduce
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("arasc reproduce draws its figures with matplotlib: install the plot extra "
+                         "(pip install -e '.[plot]')")
+    chosen = tuple(args.models or MODELS)
+    unknown = [m for m in chosen if m not in zoo.ZOO]
+    if unknown:
+        raise UsageError(f"--models: {', '.join(unknown)}: not in the zoo (see `arasc models`)")
+    check_output_path(args.out, "--out")
+    seconds = reproduce(chosen, cache_folder(args.cache), args.reuse, args.out, args.figures, args.scalesim,
+                        args.quiet)
+    out.print(f"wrote {args.out} and its figures in {args.figures} ({seconds / 60:.1f} min)")
+    return EXIT_OK
 
 
 def cmd_demo(args, out: Console) -> int:
@@ -398,6 +416,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="P.png", help="draw the schedule as a Gantt chart and the energy breakdown")
     add_driver_flags(p, stages_ir=False)
     p.set_defaults(run=cmd_run)
+
+    p = sub.add_parser("reproduce", help="reproduce the paper's evaluation (section VII): docs/paper.md and figures",
+                       description="Compile and time the five zoo models at full size in the paper's four "
+                       "configurations, the paper profile and a TPU-like baseline; write the side-by-side "
+                       "document and its PNG figures (docs/paper.md says how long it takes).")
+    p.add_argument("--models", nargs="+", metavar="MODEL", help="zoo models (default: the paper's five)")
+    p.add_argument("--out", default="docs/paper.md", metavar="FILE.md", help="the document (default docs/paper.md)")
+    p.add_argument("--figures", default="docs/figures", metavar="DIR", help="folder for the PNG figures "
+                   "(default docs/figures)")
+    p.add_argument("--cache", metavar="DIR", help="measurements and SCALE-Sim's environment (default ~/.cache/arasc)")
+    p.add_argument("--reuse", action="store_true", help="reuse cached measurements of a model instead of measuring")
+    p.add_argument("--scalesim", action="store_true", help="cross-check the TPU-like model against SCALE-Sim on a "
+                   "few layers, in its own environment (created in the cache folder; needs PyPI)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_reproduce)
 
     p = sub.add_parser("demo", help="compile and run a model, compare with PyTorch",
                        description="Compile MODEL, run it on the interpreter-simulator and compare its outputs "

@@ -8,7 +8,8 @@
     input-slicing  RAELLA's speculative input slices (passes/input_slicing.py, docs/adc.md; off by default)
     dynamic-precision  ReDy's dynamic activation precision, lossless (passes/dynamic_precision.py; off by default)
     tile           128x128 blocks on APU rows (passes/tile.py, docs/tiling.md)
-    replication    copies of the slowest layers' blocks (paper V-B, schedule/replication.py)
+    replication    copies of the slowest layers' blocks (paper V-B, schedule/replication.py), and the
+                   layers that may compute on the blocks already written (packing, schedule/packing.py)
     schedule       rows bound to blocks and the write stream (paper IV, schedule/)
     banks          Gbuffer banks per layer (paper V-A, backend/bank_selection.py)
     emit           the `.aras` program and its weight file (backend/emit.py)
@@ -21,6 +22,7 @@ Writing is atomic: the weight file and the program text go to temporary names fi
 renamed into place only when both are complete, so a failure never leaves a half-written file."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
@@ -45,7 +47,7 @@ from .passes.shift_weights import ShiftWeights
 from .passes.tile import Tile
 from .schedule.aras import aras_schedule
 from .schedule.naive import naive_schedule
-from .schedule.replication import replication_factors
+from .schedule.packing import plan
 from .stages import Stages
 
 INPUT_PREFIX = "input:"  # example inputs travel in the weight file under this prefix
@@ -88,31 +90,46 @@ def compile_model(model: Model, hw: Hardware, calibration, example_inputs, weigh
     model = stages.ir_pass(InputSlicing(options.input_slice_bits), model, hw)
     model = stages.ir_pass(DynamicPrecision(options.dynamic_precision == "on"), model, hw)
     model = stages.ir_pass(Tile(), model, hw)
-    copies = stages.run("replication", _copies, model, hw, options)
-    schedule = stages.run("schedule", _schedule, model, hw, options, copies)
+    copies, packed = stages.run("replication", _plan, model, hw, options)
+    schedule = stages.run("schedule", _schedule, model, hw, options, copies, packed)
     banks = stages.run("banks", plan_banks, model, hw, options.banks)
     return stages.run("emit", _emit, model, hw, schedule, banks, example_inputs, weights_file)
 
 
-def _copies(model: Model, hw: Hardware, options: CompileOptions) -> dict[str, int] | None:
-    """Adaptive replication applies to the ARAS scheduler only (the naive one never replicates)."""
-    if options.scheduler != "aras" or options.replication == "none":
-        return None
-    return replication_factors(model, hw)
+def _plan(model: Model, hw: Hardware, options: CompileOptions) -> tuple[dict[str, int] | None, frozenset[str]]:
+    """Adaptive replication and write-round packing apply to the ARAS scheduler only (the naive one
+    never replicates, and waits for every write anyway)."""
+    if options.scheduler != "aras":
+        return None, frozenset()
+    copies, packed = plan(model, hw, options.replication == "adaptive", options.packing == "adaptive")
+    return copies if options.replication == "adaptive" else None, packed
 
 
-def _schedule(model: Model, hw: Hardware, options: CompileOptions, copies: dict[str, int] | None):
-    return aras_schedule(model, hw, copies) if options.scheduler == "aras" else naive_schedule(model, hw)
+def _schedule(model: Model, hw: Hardware, options: CompileOptions, copies: dict[str, int] | None,
+              packed: frozenset[str]):
+    if options.scheduler == "aras":
+        return aras_schedule(model, hw, copies, packed)
+    return naive_schedule(model, hw)
 
 
 def _emit(model: Model, hw: Hardware, schedule, banks, example_inputs, weights_file: str) -> Compiled:
     compute = emit_compute(model, schedule.bindings, schedule.write_tokens.get, banks)
+    model = with_segments(model, {layer: len(pieces) for layer, pieces in schedule.bindings.items()})
     tensors = program_tensors(model)
     for value, x in zip(model.graph.inputs, example_inputs, strict=True):
         tensors[INPUT_PREFIX + value.name] = np.ascontiguousarray(np.asarray(x))
     data = weights_bytes(tensors)
     program = assemble(model, hw, schedule.write, compute, weights_file, hashlib.sha256(data).hexdigest())
     return Compiled(program, print_program(program), data, model)
+
+
+def with_segments(model: Model, counts: dict[str, int]) -> Model:
+    """The model with each crossbar layer's `segments` attribute set to the pieces the scheduler
+    computes it in (packing can cut a layer that fits the chip: schedule/aras.py)."""
+    layers = tuple(dataclasses.replace(layer, attrs=tuple({**dict(layer.attrs), "segments": counts[layer.name]}.items()))
+                   if layer.name in counts and layer.attr("segments") != counts[layer.name] else layer
+                   for layer in model.graph.layers)
+    return model.replace(graph=dataclasses.replace(model.graph, layers=layers))
 
 
 def optimizations(compiled: Compiled) -> str:

@@ -89,6 +89,9 @@ class CompileOptions:
     replication: str = option("adaptive", "adaptive: copies of the slowest layers' weights compute several windows "
                               "at once (paper V-B; aras scheduler only)", "replication",
                               choices=("adaptive", "none"))
+    packing: str = option("adaptive", "adaptive: a transformer-like layer (short compute) computes on the blocks "
+                          "already written when the rows run out, so that write rounds fill (aras scheduler only)",
+                          "schedule", choices=("adaptive", "none"))
     scheduler: str = option("aras", "aras: write released rows at once, overlapping compute (paper IV, Fig. 8); "
                             "naive: write a layer, compute it, next (Fig. 7)", "schedule", choices=("aras", "naive"))
     banks: str = option("ilp", "Gbuffer banks per layer: ilp = least static power (paper V-A, OR-Tools), "

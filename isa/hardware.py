@@ -23,7 +23,7 @@ from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 DEFAULT_HARDWARE = "aras-default"
-BUNDLED_HARDWARE = ("aras-default", "baseline-15x256k", "aras-differential", "aras-differential-1bit")
+BUNDLED_HARDWARE = ("aras-default", "baseline-15x256k", "aras-differential", "aras-differential-1bit", "aras-paper")
 
 
 class HardwareConfigError(ValueError):
@@ -135,6 +135,22 @@ class Latency:
     gbuffer_bytes_per_cycle_per_bank: int = _count(1 << 20)
 
 
+MATMUL_UNITS = ("sfu", "array")
+
+
+@dataclass(frozen=True)
+class Matmul:
+    """Where attention's activation-by-activation products (`qmatmul`) run. They cannot go on the
+    crossbars, which hold weights written 768 us ahead; the paper never says where it computes
+    them (docs/hardware.md). "sfu": on the SFU's lanes, one multiply-accumulate per lane per
+    cycle at sfu_j_per_op; "array": a digital MAC array beside the SFU, `macs_per_cycle` wide at
+    `j_per_mac` (those two fields are read only for "array")."""
+
+    unit: str = _rule(str, 'one of "sfu", "array"', lambda v: v in MATMUL_UNITS)
+    macs_per_cycle: int = _count(1 << 24)
+    j_per_mac: float = _energy()
+
+
 @dataclass(frozen=True)
 class Energy:
     """Energy per event and static power; every figure is derived in docs/energy.md."""
@@ -160,6 +176,7 @@ class Hardware:
     gbuffer: Gbuffer
     latency: Latency
     energy: Energy
+    matmul: Matmul
 
     @property
     def slices_per_weight(self) -> int:

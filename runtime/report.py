@@ -33,6 +33,11 @@ def print_run(result, out: Console) -> None:
     e = s["energy_joules"]
     stats.add_row("energy", f"{e['total'] * 1e3:.3f} mJ = write {e['write'] * 1e3:.3f} + compute "
                   f"{e['compute'] * 1e3:.3f} + static {e['static'] * 1e3:.3f} + memory {e['memory'] * 1e3:.3f}")
+    mm = s["activation_matmul"]
+    if mm["macs"]:
+        where = "the SFU" if mm["unit"] == "sfu" else "the MAC array"
+        stats.add_row("activation matmuls", f"{mm['macs']:,} MACs on {where}: {mm['cycles']:,} cycles, "
+                      f"{mm['joules'] * 1e3:.3f} mJ")
     stats.add_row("blocks written", f"{s['blocks_written']:,} (at most {s['peak_blocks_writing']:,} at once)")
     stats.add_row("write pulses", f"{s['write_pulses']:,}")
     stats.add_row("cells written / skipped", f"{s['cells_written']:,} / {s['cells_skipped']:,}")

@@ -8,7 +8,9 @@ The compute stream runs one instruction after another:
   reads K input bytes and writes N output bytes through the ports of the layer's banks
   (gbuffer_bytes_per_cycle_per_bank each): with many replicas, or one window of a wide linear
   layer, those ports and not the crossbars set the pace.
-- `sfu`: output elements (multiply-accumulates for `qmatmul`) over the SFU lanes.
+- `sfu`: output elements over the SFU lanes. Attention's activation-by-activation products
+  (`qmatmul`) are multiply-accumulates on the unit the hardware's [matmul] table names: the
+  SFU's lanes, or a digital MAC array of macs_per_cycle.
 - `load`/`store`: bytes at the main-memory bandwidth.
 The write stream issues `wr`s without waiting for them: a block's 4 crossbars are written row
 by row in write_cycles_per_crossbar, in parallel with every other block in flight. Main memory
@@ -21,7 +23,8 @@ Energy: write pulses x write_j_per_pulse; weight and activation bytes x main_mem
 crossbar activations (used crossbars x windows) x compute_j_per_crossbar_window, scaled by the
 input steps a window takes (runtime/adc.py), and their ADC conversions (every bitline, or
 differential pair, of a used crossbar, per input step) x adc_j_per_conversion, plus one
-accumulation per output per extra K-block; SFU element-operations x sfu_j_per_op; Gbuffer bytes
+accumulation per output per extra K-block; SFU element-operations x sfu_j_per_op (a `qmatmul`'s
+multiply-accumulates at j_per_mac on the MAC array); Gbuffer bytes
 read and written x gbuffer_access_j_per_byte; and the static power of the banks each `bank`
 instruction turns on, for as long as they stay on (all others are power-gated). Activations a
 `bank` spills (they exceed the Gbuffer) cost a round trip through main memory.
@@ -55,12 +58,20 @@ class Energy:
     static: float = 0.0
     memory: float = 0.0
     sfu: float = 0.0
+    matmul: float = 0.0                                # qmatmul on the [matmul] unit, SFU or array
     gbuffer: float = 0.0
     adc: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.write + self.compute + self.static + self.memory + self.sfu + self.gbuffer + self.adc
+        return self.write + self.compute + self.static + self.memory + self.sfu + self.matmul + self.gbuffer + self.adc
+
+
+@dataclass
+class MatmulWork:
+    """Attention's activation-by-activation products (`qmatmul`) and what they cost on their unit."""
+    macs: int = 0
+    cycles: int = 0
 
 
 @dataclass
@@ -80,6 +91,7 @@ class Timing:
     banks_since: float = 0.0
     adc_conversions: int = 0                           # ADC conversions, every bitline (pair) of a used crossbar
     layer_adc: dict = field(default_factory=dict)      # layer -> [ADC conversions, single-bit steps rerun]
+    matmul: MatmulWork = field(default_factory=MatmulWork)
 
     def __post_init__(self):
         self.max_inflight = max_blocks_writing(self.hw)
@@ -185,12 +197,17 @@ class Timing:
     def _sfu(self, stream, instr, machine):
         out = instr["type"]
         elements = math.prod(out.shape)
+        name = f"sfu {instr['op']} {instr['out']}"
         if instr["op"] == "qmatmul":
-            inner = self.types[instr["inputs"][0]].shape[-1]
-            elements *= inner
-        lanes, per = self.hw.latency.sfu_lanes, self.hw.latency.sfu_cycles_per_vector
-        self._advance(stream, math.ceil(elements / lanes) * per, f"sfu {instr['op']} {instr['out']}")
-        self.energy.sfu += elements * self.hw.energy.sfu_j_per_op
+            macs = elements * self.types[instr["inputs"][0]].shape[-1]
+            cycles, joules = matmul_cost(self.hw, macs)
+            self.matmul.macs += macs
+            self.matmul.cycles += cycles
+            self._advance(stream, cycles, name)
+            self.energy.matmul += joules
+        else:
+            self._advance(stream, sfu_cycles(self.hw, elements), name)
+            self.energy.sfu += elements * self.hw.energy.sfu_j_per_op
         in_bytes = sum(self.types[name].nbytes for name in instr["inputs"])
         self._gbuffer(in_bytes + out.nbytes)
 
@@ -249,6 +266,20 @@ def mvm_cycles(hw: Hardware, windows: int, replicas: int, k: int, n: int, ports:
     return max(steps, traffic) + hw.latency.accumulate_latency_cycles
 
 
+def sfu_cycles(hw: Hardware, elements: int) -> int:
+    """Cycles of one SFU operation over `elements`, a vector of sfu_lanes at a time."""
+    return math.ceil(elements / hw.latency.sfu_lanes) * hw.latency.sfu_cycles_per_vector
+
+
+def matmul_cost(hw: Hardware, macs: int) -> tuple[int, float]:
+    """(cycles, joules) of `macs` activation-by-activation multiply-accumulates on the unit the
+    hardware's [matmul] table names: the SFU (one per lane per vector, sfu_j_per_op each) or the
+    digital MAC array (macs_per_cycle a cycle, j_per_mac each)."""
+    if hw.matmul.unit == "sfu":
+        return sfu_cycles(hw, macs), macs * hw.energy.sfu_j_per_op
+    return math.ceil(macs / hw.matmul.macs_per_cycle), macs * hw.matmul.j_per_mac
+
+
 def max_blocks_writing(hw: Hardware) -> int:
     """Blocks main memory can feed at once: each streams its bytes over one crossbar write time."""
     block_bytes = hw.chip.apus_per_row * hw.weights_per_crossbar * hw.crossbar.weight_bits / 8
@@ -257,11 +288,22 @@ def max_blocks_writing(hw: Hardware) -> int:
 
 
 def upper_bound_cycles(program: Program, hw: Hardware) -> float:
-    """Paper VII-B: the time to write every weight of the DNN once with all crossbars busy (and at
-    least one crossbar write: a block takes that long however few there are)."""
+    """Paper VII-B: the time to write every weight of the DNN once with all crossbars busy.
+
+    A block write holds its APU row for write_cycles_per_crossbar, and at most `slots` blocks are
+    in flight (the rows, or what main memory feeds). Writes that never overlap more than `slots`
+    at a time can be laid on `slots` tracks, each writing one block after another (an interval
+    graph is colourable with as many colours as its largest overlap), so some track writes
+    ceil(blocks / slots) blocks in a row: no schedule is shorter than that many whole writes.
+    The paper's BERT figures are exactly that (130 and 39 inferences/s: 10 and 33 rounds)."""
     blocks = sum(layer_grid(layer, hw)[3] for layer in program.layers)
+    return write_rounds(blocks, hw) * hw.crossbar.write_cycles_per_crossbar
+
+
+def write_rounds(blocks: int, hw: Hardware) -> int:
+    """Whole block-write times needed to write `blocks` (upper_bound_cycles); at least one."""
     slots = min(hw.apu_rows, max_blocks_writing(hw))
-    return max(blocks / slots, 1.0) * hw.crossbar.write_cycles_per_crossbar
+    return max(1, math.ceil(blocks / slots))
 
 
 def lifespan_years(hw: Hardware, writes_per_inference: int, seconds_per_inference: float) -> float:
@@ -291,7 +333,7 @@ def summary(timing: Timing, machine, program: Program, hw: Hardware, inference: 
         "inferences_per_second": 1.0 / seconds if seconds else math.inf,
         "upper_bound_inferences_per_second": 1.0 / hw.seconds(bound),
         "fraction_of_upper_bound": bound / cycles if cycles else 0.0,
-        "energy_joules": {"write": e.write, "compute": e.compute + e.sfu + e.adc, "static": e.static,
+        "energy_joules": {"write": e.write, "compute": e.compute + e.sfu + e.matmul + e.adc, "static": e.static,
                           "memory": e.memory + e.gbuffer, "total": e.total},
         "adc": {"conversions": timing.adc_conversions, "energy_joules": e.adc},
         "write_pulses": w.pulses,
@@ -300,6 +342,8 @@ def summary(timing: Timing, machine, program: Program, hw: Hardware, inference: 
         "blocks_written": w.blocks,
         "most_writes_per_row": max(w.row_writes.values(), default=0),
         "lifespan_years": lifespan_years(hw, max(w.row_writes.values(), default=0), seconds),
+        "activation_matmul": {"unit": hw.matmul.unit, "macs": timing.matmul.macs, "cycles": timing.matmul.cycles,
+                              "joules": e.matmul},
         "peak_blocks_writing": timing.peak_inflight,
         "max_blocks_writing_by_bandwidth": timing.max_inflight,
     }

@@ -135,6 +135,8 @@ REJECTED = [
      ["[memory] bandwidth_bytes_per_s", "is not allowed", "allowed: a finite number > 0"]),
     ("negative energy", _patched("energy", "write_j_per_pulse", "-2.1e-11"),
      ["[energy] write_j_per_pulse", "-2.1e-11 is not allowed", "allowed: a finite number >= 0"]),
+    ("unknown matmul unit", _patched("matmul", "unit", '"gpu"'),
+     ["[matmul] unit", "'gpu' is not allowed", 'allowed: one of "sfu", "array"']),
     ("bad name", _patched("chip", "name", '"aras default"'),
      ["[chip] name", "'aras default' is not allowed", "allowed: a non-empty name"]),
     ("missing table", _without_table("energy"),

@@ -20,6 +20,7 @@ compute is below an eighth of a block write, too short to matter.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Collection
 
 from ..backend.segments import crossbar_segments
 from ..ir import Model
@@ -37,15 +38,17 @@ def segment_cycles(t: LayerTiling, copies: int, hw: Hardware) -> int:
     return mvm_cycles(hw, t.windows, copies, t.groups * t.k, t.groups * t.n)
 
 
-def schedule_cycles(model: Model, hw: Hardware, copies: dict[str, int], tiles: dict[str, LayerTiling]) -> float:
-    """The time of one inference of the crossbar layers under the ARAS schedule with `copies`."""
+def schedule_cycles(model: Model, hw: Hardware, copies: dict[str, int], tiles: dict[str, LayerTiling],
+                    packed: Collection[str] = ()) -> float:
+    """The time of one inference of the crossbar layers under the ARAS schedule with `copies` (and
+    the `packed` layers cut where the rows run out, packing.py)."""
     write_cycles = hw.crossbar.write_cycles_per_crossbar
     slots = max_blocks_writing(hw)
     clock = compute_end = 0.0
     inflight: list[float] = []
     finish: dict = {}
     end: dict = {}
-    for event in binding_walk(crossbar_segments(model, hw), copies, hw.apu_rows):
+    for event in binding_walk(crossbar_segments(model, hw), copies, hw.apu_rows, packed):
         if event[0] == "reclaim":
             clock = max(clock, end[event[1]])
         elif event[0] == "write":
@@ -65,11 +68,12 @@ def schedule_cycles(model: Model, hw: Hardware, copies: dict[str, int], tiles: d
     return compute_end
 
 
-def replication_factors(model: Model, hw: Hardware) -> dict[str, int]:
-    """Copies of each crossbar layer's blocks (1 = no replica), by layer name."""
+def replication_factors(model: Model, hw: Hardware, packed: Collection[str] = ()) -> dict[str, int]:
+    """Copies of each crossbar layer's blocks (1 = no replica), by layer name, for the schedule
+    that cuts the `packed` layers (packing.py)."""
     tiles = tilings(model, hw)
     copies = {name: 1 for name in tiles}
-    best = schedule_cycles(model, hw, copies, tiles)
+    best = schedule_cycles(model, hw, copies, tiles, packed)
     shortest = SHORTEST * hw.crossbar.write_cycles_per_crossbar
     slowest = [(-segment_cycles(t, 1, hw), name) for name, t in tiles.items()
                if t.segments == 1 and segment_cycles(t, 1, hw) >= shortest]
@@ -81,7 +85,7 @@ def replication_factors(model: Model, hw: Hardware) -> dict[str, int]:
         if faster >= -cycles or (r + 1) * t.apu_rows > hw.apu_rows // ROW_SHARE:
             continue
         copies[name] = r + 1
-        total = schedule_cycles(model, hw, copies, tiles)
+        total = schedule_cycles(model, hw, copies, tiles, packed)
         if total >= best:
             copies[name] = r  # past the inflection point for this layer
             continue
