@@ -324,14 +324,14 @@ def _check_simulation_fits(source: str, hw: Hardware) -> None:
 
 
 def check_interpretable(hw: Hardware, source: str) -> None:
-    """The interpreter packs a weight's write pulses in 4 bits (runtime/machine.py): a chip whose
-    cells need more (4-bit cells with 8-bit weights) compiles, but does not run. Differential
-    pairs are counted apart (runtime/adc_kernels.py)."""
+    """The interpreter runs unsigned cells of at most 15 write pulses a weight, and differential
+    pairs: a chip whose unsigned cells need more (4-bit cells with 8-bit weights) compiles, but
+    does not run."""
     most_pulses = ((1 << hw.crossbar.cell_bits) - 1) * hw.cells_per_weight
     if most_pulses > 15 and not hw.differential:
         raise _error(source, "crossbar", "cell_bits", f"{hw.crossbar.cell_bits}-bit cells take up to {most_pulses} "
-                     f"write pulses per weight; the interpreter's packed write counts hold 15, so it cannot "
-                     f"run this chip", "1 or 2 with 8-bit weights, to run")
+                     f"write pulses per weight; the interpreter runs unsigned cells of at most 15, so it "
+                     f"cannot run this chip", "1 or 2 with 8-bit weights, to run")
 
 
 @functools.cache

@@ -54,10 +54,11 @@ def int8_products_exact() -> bool:
 
 
 @njit(cache=True, nogil=True)
-def write_cells(cells, rows, contents, blocks, masks, partial, table):  # pragma: no cover - compiled
+def write_cells(cells, rows, contents, blocks, masks, partial, pulse_table, changed_table):  # pragma: no cover
     """cells[rows[b]] <- contents[blocks[b]] where masks[blocks[b]] (everywhere when the block
-    is not `partial`), for rows that are all different. table[new << 8 | old] = 16 x pulses +
-    changed cells of a packed weight. Returns (pulses, changed cells) summed over all writes."""
+    is not `partial`), for rows that are all different. pulse_table and changed_table, indexed
+    by new << 8 | old, give the write pulses and the changed cells of a weight. Returns (pulses,
+    changed cells) summed over all writes."""
     pulses = 0
     changed = 0
     height, width = cells.shape[1], cells.shape[2]
@@ -67,9 +68,9 @@ def write_cells(cells, rows, contents, blocks, masks, partial, table):  # pragma
         for r in range(height):
             for col in range(width):
                 if whole or masks[block, r, col]:  # a cell outside a partial block keeps its level
-                    cost = table[(np.int64(src[r, col]) << 8) | dst[r, col]]
-                    pulses += cost >> 4
-                    changed += cost & 15
+                    pair = (np.int64(src[r, col]) << 8) | dst[r, col]
+                    pulses += pulse_table[pair]
+                    changed += changed_table[pair]
                     dst[r, col] = src[r, col]
     return pulses, changed
 

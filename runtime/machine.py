@@ -21,7 +21,6 @@ from ..isa.program import Instr, LayerDef, Program
 from ..isa.tiling import OFFSET_CENTER, cell_levels, matrix_shape, slice_levels
 from ..isa.tiling import layer_blocks as tiled_blocks
 from .adc import MvmAdc, dynamic_precision, input_slice_bits, window_steps
-from .adc_kernels import write_cells_wide
 from .crossbar import BitSerial
 from .kernels import int8_product, int8_products_exact, int8_products_wanted, requantize, write_cells
 from .sfu import I16_MAX, I16_MIN, SFU_OPS, DataError
@@ -33,20 +32,15 @@ class ExecutionError(RuntimeError):
     pass
 
 
-def _write_table(hw: Hardware) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """For a packed (new << 8 | old) weight pair: 16 x the write pulses (|new level - old level|
-    summed over the weight's cells, at most 4 x 3) + the number of cells whose level changes.
-    Differential pairs (up to 16 cells, 6 pulses a slice): the pulses and the changed cells,
-    two tables (runtime/adc_kernels.py)."""
+def _write_table(hw: Hardware) -> tuple[np.ndarray, np.ndarray]:
+    """For a (new << 8 | old) weight pair: the write pulses (|new level - old level| summed over
+    the weight's cells) and the number of cells whose level changes, two uint8 tables (at most
+    16 cells of 6 pulses, with differential pairs of 1-bit slices)."""
     codes = np.arange(1 << hw.crossbar.weight_bits, dtype=np.uint8)
     levels = cell_levels(codes[:, None], hw).astype(np.int16)       # [256, cells]
     diff = np.abs(levels[:, None, :] - levels[None, :, :])           # [new, old, cells]
     pulses, changed = diff.sum(-1), (diff > 0).sum(-1)
-    if hw.differential:
-        return pulses.astype(np.int64).reshape(-1), changed.astype(np.int64).reshape(-1)
-    if pulses.max() > 15 or changed.max() > 15:
-        raise ValueError("packed write costs need at most 15 pulses and 15 cells per weight")
-    return (pulses * 16 + changed).astype(np.uint8).reshape(-1)
+    return pulses.astype(np.uint8).reshape(-1), changed.astype(np.uint8).reshape(-1)
 
 
 @dataclass
@@ -163,10 +157,7 @@ class Machine:
         for name, (blocks, rows_of) in by_layer.items():
             contents, masks, partial, used_cells = self.block_contents(self.layers[name])
             where = (self.cells, np.array(rows_of, np.int64), contents, np.array(blocks, np.int64), masks, partial)
-            if isinstance(self.write_table, tuple):  # differential pairs
-                pulses, changed = write_cells_wide(*where, *self.write_table)
-            else:
-                pulses, changed = write_cells(*where, self.write_table)
+            pulses, changed = write_cells(*where, *self.write_table)
             self.writes.pulses += int(pulses)
             self.writes.cells_written += int(changed)
             self.writes.cells_skipped += int(used_cells[blocks].sum()) - int(changed)
