@@ -104,3 +104,49 @@ def test_too_few_rows_keep_one_scale():
         assert p.per_channel != uniform, p
         if not uniform:
             assert np.ptp(p.scale) > 0, p.scale
+
+
+def test_a_linear_layer_computes_with_the_weights_it_holds():
+    """A linear layer reading per-channel codes q (scale s_k, zero point z_k) computes
+    (Q - w_zp) w_scale (q - z) + b: the zero points' share goes through the held weights Q. Checked
+    from the stored integers by float arithmetic on one unseen input; folding the zero points
+    through the float weights instead leaves every output a constant (Q - W diag(s)) z off."""
+    from arasc.compare import all_values
+    from arasc.frontend import import_module
+    from arasc.passes.quantize import MIN_FOLD_ROWS, Quantize
+
+    torch.manual_seed(1)
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm, self.out = torch.nn.LayerNorm(32), torch.nn.Linear(32, 16)
+            with torch.no_grad():
+                self.norm.bias.add_(torch.linspace(-2, 2, 32))   # channel ranges off centre: zero points far from 0
+
+        def forward(self, x):
+            h = self.norm(x)
+            return h[..., :16] + self.out(h)
+
+    module = Block().eval()
+    calibration = tuple((torch.randn(1, 4 * MIN_FOLD_ROWS, 32).numpy(),) for _ in range(4))
+    model = import_module(module, (torch.from_numpy(calibration[0][0]),), "block")
+    q = Quantize(calibration=calibration).rewrite(model)
+    x = q.params["norm.n"]
+    assert x.per_channel and np.ptp(x.zp) > 50, x
+    linear = next(layer for layer in q.model.graph.layers if layer.name == "out")
+    stored = {role: np.asarray(q.model.weights[ref.name]).astype(np.float64) for role, ref in linear.weights}
+    attrs = dict(linear.attrs)
+    w_zp = stored["w_zp"] if "w_zp" in stored else attrs["w_zp"]
+    multiplier = stored["multiplier"] if "multiplier" in stored else attrs["multiplier"]
+    shift = stored["shift"] if "shift" in stored else attrs["shift"]
+    out = q.params["out"]
+    w_scale = multiplier * 2.0 ** -np.asarray(shift) * out.scale    # the multiplier is s_w / s_out (x at scale 1)
+    float_bias = module.out.bias.detach().numpy().astype(np.float64)
+    held = (stored["weight"] - np.reshape(w_zp, (-1, 1))) * np.reshape(w_scale, (-1, 1))
+
+    values = all_values(q.model, (torch.randn(1, 64, 32).numpy(),))
+    codes = values["norm.n"].astype(np.float64) - x.zp
+    expected = codes @ held.T + float_bias
+    got = (values["out"].astype(np.float64) - out.zp) * out.scale
+    assert np.abs(got - expected).max() <= 0.51 * out.scale + 1e-3 * np.abs(expected).max(), np.abs(got - expected).max()
