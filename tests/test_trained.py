@@ -73,7 +73,7 @@ def test_minilm_sentence_similarity_on_the_chip():
     chip = np.stack([run(program, weights, hw, ids[None])[0] for ids in held_out])
     cosines = [cosine(a.ravel().astype(np.float64), b.ravel().astype(np.float64)) for a, b in zip(reference, chip, strict=True)]
     print(f"minilm: final hidden state cosine min {min(cosines):.4f} mean {np.mean(cosines):.4f}")
-    assert min(cosines) >= 0.99 and np.mean(cosines) >= 0.994, cosines
+    assert min(cosines) >= 0.994 and np.mean(cosines) >= 0.995, cosines   # the issue: 0.995
 
     def similarities(hidden):
         e = minilm.embeddings(hidden, lengths)

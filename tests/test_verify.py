@@ -426,3 +426,31 @@ def test_docs_hold_the_spec_table_as_the_opcode_table_makes_it():
     from arasc.isa.opcodes import spec_table_markdown
 
     assert spec_table_markdown() in (Path(__file__).parent.parent / "docs" / "isa.md").read_text()
+
+
+def test_values_that_do_not_fit_the_machine_together_are_refused(monkeypatch):
+    """Together the values need more memory than the verifier grants the program. The check of
+    each value and temporary on its own is switched off here (its rules have their own tests):
+    digits-cnn's convolution windows alone need more than all its values."""
+    import arasc.runtime.verify as verify
+    from arasc.isa.parser import parse_program
+
+    b = base()
+    program = parse_program(b.text, "fuzz.aras")
+    values = {i["out"]: i["type"].nbytes for i in program.compute if i.opcode in ("load", "mvm", "sfu")}
+    total = sum(values.values())
+    monkeypatch.setattr(verify.Verifier, "check_size", lambda *args, **kwargs: None)
+    monkeypatch.setattr(verify, "machine_memory_bytes", lambda: int((total - 1) / verify.MEMORY_SHARE))
+    message = refusal(lambda text: text)
+    assert re.search(r"the program's values need more than [\d,]+ B, more than this machine can simulate", message), message
+
+
+def test_an_op_making_a_type_no_aras_type_holds_is_refused(monkeypatch):
+    """The verifier reads an SFU op's result type off a run on zeros; a result dtype outside the
+    .aras types (a float64 from a changed op) is refused at the instruction."""
+    import arasc.runtime.verify as verify
+
+    maxpool = verify.SFU_OPS["maxpool2d"]
+    monkeypatch.setitem(verify.SFU_OPS, "maxpool2d", lambda xs, attrs, weights: maxpool(xs, attrs, weights).astype(np.float64))
+    message = refusal(lambda text: text)
+    assert re.search(r"sfu: maxpool2d makes float64 values, which no \.aras type holds", message), message
