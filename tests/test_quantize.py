@@ -83,6 +83,28 @@ def test_fixed_point_rejects_multipliers_out_of_range():
         fixed_point(2.0**40)
 
 
+def test_a_wide_crossbar_layer_requantizes_inside_int64():
+    """The verifier bounds a crossbar layer's requantization by (4 K 255^2 + |bias|) m + 2^(shift+8)
+    < 2^63. With K = 25,088 (VGG-16's classifier.0) a 31-bit multiplier passes or not by its
+    mantissa, before and after weight-mean shifting's "fit" rescales it; the multipliers of 16
+    output channels (one each) are all inside, after both."""
+    from arasc.frontend import import_module
+    from arasc.passes.shift_weights import channel_param, shifted
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(16, 25088), torch.nn.ReLU(), torch.nn.Linear(25088, 16)).eval()
+    calibration = tuple((torch.randn(4, 16).numpy(),) for _ in range(2))
+    model = import_module(module, (torch.from_numpy(calibration[0][0]),), "wide")
+    quantized = Quantize(calibration=calibration).run(model)
+    refitted, _ = shifted(quantized, center=168, method="fit")
+    for m in (quantized, refitted):
+        layer = next(layer for layer in m.graph.layers if layer.name == "2")
+        bias = int(np.abs(np.asarray(m.weights[layer.weight("bias").name], np.int64)).max())
+        for multiplier, shift in zip(channel_param(m, layer, "multiplier"), channel_param(m, layer, "shift"), strict=True):
+            assert (4 * 25088 * 255 * 255 + bias) * int(multiplier) + (256 << int(shift)) < 2**63, (multiplier, shift)
+    assert not np.array_equal(channel_param(refitted, layer, "multiplier"), channel_param(quantized, layer, "multiplier"))
+
+
 # ---- quantized ops against integer references ------------------------------------------------
 
 @pytest.mark.parametrize("stride, padding, dilation, groups, relu, bias", [

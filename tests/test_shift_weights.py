@@ -196,13 +196,13 @@ def test_fit_rescales_only_codes_that_would_leave_the_range():
 
 
 @settings(max_examples=200, deadline=None)
-@given(reals=st.lists(st.floats(1e-20, 1e6), min_size=1, max_size=20))
-def test_fixed_points_match_fixed_point_one_at_a_time(reals):
+@given(reals=st.lists(st.floats(1e-20, 1e6), min_size=1, max_size=20), bits=st.integers(24, 31))
+def test_fixed_points_match_fixed_point_one_at_a_time(reals, bits):
     from arasc.ir.qops import fixed_point
     from arasc.passes.shift_weights import _fixed_points
 
-    multipliers, shifts = _fixed_points(np.array(reals))
-    assert [fixed_point(r) for r in reals] == list(zip(multipliers.tolist(), shifts.tolist(), strict=True))
+    multipliers, shifts = _fixed_points(np.array(reals), bits)
+    assert [fixed_point(r, bits) for r in reals] == list(zip(multipliers.tolist(), shifts.tolist(), strict=True))
 
 
 def test_the_center_choice_predicts_from_histograms_what_the_shifted_model_holds():

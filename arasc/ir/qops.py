@@ -44,6 +44,14 @@ CENTRED_TERMS = 1 << 10  # products of codes less 128 (at most 2^14) a float32 s
 MAX_SHIFT = 52           # out_zp * 2^shift (< 2^60) plus acc * m (< 2^62 in practice) stays inside int64
 
 
+def crossbar_multiplier_bits(k: int, largest_bias: int) -> int:
+    """Bits of a crossbar layer's requantization multiplier that keep it inside int64: the
+    verifier bounds the accumulator by 4 k 255^2 + |bias| (runtime/verify.py), and that times
+    m < 2^bits stays below 2^62. 31 bits but where K runs to tens of thousands (VGG-16's
+    classifier.0, K = 25,088, gets 29: with 31 it fit or not by the multiplier's mantissa)."""
+    return min(MULTIPLIER_BITS, 62 - (4 * k * U8_MAX * U8_MAX + largest_bias).bit_length())
+
+
 def fixed_point(real: float, bits: int = MULTIPLIER_BITS) -> tuple[int, int]:
     """(m, shift) with real ~= m * 2^-shift, m in [2^(bits-1), 2^bits), 1 <= shift <= 52; below
     2^-22, m is smaller (see shared_fixed_point). Fewer bits than 31 where the accumulator is

@@ -40,7 +40,8 @@ import torch
 
 from ..ir import OPS, Graph, Layer, Model, TensorType, WeightRef
 from ..ir.graph import NUMPY_DTYPES
-from ..ir.qops import SOFTMAX_PROB_BITS, U8_MAX, fixed_point, shared_fixed_point, softmax_table
+from ..ir.qops import (MULTIPLIER_BITS, SOFTMAX_PROB_BITS, U8_MAX, crossbar_multiplier_bits, fixed_point,
+                       shared_fixed_point, softmax_table)
 from .calibrate import (
     OBSERVERS,
     QParams,
@@ -372,16 +373,18 @@ class _Rewriter:
                                  layer.loc))
         self.params[layer.name] = params
 
-    def requant_params(self, owner: str, reals, out: QParams, dims: int) -> tuple[dict, dict]:
-        """Fixed-point multipliers for `reals` (one per output channel, or one) and the output
-        zero point: attributes when one serves every channel, else int32 weights of the same roles."""
+    def requant_params(self, owner: str, reals, out: QParams, dims: int,
+                       bits: int = MULTIPLIER_BITS) -> tuple[dict, dict]:
+        """Fixed-point multipliers of `bits` bits for `reals` (one per output channel, or one) and
+        the output zero point: attributes when one serves every channel, else int32 weights of the
+        same roles."""
         reals = np.broadcast_to(np.asarray(reals, np.float64), (dims,))
         zps = np.broadcast_to(np.asarray(out.zp, np.int64), (dims,))
         attrs, weights = {}, {}
         if np.all(reals == reals[0]):
-            attrs["multiplier"], attrs["shift"] = fixed_point(float(reals[0]))
+            attrs["multiplier"], attrs["shift"] = fixed_point(float(reals[0]), bits)
         else:
-            pairs = [fixed_point(float(r)) for r in reals]
+            pairs = [fixed_point(float(r), bits) for r in reals]
             weights["multiplier"] = self.add_weight(f"{owner}.multiplier", np.array([m for m, _ in pairs], np.int32))
             weights["shift"] = self.add_weight(f"{owner}.shift", np.array([s for _, s in pairs], np.int32))
         if np.all(zps == zps[0]):
@@ -494,7 +497,8 @@ def _crossbar(rw: _Rewriter, layer: Layer) -> None:
         weights["bias"] = rw.add_weight(name, np.broadcast_to(q_bias, (n,)).astype(np.int32))
     if weight[0].size * U8_MAX**2 + largest_bias >= ACC_LIMIT:
         raise rw.error(layer, f"has a window of {weight[0].size} weights: its accumulator may reach 2^32")
-    attrs, requant = rw.requant_params(layer.name, x_scale * w_scale / np.asarray(out.scale, np.float64), out, n)
+    attrs, requant = rw.requant_params(layer.name, x_scale * w_scale / np.asarray(out.scale, np.float64), out, n,
+                                       crossbar_multiplier_bits(weight[0].size, int(largest_bias)))
     weights.update(requant)
     w_zp = np.asarray(w.zp).reshape(-1)
     if np.all(w_zp == w_zp[0]):

@@ -44,7 +44,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..ir import Model
-from ..ir.qops import MAX_SHIFT, MULTIPLIER_BITS
+from ..ir.qops import MAX_SHIFT, crossbar_multiplier_bits
 from ..isa.hardware import Hardware, default_hardware
 from ..isa.tiling import cell_levels
 from .tile import is_crossbar_layer
@@ -184,10 +184,13 @@ def shifted(model: Model, center: int, method: str = "fit", keep: frozenset[str]
         weights[name] = np.clip(codes, 0, 255).astype(np.uint8).reshape(np.shape(model.weights[name]))
         params = {"w_zp": zp + d}
         if (alpha < 1.0).any():
-            params["multiplier"], params["shift"] = _fixed_points(multiplier / 2.0 ** shift / alpha)
             bias = layer.weight("bias")
+            largest_bias = 0
             if bias is not None:
                 weights[bias.name] = np.rint(np.asarray(model.weights[bias.name]) * alpha).astype(np.int32)
+                largest_bias = int(np.abs(weights[bias.name].astype(np.int64)).max())
+            bits = crossbar_multiplier_bits(codes.shape[1], largest_bias)
+            params["multiplier"], params["shift"] = _fixed_points(multiplier / 2.0 ** shift / alpha, bits)
         layers.append(_with_channel_params(layer, weights, params))
     meta = {**dict(model.graph.meta), "weight_center": center, "weight_shift": method}
     graph = dataclasses.replace(model.graph, layers=tuple(layers), meta=meta)
@@ -229,12 +232,13 @@ def _fitting_scales(low: np.ndarray, high: np.ndarray, zero_point: np.ndarray) -
     return np.maximum(alpha, 0.0)
 
 
-def _fixed_points(reals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`qops.fixed_point` of every entry at once (int64 multipliers and shifts): a layer has up to
-    thousands of channels, and one Python call per channel cost seconds per candidate center."""
+def _fixed_points(reals: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """`qops.fixed_point(real, bits)` of every entry at once (int64 multipliers and shifts): a
+    layer has up to thousands of channels, and one Python call per channel cost seconds per
+    candidate center."""
     mantissa, exponent = np.frexp(reals)
-    shift = MULTIPLIER_BITS - exponent
-    shift = shift - (np.round(mantissa * 2.0**MULTIPLIER_BITS) == 2.0**MULTIPLIER_BITS)
+    shift = bits - exponent
+    shift = shift - (np.round(mantissa * 2.0**bits) == 2.0**bits)
     if (shift < 1).any() or not (reals > 0).all():
         raise ValueError("shift-weights: a rescaled multiplier is outside the fixed-point range")
     shift = np.minimum(shift, MAX_SHIFT)
