@@ -40,8 +40,15 @@ import torch
 
 from ..ir import OPS, Graph, Layer, Model, TensorType, WeightRef
 from ..ir.graph import NUMPY_DTYPES
-from ..ir.qops import (MULTIPLIER_BITS, SOFTMAX_PROB_BITS, U8_MAX, crossbar_multiplier_bits, fixed_point,
-                       shared_fixed_point, softmax_table)
+from ..ir.qops import (
+    MULTIPLIER_BITS,
+    SOFTMAX_PROB_BITS,
+    U8_MAX,
+    crossbar_multiplier_bits,
+    fixed_point,
+    shared_fixed_point,
+    softmax_table,
+)
 from .calibrate import (
     OBSERVERS,
     QParams,
