@@ -144,8 +144,11 @@ def test_task_agreement_by_output_shape():
     logits = np.array([[1.0, 2.0, 0.0], [3.0, 0.0, 1.0], [0.0, 0.0, 5.0], [2.0, 1.0, 0.0]])
     flipped = logits.copy()
     flipped[1] = [0.0, 3.0, 1.0]                  # one of four top-1 classes changes
-    assert task_agreement([[logits]], [[logits]]) == 1.0
-    assert task_agreement([[logits]], [[flipped]]) == 0.75
+    assert task_agreement([[logits]], [[logits]]) == pytest.approx(1.0)
+    assert task_agreement([[logits]], [[flipped]]) == 0.75   # below the logits' cosine, 0.80
+    # Every class kept, the logits changed: their cosine counts (one calibration image says little).
+    assert task_agreement([[logits]], [[logits + [[0.0, 0.0, 1.0]] * 4]]) == pytest.approx(
+        float((logits * (logits + [0, 0, 1])).sum() / np.linalg.norm(logits) / np.linalg.norm(logits + [0, 0, 1])))
     rng = np.random.default_rng(0)
     hidden = rng.normal(size=(6, 4, 8))
     assert task_agreement([[hidden]], [[hidden * 2.0]]) == pytest.approx(1.0)   # similarities keep their order
