@@ -239,7 +239,7 @@ def tpu_section(runs: dict, models: list[str], scalesim: dict | None) -> list[st
         for row in scalesim["layers"]:
             lines.append(f"| {row['name']} | {row['m']} x {row['k']} x {row['n']} | {row['ours']:,} | "
                          f"{row['scalesim']:,} | {row['ours'] / row['scalesim']:.3f} | "
-                         f"{row['ours_with_memory']:,} | {row['scalesim_with_stalls']:,} | "
+                         f"{row['ours_with_memory']:,.0f} | {row['scalesim_with_stalls']:,} | "
                          f"{row['ours_with_memory'] / row['scalesim_with_stalls']:.3f} |")
         lines.append("")
     else:

@@ -44,6 +44,21 @@ def test_the_tpu_reads_every_weight_and_runs_attention_on_the_array():
     assert tpu.energy["total"] == pytest.approx(sum(v for k, v in tpu.energy.items() if k != "total"))
 
 
+def test_scalesim_compares_one_gemm_of_a_layer_of_several():
+    """SCALE-Sim runs one M x K x N GEMM; attention's 4 heads of bert-base-small are compared by
+    their cycles per head (with memory: a quarter of the layer's), not all four against one."""
+    import dataclasses
+
+    from arasc.isa.hardware import default_hardware
+    from arasc.scalesim_check import sample_layers
+
+    result, _ = compiled("bert-base-small")
+    layers = [dataclasses.asdict(x) for x in simulate(result.program, default_hardware()).layers]
+    picked = sample_layers({"bert": [{"tpu": {"layers": layers}}]})
+    attention = next(x for x in picked if x["name"] == f"bert/{next(y for y in layers if y['kind'] == 'matmul')['name']}")
+    assert attention["ours_with_memory"] == fold_cycles(16, 16, 16, TpuConfig()) == 205   # the layer: 4 x 205
+
+
 def record(config, ips, energy, pulses, blocks, tpu_ips=None, tpu_energy=None):
     r = {"config": config, "inferences_per_second": ips, "upper_bound_inferences_per_second": 100.0,
          "fraction_of_upper_bound": ips / 100, "energy_joules": {"total": energy, "write": 0, "compute": 0,
