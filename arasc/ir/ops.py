@@ -252,7 +252,7 @@ def _cast(xs, a, w):
 @op("where", "sfu", "cond ? a : b on integer or bool tensors, broadcasting; cond (bool) is the first input",
     min_inputs=3, max_inputs=3)
 def _where(xs, a, w):
-    return torch.where(xs[0], xs[1], xs[2])
+    return torch.where(xs[0].bool(), xs[1], xs[2])   # a verified program may give any integer condition (nonzero: true)
 
 
 @op("take", "data", "elements of the input at the flat `positions` (an int64 weight; the output has its shape)",
