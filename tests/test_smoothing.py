@@ -8,11 +8,41 @@ from arasc.passes.calibrate import SAMPLE_ROWS, Stats, channel_qparams
 from arasc.passes.smoothing import ALPHAS, choose_alpha, smoothed_qparams
 
 
-def as_held(weight):
-    """Per-output-row uint8 weights, decoded (the quantize pass's crossbar rule)."""
-    p = channel_qparams(weight.min(1), weight.max(1))
-    scale, zp = p.scale[:, None], p.zp[:, None]
+def as_held(weight, per_row=True):
+    """uint8 weights decoded, with a scale and zero point per output row or one for the weight,
+    each range widened to include 0 (the quantize pass's crossbar rule, docs/quantization.md)."""
+    if per_row:
+        p = channel_qparams(weight.min(1), weight.max(1))
+        scale, zp = p.scale[:, None], p.zp[:, None]
+    else:
+        low, high = min(weight.min(), 0.0), max(weight.max(), 0.0)
+        scale = (high - low) / 255 if high > low else 1.0
+        zp = round(-low / scale)
     return (np.clip(np.round(weight / scale) + zp, 0, 255) - zp) * scale
+
+
+def reference_errors(folds, readers, per_row=True):
+    """The module docstring's criterion in plain float64, one alpha at a time: parameters from
+    one fold's channel ranges, the other fold's rows coded with them and decoded; a linear
+    reader multiplies them by its weight with the channel scales folded into the columns, then
+    quantized; the error is the largest squared error of an output row over the mean squared
+    exact row, summed over readers and over both directions."""
+    errors = []
+    for alpha in ALPHAS:
+        total = 0.0
+        for fit, test in (folds, folds[::-1]):
+            p = smoothed_qparams(fit.min(0), fit.max(0), alpha)
+            codes = np.clip(np.round(test / p.scale) + p.zp, 0, 255) - p.zp
+            for weight in readers:
+                if weight is None:
+                    exact, approx = test, codes * p.scale
+                else:
+                    exact, approx = test @ weight.T, codes @ as_held(weight * p.scale, per_row).T
+                signal = float(np.sum(exact * exact)) / len(exact)
+                if signal > 0:
+                    total += float(np.square(exact - approx).sum(axis=1).max()) / signal
+        errors.append(total)
+    return errors
 
 
 def test_alpha_moves_between_one_scale_and_one_per_channel():
@@ -34,7 +64,7 @@ def test_equal_channels_choose_no_smoothing():
     rows[0], rows[1] = -1, -1     # both folds (even and odd rows) see the full range in every channel
     rows[2], rows[3] = 1, 1
     weight = rng.normal(size=(8, 16))
-    assert choose_alpha((rows[0::2], rows[1::2]), [weight], as_held) == 0.0
+    assert choose_alpha((rows[0::2], rows[1::2]), [weight]) == 0.0
 
 
 def test_an_outlier_channel_is_smoothed():
@@ -44,10 +74,10 @@ def test_an_outlier_channel_is_smoothed():
     rows = rng.normal(size=(600, 32))
     rows[:, 5] *= 50
     weight = rng.normal(size=(16, 32))
-    alpha = choose_alpha((rows[0::2], rows[1::2]), [weight], as_held)
+    alpha = choose_alpha((rows[0::2], rows[1::2]), [weight])
     assert alpha in ALPHAS and alpha > 0
     # A table reader (None) judges the decoded value itself: per channel is best there too.
-    assert choose_alpha((rows[0::2], rows[1::2]), [None], as_held) > 0
+    assert choose_alpha((rows[0::2], rows[1::2]), [None]) > 0
 
 
 def test_sample_rows_are_bounded_and_split_by_input():
@@ -150,3 +180,59 @@ def test_a_linear_layer_computes_with_the_weights_it_holds():
     expected = codes @ held.T + float_bias
     got = (values["out"].astype(np.float64) - out.zp) * out.scale
     assert np.abs(got - expected).max() <= 0.51 * out.scale + 1e-3 * np.abs(expected).max(), np.abs(got - expected).max()
+
+
+def random_case(rng, rows, channels, outputs):
+    """Rows with a few outlier channels and channels that are never negative, and a weight."""
+    x = rng.normal(size=(rows, channels)) * rng.lognormal(0, 1, channels)
+    x[:, rng.choice(channels, 2, replace=False)] *= rng.uniform(5, 50)
+    x[:, :3] = np.abs(x[:, :3])
+    return x, rng.normal(size=(outputs, channels)) * rng.uniform(0.01, 1)
+
+
+@pytest.mark.parametrize("per_row", [True, False])
+def test_weight_codes_follow_the_quantize_pass(per_row):
+    """The criterion's fused kernel makes the codes, zero points and scales that the quantize
+    pass's own rule (`_weight_params`, `quantize_array`) gives the weight with its columns scaled."""
+    from arasc.passes.calibrate import quantize_array
+    from arasc.passes.quantize import _weight_params
+    from arasc.passes.smoothing import _weight_codes
+
+    rng = np.random.default_rng(3)
+    for channels, outputs in ((16, 8), (70, 33), (384, 96)):
+        _, weight = random_case(rng, 4, channels, outputs)
+        weight[0] = np.abs(weight[0])     # a row with no negative weight: its range widens to 0
+        weight[1] = 0.0                   # an all-zero row: scale 1
+        column_scale = rng.lognormal(0, 1, channels)
+        x_zp = rng.integers(0, 256, channels)
+        centred, zp, scale, zp_term = _weight_codes(weight, column_scale, x_zp, per_row)
+        scaled = weight * column_scale
+        p = _weight_params(scaled, per_row)
+        codes = quantize_array(scaled, p).astype(np.int64)
+        assert np.array_equal(centred.astype(np.int64) + 128, codes)
+        assert np.array_equal(zp, np.broadcast_to(np.asarray(p.zp).reshape(-1), zp.shape))
+        assert np.array_equal(scale, np.broadcast_to(np.asarray(p.scale).reshape(-1), scale.shape))
+        assert np.array_equal(zp_term, (codes - 128) @ (128 - x_zp))
+
+
+@pytest.mark.parametrize("per_row", [True, False])
+def test_choice_matches_the_plain_float64_criterion(per_row):
+    """The integer criterion chooses the alpha that the float64 statement of it chooses, and
+    its errors agree with that statement's to rounding, on random values with outlier channels,
+    several linear readers and tables."""
+    from arasc.passes.smoothing import _fold_errors
+
+    rng = np.random.default_rng(4)
+    chosen = set()
+    for case in range(12):
+        channels = int(rng.choice([8, 24, 64, 200]))
+        x, weight = random_case(rng, int(rng.choice([40, 96, 300])), channels, int(rng.choice([8, 40])))
+        readers = [weight, None, random_case(rng, 1, channels, 16)[1]][:1 + case % 3]
+        folds = (x[0::2], x[1::2])
+        want = reference_errors(folds, readers, per_row)
+        got = np.add(_fold_errors(*folds, readers, per_row), _fold_errors(*folds[::-1], readers, per_row))
+        assert np.allclose(got, want, rtol=1e-9, atol=0), (got, want)
+        alpha = choose_alpha(folds, readers, per_row)
+        assert alpha == ALPHAS[int(np.argmin(want))]
+        chosen.add(alpha)
+    assert len(chosen) > 1, chosen    # the cases exercise the choice, not one answer

@@ -323,7 +323,7 @@ class _Rewriter:
             return channel_qparams(*grouped_channel_ranges(stats, self.options.channel_groups))
         alpha = self.options.smooth
         if alpha == "auto":
-            alpha = choose_alpha(stats.sample(), self.channel_readers(name), self.weight_as_held)
+            alpha = choose_alpha(stats.sample(), self.channel_readers(name), self.options.weights == "channel")
         return smoothed_qparams(stats.channel_low, stats.channel_high, float(alpha))
 
     def channel_readers(self, name: str) -> list[np.ndarray | None]:
@@ -336,11 +336,6 @@ class _Rewriter:
             elif _elementwise_table(layer) and set(layer.inputs) & {name, self.relu_of.get(name)}:
                 readers.append(None)
         return readers
-
-    def weight_as_held(self, weight: np.ndarray) -> np.ndarray:
-        """A crossbar layer's float weight as its uint8 codes represent it (the handlers' rule)."""
-        p = _weight_params(weight, self.options.weights == "channel")
-        return (quantize_array(weight, p).astype(np.float64) - p.zp) * p.scale
 
     def output_params(self, layer: Layer) -> QParams:
         """From the statistics of the value, or of the ReLU fused into the layer."""

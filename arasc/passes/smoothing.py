@@ -17,12 +17,21 @@ the sampled rows, error measured on the other half (and the other way round), th
 the relative squared error of what the readers compute: a linear reader's outputs with its
 weights quantized as the crossbar holds them, a table reader's input. Choosing on rows the
 ranges did not see is what rejects the alphas that overfit the observed channel ranges.
+
+The criterion costs a quantization of every reader's weight for each alpha and fold (7 x 2),
+which made it most of a BERT-Large compile (86 s of 117 s on a quiet machine). It is computed
+in integers: one numba pass per weight row makes the row's uint8 codes and its zero point and
+scale (the quantize pass's rule, `_weight_codes`), and the product with the value's codes is an
+exact int8 x int8 -> int32 GEMM (`_code_products`); the readers' exact outputs are made once per
+fold. The float64 statement of the same criterion (decode the weights, multiply) is kept in the
+tests, which check that both choose the same alpha.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
+from numba import njit
 
 from .calibrate import U8_LEVELS, QParams, channel_qparams
 
@@ -41,39 +50,103 @@ def smoothed_qparams(low: np.ndarray, high: np.ndarray, alpha: float) -> QParams
     return QParams(scale, np.clip(np.round(-low / scale), 0, U8_LEVELS).astype(np.int64))
 
 
-def _fake_quantized(rows: np.ndarray, p: QParams) -> np.ndarray:
-    """rows through the uint8 codes of `p`, in units of the codes (q - zp), as the crossbar reads them."""
-    return np.clip(np.round(rows / p.scale) + p.zp, 0, U8_LEVELS) - p.zp
+def _codes(rows: np.ndarray, p: QParams) -> np.ndarray:
+    """uint8 codes of `rows` under the per-channel parameters `p`."""
+    return np.clip(np.round(rows / p.scale) + p.zp, 0, U8_LEVELS).astype(np.uint8)
 
 
-def relative_error(fit: np.ndarray, test: np.ndarray, alpha: float, readers: Sequence[np.ndarray | None],
-                   quantize_weight: Callable[[np.ndarray], np.ndarray]) -> float:
-    """Squared error of what each reader computes from `test` rows coded with the parameters that
-    `fit` rows give, relative to its exact result, summed over readers. A reader is a linear
-    layer's float weight [n, k] (its columns take the channel scales, then `quantize_weight`
-    gives the weight the crossbar holds) or None for a table, which sees the decoded value."""
-    p = smoothed_qparams(fit.min(0), fit.max(0), alpha)
-    codes = _fake_quantized(test, p)
-    total = 0.0
-    for weight in readers:
-        if weight is None:
-            exact, approx = test, codes * p.scale
-        else:
-            exact, approx = test @ weight.T, codes @ quantize_weight(weight * p.scale).T
-        signal = float(np.vdot(exact, exact)) / max(len(exact), 1)
-        if signal > 0:
-            total += float(np.square(exact - approx).sum(axis=1).max()) / signal
-    return total
+@njit(cache=True, nogil=True)
+def _weight_codes(weight, column_scale, x_zp, per_row):  # pragma: no cover (numba)
+    """The crossbar's view of the float weight [n, k] with its columns scaled by `column_scale`:
+    uint8 codes less 128 (int8) [n, k], and per row the zero point, the scale and
+    sum_k (128 - x_zp[k]) (code - 128), the term that `_code_products` needs of the row. Zero
+    points and scales per row (`per_row`) or one for the weight, each range widened to include 0,
+    rounding half to even: the same arithmetic, in the same order, as the quantize pass's
+    `_weight_params` and `calibrate.quantize_array` (tests compare them)."""
+    n, k = weight.shape
+    row = np.empty(k)
+    low, high = 0.0, 0.0
+    if not per_row:   # one range for the weight: a pass to find it first
+        for i in range(n):
+            for j in range(k):
+                v = weight[i, j] * column_scale[j]
+                low, high = min(low, v), max(high, v)
+    centred = np.empty((n, k), np.int8)
+    zp, scale, zp_term = np.empty(n, np.int64), np.empty(n), np.empty(n, np.int64)
+    for i in range(n):   # separate loops over the row: the simple ones vectorize
+        for j in range(k):
+            row[j] = weight[i, j] * column_scale[j]
+        lo, hi = low, high
+        if per_row:
+            lo, hi = 0.0, 0.0
+            for j in range(k):
+                lo, hi = min(lo, row[j]), max(hi, row[j])
+        span = hi - lo
+        s = span / 255.0 if span > 0 else 1.0
+        z = np.rint(-lo / s)
+        for j in range(k):
+            centred[i, j] = np.int64(min(max(np.rint(row[j] / s) + z, 0.0), 255.0)) - 128
+        term = 0
+        for j in range(k):
+            term += (128 - x_zp[j]) * centred[i, j]
+        zp[i], scale[i], zp_term[i] = np.int64(z), s, term
+    return centred, zp, scale, zp_term
+
+
+def _code_products(codes: np.ndarray, x_zp: np.ndarray, weight: tuple) -> np.ndarray:
+    """sum_k (codes[m, k] - x_zp[k]) (w[n, k] - w_zp[n]) for uint8 `codes` [m, k] and a weight from
+    `_weight_codes`, exact (int64): with a = codes - 128 and c = w - 128 (int8), the sum is
+    a @ c.T + sum_k (128 - x_zp[k]) c[n, k] + (128 - w_zp[n]) sum_k (codes[m, k] - x_zp[k]).
+    a @ c.T is torch's int8 GEMM where it is exact on this CPU (|sum| <= 2^14 k < 2^31), else
+    float64 (integers below 2^53: exact too)."""
+    from ..runtime.kernels import int8_product, int8_products_exact
+
+    centred, w_zp, _, zp_term = weight
+    a = (codes ^ np.uint8(128)).view(np.int8)
+    if int8_products_exact() and codes.shape[1] < 1 << 17:
+        products = int8_product(a, centred.T).astype(np.int64)
+    else:
+        products = (a.astype(np.float64) @ centred.T.astype(np.float64)).astype(np.int64)
+    x_sums = (codes.astype(np.int64) - x_zp).sum(1)
+    return products + zp_term + np.outer(x_sums, 128 - w_zp)
+
+
+def _fold_errors(fit: np.ndarray, test: np.ndarray, readers: Sequence[np.ndarray | None],
+                 per_row_weights: bool) -> list[float]:
+    """For each alpha of ALPHAS: the squared error of what each reader computes from `test` rows
+    coded with the parameters that `fit` rows give, relative to its exact result, summed over
+    readers. A reader is a linear layer's float weight [n, k] (its columns take the channel
+    scales, then it is quantized as the crossbar holds it: per row or per weight) or None for a
+    table, which sees the decoded value. The error of a reader is the largest squared error of
+    an output row over the mean squared exact row."""
+    exact = [test if weight is None else test @ weight.T for weight in readers]
+    signals = [float(np.vdot(e, e)) / max(len(e), 1) for e in exact]
+    low, high = fit.min(0), fit.max(0)
+    errors = []
+    for alpha in ALPHAS:
+        p = smoothed_qparams(low, high, alpha)
+        codes = _codes(test, p)
+        total = 0.0
+        for weight, want, signal in zip(readers, exact, signals, strict=True):
+            if signal <= 0:
+                continue
+            if weight is None:
+                approx = (codes - p.zp) * p.scale
+            else:
+                held = _weight_codes(weight, p.scale, p.zp, per_row_weights)
+                approx = _code_products(codes, p.zp, held) * held[2]
+            total += float(np.square(want - approx).sum(axis=1).max()) / signal
+        errors.append(total)
+    return errors
 
 
 def choose_alpha(folds: tuple[np.ndarray, np.ndarray], readers: Sequence[np.ndarray | None],
-                 quantize_weight: Callable[[np.ndarray], np.ndarray]) -> float:
+                 per_row_weights: bool = True) -> float:
     """The alpha of ALPHAS with the least two-fold cross-validated error (module docstring);
-    the smaller alpha on a tie. `folds`: two sets of rows [m, channels] of the value."""
+    the smaller alpha on a tie. `folds`: two sets of rows [m, channels] of the value;
+    `readers`: float64 weights [n, channels] of the linear layers that read it, None for each
+    table; `per_row_weights`: whether the crossbar weights have a scale per output row."""
     first, second = folds
-
-    def error(alpha: float) -> float:
-        return (relative_error(first, second, alpha, readers, quantize_weight)
-                + relative_error(second, first, alpha, readers, quantize_weight))
-
-    return min(ALPHAS, key=error)
+    errors = np.add(_fold_errors(first, second, readers, per_row_weights),
+                    _fold_errors(second, first, readers, per_row_weights))
+    return ALPHAS[int(np.argmin(errors))]
