@@ -69,20 +69,28 @@ def compile_source(source: Source, hw: Hardware, weights_file: str, options: Com
     stages = stages or Stages()
     captured = stages.run("capture", capture_model, source.module, source.example_inputs,
                           source.capture_path(options.frontend))
-    model = stages.lower(lower, captured, source.name)
+    lowered = [stages.lower(lower, captured, source.name)]
     del captured
-    return compile_model(model, hw, calibration or [source.example_inputs], source.example_inputs, weights_file,
-                         options, stages)
+    return _compile_lowered(lowered, hw, calibration or [source.example_inputs], source.example_inputs, weights_file,
+                            options, stages)
 
 
 def compile_model(model: Model, hw: Hardware, calibration, example_inputs, weights_file: str,
                   options: CompileOptions | None = None, stages: Stages | None = None) -> Compiled:
     """Compile a lowered model: the stages after `lower`. `calibration`: input tuples, for quantize's
     activation ranges and for checking the weight center."""
+    return _compile_lowered([model], hw, calibration, example_inputs, weights_file, options, stages)
+
+
+def _compile_lowered(lowered: list[Model], hw: Hardware, calibration, example_inputs, weights_file: str,
+                     options: CompileOptions | None, stages: Stages | None) -> Compiled:
+    """compile_model's stages. The float model comes in a one-element list that quantize takes it
+    out of: a caller that hands over its only reference (compile_source) has its float weights
+    freed once they are quantized, instead of kept alive by an argument until the end."""
     options = options or CompileOptions()
     stages = stages or Stages()
     calibration = tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration)
-    model = stages.ir_pass(Quantize(calibration=calibration, **options.quantization()), model, hw)
+    model = stages.ir_pass(Quantize(calibration=calibration, **options.quantization()), lowered.pop(), hw)
     # Center+Offset moves every filter's codes to its own center: a common weight center would be undone.
     center = None if options.center_offset == "on" else options.weight_center
     model = stages.ir_pass(ShiftWeights(center, calibration, method=options.weight_shift), model, hw)

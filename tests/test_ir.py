@@ -165,3 +165,31 @@ def test_every_op_is_documented():
     docs = "".join(p.read_text() for p in (Path(__file__).parent.parent / "docs").glob("*.md"))
     missing = [name for name in OPS if f"| `{name}` |" not in docs]
     assert not missing, f"ops without a row in docs/: {missing}"
+
+
+def test_evaluate_frees_each_value_after_its_last_reader():
+    """`on_value` sees the graph input and every layer's output as made; a value that no later
+    layer reads (and that is not an output) is freed before the next layer runs, unless a view of
+    it (a reshape's output) still holds it."""
+    import weakref
+
+    import torch
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((4, 3, 3, 3), np.float32), rng.standard_normal(4, dtype=np.float32)
+    x = rng.standard_normal((1, 3, 8, 8), dtype=np.float32)
+    model = Model(tiny_graph(), {"conv1.weight": w, "conv1.bias": b})
+    graph = model.graph
+    last_read = {name: i for i, layer in enumerate(graph.layers) for name in layer.inputs}
+    viewed = {name for layer in graph.layers if layer.op == "reshape" for name in layer.inputs}
+    seen, alive_too_long = {}, []
+
+    def on_value(name, value):
+        index = next((i for i, layer in enumerate(graph.layers) if layer.name == name), -1)
+        alive_too_long.extend(n for n, ref in seen.items()
+                              if ref() is not None and last_read.get(n, -1) < index and n not in {*graph.outputs, *viewed})
+        seen[name] = weakref.ref(value)
+
+    (out,) = evaluate(model, [x], on_value)
+    assert list(seen) == [v.name for v in graph.inputs] + [layer.name for layer in graph.layers]
+    assert len(graph.layers) >= 3 and not alive_too_long, alive_too_long
+    assert torch.equal(out, evaluate(model, [x])[0])

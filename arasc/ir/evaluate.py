@@ -4,7 +4,7 @@ It is the IR's meaning made executable, used to check that lowering and every pa
 the network computes (numerical checks against PyTorch)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -14,14 +14,23 @@ from .graph import Model
 from .ops import OPS
 
 
-def evaluate(model: Model, inputs: Sequence) -> list[torch.Tensor]:
+def evaluate(model: Model, inputs: Sequence,
+             on_value: Callable[[str, torch.Tensor], None] | None = None) -> list[torch.Tensor]:
+    """The graph's outputs on `inputs` (one array per graph input). A value is dropped after its
+    last reader, so memory holds the live values only; `on_value(name, tensor)` sees every graph
+    input and layer output as it is made (the calibration statistics are gathered this way)."""
     graph = model.graph
     if len(inputs) != len(graph.inputs):
         raise ValueError(f"graph {graph.name} takes {len(graph.inputs)} inputs, got {len(inputs)}")
     env = {v.name: torch.as_tensor(np.asarray(x)) for v, x in zip(graph.inputs, inputs)}
+    if on_value is not None:
+        for v in graph.inputs:
+            on_value(v.name, env[v.name])
+    last_use = {name: index for index, layer in enumerate(graph.layers) for name in layer.inputs}
+    kept = set(graph.outputs)
     weights: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        for layer in graph.layers:
+        for index, layer in enumerate(graph.layers):
             progress.step(f"evaluating {layer.name}")
             opdef = OPS[layer.op]
             w = {}
@@ -30,4 +39,9 @@ def evaluate(model: Model, inputs: Sequence) -> list[torch.Tensor]:
                     weights[ref.name] = torch.from_numpy(np.asarray(model.weights[ref.name]))
                 w[role] = weights[ref.name]
             env[layer.name] = opdef.fn([env[i] for i in layer.inputs], {**opdef.defaults, **dict(layer.attrs)}, w)
+            if on_value is not None:
+                on_value(layer.name, env[layer.name])
+            for name in set(layer.inputs):
+                if last_use[name] == index and name not in kept:
+                    del env[name]
     return [env[name] for name in graph.outputs]

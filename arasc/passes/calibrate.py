@@ -15,7 +15,7 @@ Observers (DESIGN.md section 3; docs/quantization.md compares them on trained ne
 """
 from __future__ import annotations
 
-import dataclasses
+import functools
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -152,22 +152,24 @@ def observe(model: Model, calibration: Iterable[Sequence], histograms: bool = Tr
     """Statistics of every floating-point value (graph inputs and layers) over the calibration
     inputs, each a tuple with one array per graph input, run through the float evaluator; the
     values named in `sampled` also keep a bounded sample of their rows (SAMPLE_BYTES in all)."""
-    graph = model.graph
-    names = tuple(v.name for v in graph.inputs) + tuple(layer.name for layer in graph.layers)
-    probe = model.replace(graph=dataclasses.replace(graph, outputs=names))
     stats: dict[str, Stats] = {}
+
+    def gather(index: int, name: str, value: torch.Tensor) -> None:
+        if value.is_floating_point():
+            stats.setdefault(name, Stats()).add_range(value)
+            if name in sampled and value.dim() > 0:
+                share = SAMPLE_BYTES // (len(sampled) * value.shape[-1] * 4)
+                stats[name].add_sample(value, index, int(np.clip(share, *SAMPLE_ROWS)))
+
+    def add_histogram(name: str, value: torch.Tensor) -> None:
+        if name in stats:
+            stats[name].add_histogram(value)
+
     for index, inputs in enumerate(calibration):
-        for name, value in zip(names, evaluate(probe, tuple(inputs)), strict=True):
-            if value.is_floating_point():
-                stats.setdefault(name, Stats()).add_range(value)
-                if name in sampled and value.dim() > 0:
-                    share = SAMPLE_BYTES // (len(sampled) * value.shape[-1] * 4)
-                    stats[name].add_sample(value, index, int(np.clip(share, *SAMPLE_ROWS)))
+        evaluate(model, tuple(inputs), functools.partial(gather, index))
     if histograms:
         for inputs in calibration:
-            for name, value in zip(names, evaluate(probe, tuple(inputs)), strict=True):
-                if name in stats:
-                    stats[name].add_histogram(value)
+            evaluate(model, tuple(inputs), add_histogram)
     return stats
 
 
