@@ -125,16 +125,16 @@ def _fold_errors(fit: np.ndarray, test: np.ndarray, readers: Sequence[np.ndarray
     errors = []
     for alpha in ALPHAS:
         p = smoothed_qparams(low, high, alpha)
-        codes = _codes(test, p)
+        codes, zp, scale = _codes(test, p), np.asarray(p.zp), np.asarray(p.scale)
         total = 0.0
         for weight, want, signal in zip(readers, exact, signals, strict=True):
             if signal <= 0:
                 continue
             if weight is None:
-                approx = (codes - p.zp) * p.scale
+                approx = (codes - zp) * scale
             else:
-                held = _weight_codes(weight, p.scale, p.zp, per_row_weights)
-                approx = _code_products(codes, p.zp, held) * held[2]
+                held = _weight_codes(weight, scale, zp, per_row_weights)
+                approx = _code_products(codes, zp, held) * held[2]
             total += float(np.square(want - approx).sum(axis=1).max()) / signal
         errors.append(total)
     return errors
