@@ -32,6 +32,7 @@ class StageRecord:
     seconds: float
     peak_rss_bytes: int  # the process's peak resident memory so far, at the end of the stage
     rss_bytes: int       # its resident memory at the end of the stage (what the stage left held)
+    cpu_seconds: float = 0.0  # CPU time of the process's threads: on a shared machine, steadier than wall time
 
 
 class Stopped(Exception):
@@ -74,11 +75,11 @@ class Stages:
     def run(self, name: str, fn: Callable[..., T], *args: Any) -> T:
         """One stage: `fn(*args)`, timed, with its peak memory and shown on the progress display."""
         progress.stage(name)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = fn(*args)
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         _return_free_memory()
-        self.records.append(StageRecord(name, seconds, *_rss()))
+        self.records.append(StageRecord(name, seconds, *_rss(), cpu_seconds))
         return result
 
     def lower(self, fn: Callable[..., Model], *args: Any) -> Model:

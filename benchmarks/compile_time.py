@@ -6,8 +6,10 @@ for the five full-size zoo models, beside the time PyTorch takes to construct ea
 Each compile runs in a fresh process, as `arasc compile` does: its figures include importing
 the compiler (torch, numba, OR-Tools) and building the model in PyTorch, which no compiler
 change can remove. Per stage: the process's peak resident memory so far (the first stage whose
-figure rises is where the peak happened) and what it holds when the stage ends. The budget
-(issue 15) is twice the model's fp32 weight bytes plus 0.6 GB."""
+figure rises is where the peak happened) and what it holds when the stage ends; and beside
+each wall time the CPU time of the process's threads, which on a shared machine varies less (a
+loaded machine stretches wall time several-fold; torch's threads waiting for each other add
+some CPU time too). The budget (issue 15) is twice the model's fp32 weight bytes plus 0.6 GB."""
 from __future__ import annotations
 
 import argparse
@@ -22,15 +24,15 @@ GB = 1e9
 
 def compile_once(name: str) -> dict:
     """Run in the child process: import, build, compile (stages timed), emit into a temporary folder."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     from arasc.compile import compile_source, weights_name, write_compiled
     from arasc.isa.hardware import default_hardware
     from arasc.loader import load_source
     from arasc.stages import Stages
 
-    imported = time.perf_counter()
+    imported, cpu_imported = time.perf_counter(), time.process_time()
     source = load_source(name)
-    built = time.perf_counter()
+    built, cpu_built = time.perf_counter(), time.process_time()
     weight_bytes = sum(p.numel() * 4 for p in source.module.parameters())
     import tempfile
 
@@ -42,8 +44,10 @@ def compile_once(name: str) -> dict:
     import resource
 
     return {"model": name, "import_s": imported - start, "build_s": built - imported, "wall_s": end - start,
+            "import_cpu_s": cpu_imported - cpu_start, "build_cpu_s": cpu_built - cpu_imported,
+            "cpu_s": time.process_time() - cpu_start,
             "weight_bytes": weight_bytes, "process_peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "stages": [(r.name, r.seconds, r.peak_rss_bytes, r.rss_bytes) for r in stages.records]}
+            "stages": [(r.name, r.seconds, r.cpu_seconds, r.peak_rss_bytes, r.rss_bytes) for r in stages.records]}
 
 
 def main() -> None:
@@ -74,15 +78,17 @@ def main() -> None:
         table = Table(title=f"{name}: compile {r['process_wall_s']:.2f} s wall (process), peak RSS "
                       f"{r['process_peak_bytes'] / GB:.2f} GB (budget {budget / GB:.2f} GB = 2 x "
                       f"{r['weight_bytes'] / GB:.2f} GB fp32 weights + 0.6 GB)", title_justify="left")
-        for column in ("stage", "wall s", "peak RSS so far GB", "RSS after GB"):
+        for column in ("stage", "wall s", "CPU s", "peak RSS so far GB", "RSS after GB"):
             table.add_column(column, justify="left" if column == "stage" else "right")
         startup = r["import_s"] + r["process_wall_s"] - r["wall_s"]
-        table.add_row("start Python, import arasc and torch", f"{startup:.2f}", "", "")
-        table.add_row("construct the model in PyTorch", f"{r['build_s']:.2f}", "", "")
-        for stage, seconds, peak, held in r["stages"]:
-            table.add_row(stage, f"{seconds:.2f}", f"{peak / GB:.2f}", f"{held / GB:.2f}")
+        table.add_row("start Python, import arasc and torch", f"{startup:.2f}", f"{r['import_cpu_s']:.2f}", "", "")
+        table.add_row("construct the model in PyTorch", f"{r['build_s']:.2f}", f"{r['build_cpu_s']:.2f}", "", "")
+        for stage, seconds, cpu, peak, held in r["stages"]:
+            table.add_row(stage, f"{seconds:.2f}", f"{cpu:.2f}", f"{peak / GB:.2f}", f"{held / GB:.2f}")
         rest = r["wall_s"] - r["import_s"] - r["build_s"] - sum(s[1] for s in r["stages"])
-        table.add_row("write the files", f"{rest:.2f}", "", "")
+        rest_cpu = r["cpu_s"] - r["import_cpu_s"] - r["build_cpu_s"] - sum(s[2] for s in r["stages"])
+        table.add_row("write the files", f"{rest:.2f}", f"{rest_cpu:.2f}", "", "")
+        table.add_row("all (this process)", f"{r['wall_s']:.2f}", f"{r['cpu_s']:.2f}", "", "")
         out.print(table)
 
 
