@@ -474,3 +474,24 @@ def test_linear_products_in_int8_equal_the_float64_product(seed, lead, k, n, ext
     x, w = torch.from_numpy(rng.choice(values, lead + (k,))), torch.from_numpy(rng.choice(values, (n, k)))
     want = torch.matmul(x.to(torch.float64), w.to(torch.float64).T).to(torch.int64)
     assert torch.equal(_linear_products(x, w), want)
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_quantize_array_is_the_plain_formula(wide):
+    """quantize_array works in place on one float64 temporary; its codes are the plain statement's:
+    round_half_even(x / scale) + zp, saturated, for float32 and float64 input, per-tensor and
+    per-channel parameters (rows or last dimension)."""
+    from arasc.passes.calibrate import QParams, quantize_array
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 40)) * 50
+    x[0, :4] = [0.5, 1.5, 2.5, -0.5]     # ties: half to even
+    lo, hi, dtype = (-(1 << 15), (1 << 15) - 1, np.int16) if wide else (0, 255, np.uint8)
+    for params in (QParams(1.0, 0 if wide else 3, wide), QParams(0.7, 0 if wide else 128, wide),
+                   QParams(rng.uniform(0.1, 2, 40), np.zeros(40, np.int64) if wide else rng.integers(0, 256, 40), wide),
+                   QParams(rng.uniform(0.1, 2, (6, 1)), np.zeros((6, 1), np.int64) if wide else rng.integers(0, 256, (6, 1)),
+                           wide)):
+        for array in (x, x.astype(np.float32)):
+            want = np.clip(np.round(array.astype(np.float64) / params.scale) + params.zp, lo, hi).astype(dtype)
+            got = quantize_array(array, params)
+            assert got.dtype == dtype and np.array_equal(got, want)

@@ -86,10 +86,12 @@ def tensor_qparams(array: np.ndarray) -> QParams:
 def quantize_array(array: np.ndarray, p: QParams) -> np.ndarray:
     """round_half_even(array / scale) + zp saturated to uint8 (int16 when wide), in float64;
     parameters broadcast against the array (per-channel ones along the last dimension, or shaped for rows)."""
-    q = np.round(np.asarray(array, np.float64) / p.scale) + p.zp
+    q = np.divide(array, p.scale, dtype=np.float64)   # one float64 temporary, worked on in place:
+    np.round(q, out=q)                                # a BERT-Large embedding table is 250 MB of it
+    q += p.zp
     if p.wide:
-        return np.clip(q, -I16_MAX - 1, I16_MAX).astype(np.int16)
-    return np.clip(q, 0, U8_LEVELS).astype(np.uint8)
+        return np.clip(q, -I16_MAX - 1, I16_MAX, out=q).astype(np.int16)
+    return np.clip(q, 0, U8_LEVELS, out=q).astype(np.uint8)
 
 
 @dataclass

@@ -101,7 +101,7 @@ def _with_channel_params(layer, weights: dict, params: dict[str, np.ndarray]):
 
 
 def channel_histograms(model: Model) -> dict[str, np.ndarray]:
-    """int64 [channels, 256] per crossbar weight: how many of each output channel's weights hold
+    """[channels, 256] counts (unsigned, as narrow as the row length allows) per crossbar weight: how many of each output channel's weights hold
     each code. Everything the center choice needs (means, ranges, Eq. 3's level distributions,
     clipping) follows from these, without copying the weights per candidate center."""
     layers = {layer.weight("weight").name: layer for layer in model.graph.layers if is_crossbar_layer(layer)}
@@ -110,9 +110,10 @@ def channel_histograms(model: Model) -> dict[str, np.ndarray]:
         channels = len(channel_param(model, layers[name], "w_zp"))
         codes = np.asarray(model.weights[name]).reshape(channels, -1)
         step = max(1, (1 << 22) // max(codes.shape[1], 1))   # channels per bincount: a bounded index temporary
-        result[name] = np.concatenate([
+        counts = np.min_scalar_type(codes.shape[1])   # a count is at most the row length: BERT-Large's
+        result[name] = np.concatenate([                # 222 K channels take 0.11 GB in uint16, 0.45 in int64
             np.bincount((np.arange(len(rows))[:, None] * 256 + rows).ravel(), minlength=len(rows) * 256)
-            .reshape(len(rows), 256) for rows in (codes[i:i + step] for i in range(0, channels, step))])
+            .reshape(len(rows), 256).astype(counts) for rows in (codes[i:i + step] for i in range(0, channels, step))])
     return result
 
 
