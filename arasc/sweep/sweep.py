@@ -1,0 +1,114 @@
+"""The sweep driver: the points a spec gives, minus those already in the table, submitted as tasks
+(at most one per worker in flight, so an interrupted sweep leaves little half done), each row
+appended to the table as its point finishes."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .measure import ACCURACY, FIGURES, Job, measure_point
+from .points import Point, file_digest, point_id
+from .spec import Spec
+from .table import ResultTable
+
+
+@dataclass
+class Outcome:
+    points: int  # in the spec (or drawn)
+    skipped: int  # already in the table
+    ran: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (point_id, error)
+    seconds: float = 0.0
+
+
+def columns(spec: Spec) -> list[str]:
+    return (["point_id", "status", "error"] + [axis.name for axis in spec.axes] + list(FIGURES)
+            + (list(ACCURACY) if spec.datasets else []))
+
+
+def make_job(spec: Spec, cache_folder: str, put: Callable = lambda x: x) -> tuple[Job, dict[str, str | None]]:
+    """The shared part of every task (through `put`: Ray's object store), and the digests of the
+    spec's files, which are part of each point's identity."""
+    from ..evaluate import load_dataset
+
+    digests = {path: file_digest(path) for path in [*spec.calibration.values(), *spec.datasets.values()]}
+    calibration = {model: _samples(path) for model, path in spec.calibration.items()}
+    datasets = {model: load_dataset(path, _ports(model)) for model, path in spec.datasets.items()}
+    kinds = {axis.name: axis.kind for axis in spec.axes}
+    job = Job(spec.base_hardware, kinds, calibration, {m: digests[p] for m, p in spec.calibration.items()},
+              datasets, spec.adc, cache_folder)
+    return put(job), digests
+
+
+def run_sweep(spec: Spec, points: list[Point], table: ResultTable, executor, cache_folder: str,
+              retry_failed: bool = False, progress_factory: Callable | None = None) -> Outcome:
+    start = time.perf_counter()
+    done = table.open()
+    job, digests = make_job(spec, cache_folder, executor.put) if points else (None, {})
+    ids = [point_id(p, spec, digests) for p in points]
+    if retry_failed:
+        failed = {i for i in ids if done.get(i) == "failed"}
+        if failed:
+            table.drop(failed)
+            done = {i: s for i, s in done.items() if i not in failed}
+    todo = [(i, p) for i, p in zip(ids, points) if i not in done]
+    todo = list(dict((i, p) for i, p in todo).items())  # a point drawn twice runs once
+    outcome = Outcome(len(points), len(points) - len(todo))
+    progress = progress_factory(len(todo)) if progress_factory else _Silent()
+    queue = list(reversed(todo))
+    try:
+        with progress:
+            while queue or executor.pending:
+                while queue and executor.pending < executor.workers:
+                    pid, point = queue.pop()
+                    executor.submit((pid, point), measure_point, pid, point.values, job)
+                (pid, point), row, error = executor.next_done()
+                if error is not None:  # the task itself died (its worker was killed)
+                    row = {"point_id": pid, **dict(point.values), "status": "failed", "error": error}
+                table.append(row)
+                outcome.ran += 1
+                if row["status"] != "ok":
+                    outcome.failed.append((pid, row["error"]))
+                progress.advance(row["status"] != "ok")
+    finally:
+        executor.close()
+        outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+class _Silent:
+    def __enter__(self):
+        return self
+
+    def advance(self, failed: bool) -> None:
+        pass
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def _samples(path: str) -> np.ndarray:
+    from .spec import SweepSpecError
+
+    try:
+        samples = np.load(path, allow_pickle=False)
+    except Exception as err:  # numpy raises many kinds on a damaged file
+        raise SweepSpecError(f"[calibration] {path}: not a readable .npy array ({type(err).__name__}: {err})") from None
+    if not isinstance(samples, np.ndarray) or samples.dtype.kind not in "fiub" or samples.ndim < 1:
+        raise SweepSpecError(f"[calibration] {path}: not an .npy array of numbers, one sample per row")
+    return samples
+
+
+def _ports(model: str):
+    """The input ports of `model`'s program, for reading its data set: built from the model's example
+    inputs (the input names the compiler gives: frontend/lower.py)."""
+    from types import SimpleNamespace
+
+    from .measure import _lowered
+
+    source, lowered = _lowered(model)
+    return [SimpleNamespace(name=value.name, type=SimpleNamespace(shape=tuple(x.shape), dtype=str(x.dtype)))
+            for value, x in zip(lowered.graph.inputs, source.example_inputs, strict=True)]
