@@ -79,7 +79,7 @@ class Axis:
         if self.values:
             return self.values
         if self.steps == 1:
-            return (self._number(self.low),)
+            return (self.number(self.low),)
         cut = [self._at_fraction(i / (self.steps - 1)) for i in range(self.steps)]
         return tuple(dict.fromkeys(cut))  # integer rounding can make two steps one
 
@@ -91,10 +91,10 @@ class Axis:
 
     def _at_fraction(self, u: float) -> Any:
         if self.log:
-            return self._number(math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low))))
-        return self._number(self.low + u * (self.high - self.low))
+            return self.number(math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low))))
+        return self.number(self.low + u * (self.high - self.low))
 
-    def _number(self, x: float) -> Any:
+    def number(self, x: float) -> Any:
         return int(round(x)) if self.integer else float(x)
 
 
@@ -237,7 +237,7 @@ def _hardware_axes(hardware: dict, base: Hardware, fail) -> list[Axis]:
             if name not in known:
                 raise fail(field, f"no such field of [{table}]; its fields: {', '.join(known)}")
             axis = _hardware_axis(f"{table}.{name}", known[name].metadata["rule"].kind, given, fail, field)
-            for value in axis.values or (axis.low, axis.high):
+            for value in axis.values or (axis.number(axis.low), axis.number(axis.high)):
                 check_hardware_value(base, axis.name, value, fail, field)
             axes.append(axis)
     return axes

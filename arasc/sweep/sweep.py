@@ -29,25 +29,27 @@ def columns(spec: Spec) -> list[str]:
             + (list(ACCURACY) if spec.datasets else []))
 
 
-def make_job(spec: Spec, cache_folder: str, put: Callable = lambda x: x) -> tuple[Job, dict[str, str | None]]:
-    """The shared part of every task (through `put`: Ray's object store), and the digests of the
-    spec's files, which are part of each point's identity."""
+def spec_digests(spec: Spec) -> dict[str, str | None]:
+    """The digests of the spec's files, which are part of each point's identity."""
+    return {path: file_digest(path) for path in [*spec.calibration.values(), *spec.datasets.values()]}
+
+
+def make_job(spec: Spec, cache_folder: str, digests: dict[str, str | None]) -> Job:
+    """The shared part of every task."""
     from ..evaluate import load_dataset
 
-    digests = {path: file_digest(path) for path in [*spec.calibration.values(), *spec.datasets.values()]}
     calibration = {model: _samples(path) for model, path in spec.calibration.items()}
     datasets = {model: load_dataset(path, _ports(model)) for model, path in spec.datasets.items()}
     kinds = {axis.name: axis.kind for axis in spec.axes}
-    job = Job(spec.base_hardware, kinds, calibration, {m: digests[p] for m, p in spec.calibration.items()},
-              datasets, spec.adc, cache_folder)
-    return put(job), digests
+    return Job(spec.base_hardware, kinds, calibration, {m: digests[p] for m, p in spec.calibration.items()},
+               datasets, spec.adc, cache_folder)
 
 
 def run_sweep(spec: Spec, points: list[Point], table: ResultTable, executor, cache_folder: str,
               retry_failed: bool = False, progress_factory: Callable | None = None) -> Outcome:
     start = time.perf_counter()
     done = table.open()
-    job, digests = make_job(spec, cache_folder, executor.put) if points else (None, {})
+    digests = spec_digests(spec)
     ids = [point_id(p, spec, digests) for p in points]
     if retry_failed:
         failed = {i for i in ids if done.get(i) == "failed"}
@@ -59,6 +61,7 @@ def run_sweep(spec: Spec, points: list[Point], table: ResultTable, executor, cac
     outcome = Outcome(len(points), len(points) - len(todo))
     progress = progress_factory(len(todo)) if progress_factory else _Silent()
     queue = list(reversed(todo))
+    job = executor.put(make_job(spec, cache_folder, digests)) if todo else None  # once, to Ray's object store
     try:
         with progress:
             while queue or executor.pending:
