@@ -325,3 +325,12 @@ def test_plots_are_written(tmp_path):
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert sorted(os.listdir(tmp_path)) == ["e.png", "p.png"]
+
+
+@pytest.mark.parametrize("name", ["two-small-models", "two-heavier-small-models", "small-zoo", "zoo"])
+def test_the_documented_specs_read(name):
+    """docs/sweeps.md's specs: the acceptance sweep is 40 points over two models and two fields."""
+    spec = load_spec(os.path.join(os.path.dirname(__file__), "..", "docs", "sweeps", f"{name}.toml"))
+    sizes = {"two-small-models": 40, "two-heavier-small-models": 40, "small-zoo": 90, "zoo": 60}
+    assert len(grid(spec)) == sizes[name]
+    assert [a.name for a in spec.swept] == ["model", "chip.pes", "gbuffer.banks_bytes"]
