@@ -393,8 +393,9 @@ def cmd_evaluate(args, out: Console) -> int:
     reference = metrics(float_outputs(args.compare_float, dataset, batch), dataset) if args.compare_float else {}
     seconds = time.perf_counter() - start
     adc = "ideal ADC" if args.adc_bits is None else f"{args.adc_bits}-bit ADC"
-    table = Table(title=f"{program.name} on {args.dataset}: {dataset.size} samples, {len(parts)} tasks on "
-                  f"{workers} Ray workers, {seconds:.1f} s ({adc})", title_justify="left")
+    table = Table(title=f"{program.name} on {args.dataset}, {adc}", title_justify="left",
+                  caption=f"{dataset.size} samples in {len(parts)} tasks on {workers} Ray workers, {seconds:.1f} s",
+                  caption_justify="left")
     table.add_column("metric")
     table.add_column("chip (interpreter)", justify="right")
     if reference:

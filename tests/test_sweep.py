@@ -75,6 +75,8 @@ def test_an_integer_range_is_rounded_and_never_repeats_a_value(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ('models = ["digits-cnn"]\nmodel = 1', "spec.toml: model: unknown key"),
     ('models = []', "spec.toml: models: expected a non-empty list"),
+    ('models = ["resnet5"]', "spec.toml: models: 'resnet5': not a zoo model"),
+    ('models = ["net.py:build"]', "spec.toml: models: "),
     ('models = ["digits-cnn"]\n[hardware]\nchip.pez = [1, 2]', "spec.toml: [hardware] chip.pez: no such field of [chip]"),
     ('models = ["digits-cnn"]\n[hardware]\nchips.pes = [1, 2]', "spec.toml: [hardware] chips: no such table"),
     ('models = ["digits-cnn"]\n[hardware]\nchip.pes = [4, 0]', "spec.toml: [hardware] chip.pes: 0: "),

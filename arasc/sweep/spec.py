@@ -142,6 +142,8 @@ def parse_spec(document: dict, path: str) -> Spec:
         raise fail("models", "expected a non-empty list of model names (zoo names, see `arasc models`, or "
                    "path/to/file.py:factory)")
     models = [_model_path(m, folder) for m in models]
+    for model in models:
+        _check_model(model, fail)
     if len(set(models)) != len(models):
         raise fail("models", "a model is listed twice")
     seed = document.get("seed", 0)
@@ -187,6 +189,20 @@ def _model_path(model: str, folder: str) -> str:
     if file.endswith((".py", ".pt2", ".onnx")) and not os.path.isabs(file):
         return os.path.join(folder, file) + sep + rest
     return model
+
+
+def _check_model(model: str, fail) -> None:
+    """A zoo name, or a model file that exists (what it holds is checked when a point loads it)."""
+    file = model.partition(":")[0]
+    if file.endswith((".py", ".pt2", ".onnx")):
+        if not os.path.isfile(file):
+            raise fail("models", f"{file}: no such file")
+        return
+    from .. import models as zoo
+
+    if model not in zoo.ZOO:
+        raise fail("models", f"{model!r}: not a zoo model (see `arasc models`) nor path/to/file.py:factory, a .pt2 "
+                   f"or an .onnx file")
 
 
 def _table(document: dict, name: str, fail) -> dict:
