@@ -297,7 +297,7 @@ def cmd_sweep(args, out: Console) -> int:
     except KeyboardInterrupt:
         out.print(f"interrupted: the finished points are in {out_path}; run the same command to do the rest")
         raise
-    workers = f" on {executor.started.workers} Ray workers" if executor.started else ""
+    workers = f" on {executor.started.workers} Ray worker{'s' if executor.started.workers > 1 else ''}" if executor.started else ""
     out.print(f"{outcome.points} points: {outcome.skipped} already in {out_path}, {outcome.ran} run{workers} "
               f"({len(outcome.failed)} failed) in {outcome.seconds:.1f} s")
     for point, error in outcome.failed[:5]:
