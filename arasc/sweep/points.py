@@ -29,10 +29,6 @@ class Point:
     def model(self) -> str:
         return dict(self.values)["model"]
 
-    def of_kind(self, spec: Spec, kind: str) -> dict[str, Any]:
-        kinds = {axis.name: axis.kind for axis in spec.axes}
-        return {name: value for name, value in self.values if kinds[name] == kind}
-
 
 def grid(spec: Spec) -> list[Point]:
     """Every combination of the axes' values, models outermost (a worker then tends to get points
