@@ -9,6 +9,7 @@ import sys
 import textwrap
 from collections import Counter
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -87,6 +88,7 @@ def test_an_integer_range_is_rounded_and_never_repeats_a_value(tmp_path):
     ('models = ["digits-cnn"]\n[options]\nreplication = ["some"]', "spec.toml: [options] replication: 'some'; allowed"),
     ('models = ["digits-cnn"]\n[options]\nweight_center = [87]', "spec.toml: [options] weight_center: '87': auto, none"),
     ('models = ["digits-cnn"]\n[calibration]\ndigits-cnn = "missing.npy"', "spec.toml: [calibration] digits-cnn: "),
+    ('models = ["digits-cnn"]\n[calibration]\ndigits-cnn = "spec.toml"', "spec.toml: not a readable .npy array"),
     ('models = ["digits-cnn"]\n[accuracy]\ndatasets = {vgg16 = "spec.toml"}', "[accuracy] datasets vgg16: not one of"),
     ('models = ["digits-cnn"\n', "spec.toml: TOML syntax error"),
 ])
@@ -152,7 +154,7 @@ def test_a_point_id_changes_with_the_base_chip_and_the_calibration_file(tmp_path
     other_chip = load_spec(write_spec(tmp_path, 'models = ["digits-cnn"]\n[hardware]\nbase = "baseline-15x256k"\n'
                                       'chip.pes = [4, 8]', "other.toml"))
     assert point_id(grid(other_chip)[0], other_chip, {}) != point_id(a, spec, {})
-    (tmp_path / "c.npy").write_bytes(b"")
+    np.save(tmp_path / "c.npy", np.zeros((8, 1, 8, 8), np.float32))
     calibrated = load_spec(write_spec(tmp_path, 'models = ["digits-cnn"]\nhardware.chip.pes = [4, 8]\n'
                                       '[calibration]\ndigits-cnn = "c.npy"', "calibrated.toml"))
     ids = {point_id(grid(calibrated)[0], calibrated, {str(tmp_path / "c.npy"): d}) for d in ("x", "y")}
@@ -224,7 +226,7 @@ def test_a_sweep_killed_midway_is_completed_by_a_rerun_doing_only_the_missing_po
 
 def test_a_row_cut_by_a_crash_is_dropped_and_its_point_runs_again(tmp_path):
     table = ResultTable(str(tmp_path / "t.csv"), ["point_id", "status", "x"])
-    assert table.open() == {}
+    assert table.open() == {} and not os.path.exists(table.path)  # written at its first row
     table.append({"point_id": "a", "status": "ok", "x": 1})
     table.append({"point_id": "b", "status": "failed", "x": "two\nlines"})
     with open(table.path, "a") as f:

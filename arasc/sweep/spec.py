@@ -159,7 +159,7 @@ def parse_spec(document: dict, path: str) -> Spec:
     axes += _hardware_axes(hardware, base, fail)
     axes += _option_axes(_table(document, "options", fail), fail)
 
-    calibration = {model: _file(value, folder, fail, f"[calibration] {model}")
+    calibration = {model: _npy(_file(value, folder, fail, f"[calibration] {model}"), fail, f"[calibration] {model}")
                    for model, value in _table(document, "calibration", fail).items()}
     accuracy = _table(document, "accuracy", fail)
     for key in accuracy:
@@ -218,6 +218,19 @@ def _file(value: Any, folder: str, fail, field: str, folder_ok: bool = False) ->
     path = value if os.path.isabs(value) else os.path.join(folder, value)
     if not (os.path.isfile(path) or (folder_ok and os.path.isdir(path))):
         raise fail(field, f"{path}: no such file")
+    return path
+
+
+def _npy(path: str, fail, field: str) -> str:
+    """A calibration file: an .npy of numbers, one sample per row (its header is read, not its data)."""
+    import numpy as np
+
+    try:
+        samples = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as err:  # numpy raises many kinds on a damaged file
+        raise fail(field, f"{path}: not a readable .npy array ({type(err).__name__}: {err})") from None
+    if not isinstance(samples, np.ndarray) or samples.dtype.kind not in "fiub" or samples.ndim < 1:
+        raise fail(field, f"{path}: not an .npy array of numbers, one sample per row")
     return path
 
 

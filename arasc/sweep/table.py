@@ -25,9 +25,9 @@ class ResultTable:
         self.path, self.columns = path, columns
 
     def open(self) -> dict[str, str]:
-        """Create the table, or read the one there: {point_id: status} of its rows."""
+        """Read the table there, if any: {point_id: status} of its rows. A new table is written at
+        its first row, so a sweep that fails before any point leaves no file."""
         if not os.path.exists(self.path):
-            write_bytes_atomically(self.path, _line(self.columns).encode(), "--out")
             return {}
         with open(self.path, "rb") as f:
             data = f.read()
@@ -49,6 +49,8 @@ class ResultTable:
         write_bytes_atomically(self.path, "".join(kept).encode(), "--out")
 
     def append(self, row: dict[str, Any]) -> None:
+        if not os.path.exists(self.path):
+            write_bytes_atomically(self.path, _line(self.columns).encode(), "--out")
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(_line([_cell(row.get(c)) for c in self.columns]))
             f.flush()
