@@ -261,6 +261,158 @@ def _adc_table(rows, model: str, bits: int, inputs: int) -> Table:
                       f"{row.clipped:,} ({row.clipped / max(row.samples, 1):.2%})", f"{row.rerun_steps:,}",
                       f"{row.codes_changed:.2%}", f"{row.mean_code_error:.3f}", f"{row.output_cosine:.5f}")
     return table
+
+
+def cmd_sweep(args, out: Console) -> int:
+    """A design-space sweep on Ray (arasc/sweep/, docs/sweeps.md)."""
+    from .isa.atomic import check_output_path
+    from .reproduce import cache_folder
+    from .sweep.points import grid, sample
+    from .sweep.runner import Progress, RayExecutor, import_ray
+    from .sweep.spec import load_spec
+    from .sweep.sweep import columns, run_sweep
+    from .sweep.table import ResultTable
+
+    import_ray()  # before any work: without Ray, say how to install it
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot draws with matplotlib: install the plot extra (pip install -e '.[plot]')")
+    spec = load_spec(args.spec)
+    out_path = args.out or os.path.splitext(args.spec)[0] + ".csv"
+    if not out_path.endswith(".csv"):
+        raise UsageError(f"--out {out_path}: the table is CSV; give a name ending in .csv")
+    check_output_path(out_path, "--out")
+    stem = os.path.splitext(out_path)[0]
+    plots = (stem + "-pareto.png", stem + "-effects.png")
+    if args.plot:
+        for path in plots:
+            check_output_path(path, "--plot")
+    points = sample(spec, args.samples) if args.samples else grid(spec)
+    table = ResultTable(out_path, columns(spec))
+    cache = args.cache or str(cache_folder(None) / "sweep-programs")
+    executor = _LazyRay(lambda: RayExecutor(args.address, args.workers))
+    outcome = None
+    try:
+        outcome = run_sweep(spec, points, table, executor, cache, args.retry_failed,
+                            lambda total: Progress("sweep", total, None if args.quiet else args.terminal))
+    except KeyboardInterrupt:
+        out.print(f"interrupted: the finished points are in {out_path}; run the same command to do the rest")
+        raise
+    workers = f" on {executor.started.workers} Ray worker{'s' if executor.started.workers > 1 else ''}" if executor.started else ""
+    out.print(f"{outcome.points} points: {outcome.skipped} already in {out_path}, {outcome.ran} run{workers} "
+              f"({len(outcome.failed)} failed) in {outcome.seconds:.1f} s")
+    for point, error in outcome.failed[:5]:
+        out.print(f"  failed {point}: {error}")
+    if len(outcome.failed) > 5:
+        out.print(f"  ... and {len(outcome.failed) - 5} more (the error column of {out_path})")
+    if args.plot:
+        from .sweep.plot import write_plots
+
+        write_plots(table.rows(), [axis.name for axis in spec.swept], *plots)
+        out.print(f"wrote {plots[0]} and {plots[1]}")
+    return EXIT_OK
+
+
+class _LazyRay:
+    """The Ray executor, started at the first task: a sweep whose points are all in the table
+    starts no Ray."""
+
+    def __init__(self, start):
+        self.start, self.started = start, None
+
+    def _ray(self):
+        if self.started is None:
+            self.started = self.start()
+        return self.started
+
+    @property
+    def workers(self) -> int:
+        return self._ray().workers
+
+    @property
+    def pending(self) -> int:
+        return self.started.pending if self.started else 0
+
+    def put(self, value):
+        return self._ray().put(value)
+
+    def submit(self, *task) -> None:
+        self._ray().submit(*task)
+
+    def next_done(self):
+        return self._ray().next_done()
+
+    def close(self) -> None:
+        if self.started:
+            self.started.close()
+
+
+def cmd_evaluate(args, out: Console) -> int:
+    """A task metric of a program over a data set, in Ray tasks (arasc/evaluate.py)."""
+    import json
+    import time
+
+    import numpy as np
+
+    from .evaluate import check_outputs, evaluate_range, float_outputs, load_dataset, metrics, pack_program, ranges
+    from .isa.atomic import check_output_path
+    from .sweep.runner import Progress, RayExecutor, import_ray
+
+    import_ray()
+    if args.json:
+        check_output_path(args.json, "--json")
+    start = time.perf_counter()
+    packed = pack_program(args.program, args.hw)
+    from .evaluate import unpack_program
+
+    program, _, _ = unpack_program(packed)
+    if len(program.outputs) != 1:
+        raise UsageError(f"{args.program}: the program has {len(program.outputs)} outputs; evaluate scores "
+                         f"programs with one")
+    dataset = load_dataset(args.dataset, program.inputs, args.limit)
+    check_outputs(dataset, program.outputs[0].type.shape)
+    batch = program.inputs[0].type.shape[0]
+    executor = RayExecutor(args.address, args.workers)
+    try:
+        packed_ref, inputs_ref = executor.put(packed), executor.put(dataset.inputs)
+        parts = ranges(dataset.size, batch, executor.workers * 4)
+        for first, last in parts:
+            executor.submit(first, evaluate_range, packed_ref, inputs_ref, first, last, args.adc_bits)
+        found = {}
+        with Progress("evaluate", len(parts), None if args.quiet else args.terminal) as progress:
+            while executor.pending:
+                first, value, error = executor.next_done()
+                if error is not None:
+                    raise RuntimeError(f"the task of samples {first}.. failed: {error}")
+                found[first] = value
+                progress.advance(False)
+        workers = executor.workers
+    finally:
+        executor.close()
+    outputs = np.concatenate([found[first] for first, _ in parts])
+    chip = metrics(outputs, dataset)
+    reference = metrics(float_outputs(args.compare_float, dataset, batch), dataset) if args.compare_float else {}
+    seconds = time.perf_counter() - start
+    adc = "ideal ADC" if args.adc_bits is None else f"{args.adc_bits}-bit ADC"
+    table = Table(title=f"{program.name} on {args.dataset}, {adc}", title_justify="left",
+                  caption=f"{dataset.size} samples in {len(parts)} tasks on {workers} Ray workers, {seconds:.1f} s",
+                  caption_justify="left")
+    table.add_column("metric")
+    table.add_column("chip (interpreter)", justify="right")
+    if reference:
+        table.add_column(f"float ({args.compare_float})", justify="right")
+    for name, value in chip.items():
+        table.add_row(name, f"{value:.4f}", *([f"{reference[name]:.4f}"] if reference else []))
+    out.print(table)
+    if args.json:
+        from .isa.atomic import write_bytes_atomically
+
+        text = json.dumps({"program": program.name, "dataset": args.dataset, "samples": dataset.size,
+                           "adc_bits": args.adc_bits, "chip": chip, "float": reference or None,
+                           "seconds": seconds, "tasks": len(parts), "workers": workers}, indent=1)
+        write_bytes_atomically(args.json, (text + "\n").encode(), "--json")
+    return EXIT_OK
+
+
 def cmd_reproduce(args, out: Console) -> int:
     from . import models as zoo
     from .isa.atomic import check_output_path
@@ -417,6 +569,45 @@ def build_parser() -> argparse.ArgumentParser:
     add_driver_flags(p, stages_ir=False)
     p.set_defaults(run=cmd_run)
 
+    p = sub.add_parser("sweep", help="a design-space sweep over models, hardware fields and options, on Ray",
+                       description="Compile and time every point of a sweep spec (models x hardware-file fields x "
+                       "compile options, or --samples N of them), as Ray tasks; each finished point is a row of "
+                       "the CSV table, and a re-run skips the points already there (docs/sweeps.md). Needs the "
+                       "sweep extra (Ray).")
+    p.add_argument("spec", metavar="SPEC.toml", help="the sweep spec (docs/sweeps.md)")
+    p.add_argument("--samples", type=int_in(1, 1_000_000), metavar="N", help="N points drawn from the spec's "
+                   "space (Latin hypercube, or random: the spec's `sampling`) instead of the full product")
+    p.add_argument("--address", metavar="ADDR", help="the Ray cluster to run on (ray://host:10001, or auto); "
+                   "default: a local Ray on this machine")
+    p.add_argument("--workers", type=int_in(1, 100_000), metavar="N", help="tasks at once (default: one per core, "
+                   "or the cluster's CPUs)")
+    p.add_argument("--out", metavar="TABLE.csv", help="the result table (default: SPEC with .csv)")
+    p.add_argument("--plot", action="store_true", help="draw TABLE-pareto.png (inferences/s against energy per "
+                   "inference) and TABLE-effects.png (each swept field's effect)")
+    p.add_argument("--cache", metavar="DIR", help="compiled programs by content hash (default "
+                   "~/.cache/arasc/sweep-programs)")
+    p.add_argument("--retry-failed", action="store_true", help="run the points that failed before again")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_sweep)
+
+    p = sub.add_parser("evaluate", help="a program's accuracy over a data set, in Ray tasks",
+                       description="Run PROG.aras on the interpreter over a data set (an .npz of inputs with "
+                       "labels or targets, or a folder of them) split into Ray tasks, and report top-1/top-5 "
+                       "accuracy or the outputs' cosine to the targets (docs/sweeps.md). Needs the sweep extra.")
+    p.add_argument("program", metavar="PROG.aras")
+    p.add_argument("--dataset", required=True, metavar="DIR|FILE.npz", help="inputs keyed by input name (or x), "
+                   "and labels (classes) or targets (reference outputs), one sample per row")
+    p.add_argument("--compare-float", metavar="MODEL", help="also score the float PyTorch model: " + model_help)
+    p.add_argument("--hw", metavar="FILE", help="hardware description, if not a bundled one")
+    p.add_argument("--adc-bits", type=int_in(1, 32), metavar="N", help="model a finite ADC of N bits "
+                   "(default: ideal)")
+    p.add_argument("--limit", type=int_in(1, 1 << 40), metavar="N", help="the first N samples only")
+    p.add_argument("--address", metavar="ADDR", help="the Ray cluster to run on (default: a local Ray)")
+    p.add_argument("--workers", type=int_in(1, 100_000), metavar="N", help="tasks at once (default: one per core)")
+    p.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_evaluate)
+
     p = sub.add_parser("reproduce", help="reproduce the paper's evaluation (section VII): docs/paper.md and figures",
                        description="Compile and time the five zoo models at full size in the paper's four "
                        "configurations, the paper profile and a TPU-like baseline; write the side-by-side "
@@ -450,7 +641,9 @@ BAD_INPUT_ERRORS = (
     ("arasc.ir", "VerifyError"), ("arasc.isa.atomic", "OutputPathError"), ("arasc.isa.hardware", "HardwareConfigError"),
     ("arasc.isa.parser", "ProgramError"), ("arasc.isa.weights", "WeightFileError"), ("arasc.loader", "ModelLoadError"),
     ("arasc.passes.quantize", "QuantizeError"), ("arasc.passes.center_offset", "CenterOffsetError"),
-    ("arasc.runtime.run", "RuntimeInputError"),
+    ("arasc.runtime.run", "RuntimeInputError"), ("arasc.evaluate", "DatasetError"),
+    ("arasc.sweep.spec", "SweepSpecError"), ("arasc.sweep.table", "TableError"),
+    ("arasc.sweep.runner", "RayMissingError"), ("arasc.sweep.runner", "RayStartError"),
     ("arasc.runtime.verify", "VerifyError"),
 )
 
@@ -493,6 +686,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Console(highlight=False, markup=False, emoji=False)
     debug = bool(os.environ.get("ARASC_DEBUG"))
     with contextlib.ExitStack() as stack:
+        # stderr is captured below: a progress bar goes to the terminal the command was started from
+        args.terminal = stack.enter_context(os.fdopen(os.dup(2), "w")) if os.isatty(2) else None
         library_output = stack.enter_context(captured_stderr()) if not debug else (lambda: "")
         try:
             status, problem = args.run(args, out), None

@@ -65,7 +65,7 @@ def test_runtime_and_isa_import_no_compiler_module(folder):
 
 
 @pytest.mark.parametrize("code, heavy", [
-    ("from arasc.cli import build_parser; build_parser()", ("torch", "sklearn", "numba", "ortools")),
+    ("from arasc.cli import build_parser; build_parser()", ("torch", "sklearn", "numba", "ortools", "ray")),
     ("import arasc.models", ("sklearn",)),
     ("import arasc.runtime.run", ("torch",)),
 ])
