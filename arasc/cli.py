@@ -425,6 +425,10 @@ def cmd_reproduce(args, out: Console) -> int:
     unknown = [m for m in chosen if m not in zoo.ZOO]
     if unknown:
         raise UsageError(f"--models: {', '.join(unknown)}: not in the zoo (see `arasc models`)")
+    unpublished = [m for m in chosen if m.removesuffix("-small") not in MODELS]
+    if unpublished:
+        raise UsageError(f"--models: {', '.join(unpublished)}: the paper gives no figures for it; choose among "
+                         f"{', '.join(MODELS)} or their -small variants")
     check_output_path(args.out, "--out")
     seconds = reproduce(chosen, cache_folder(args.cache), args.reuse, args.out, args.figures, args.scalesim,
                         args.quiet)

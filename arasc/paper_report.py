@@ -245,13 +245,15 @@ def draw_figures(measured: dict, figures: str) -> dict[str, str]:
     return paths
 
 
-def write_paper(measured: dict, out: str, figures: str, scalesim: dict | None, seconds: float | None) -> None:
-    """docs/paper.md (and its figures) from the measurements."""
+def write_paper(measured: dict, out: str, figures: str, scalesim: dict | None,
+                run: tuple[float, int] | None) -> None:
+    """docs/paper.md (and its figures) from the measurements; `run`: (seconds, models measured) of
+    this run, None when every model came from the cache."""
     from .paper_text import document
 
     failed = failures(measured)
     measured = complete(measured)
     paths = draw_figures(measured, figures)
     rel = {k: os.path.relpath(p, os.path.dirname(os.path.abspath(out))) for k, p in paths.items()}
-    text = document(measured, claims(measured), rel, scalesim, seconds, failed)
+    text = document(measured, claims(measured), rel, scalesim, run, failed)
     write_atomically([(out, lambda f: f.write(text.encode()))], "--out")

@@ -82,7 +82,7 @@ def row_mark(paper: float, ours: float, unit: str) -> str:
 
 
 def document(measured: dict, claims: list[tuple], figures: dict[str, str], scalesim: dict | None,
-             seconds: float | None, failed: list[dict] | None = None) -> str:
+             run: tuple[float, int] | None, failed: list[dict] | None = None) -> str:
     models = list(measured)
     runs = {m: by_config(measured, m) for m in models}
     lines = ["# The paper's evaluation, reproduced",
@@ -92,9 +92,11 @@ def document(measured: dict, claims: list[tuple], figures: dict[str, str], scale
              "Sabri, Riera, Gonzalez, \"ARAS: An Adaptive Low-Cost ReRAM-Based Accelerator for DNNs\" "
              "(arXiv 2410.17931), section VII.",
              ""]
-    if seconds is not None:
-        lines += [f"This run measured {len(models)} models in {seconds / 60:.1f} minutes on this project's "
-                  "2-core machine.", ""]
+    if run is not None:
+        seconds, count = run
+        reused = " (the others from cached measurements)" if count < len(models) else ""
+        lines += [f"This run measured {count} of the {len(models)} models in {seconds / 60:.1f} minutes on this "
+                  f"project's 2-core machine{reused}.", ""]
     lines += ["```bash", ".venv/bin/arasc reproduce            # every model: compile, time, write docs/paper.md "
               "and docs/figures/paper-*.png", ".venv/bin/arasc reproduce --reuse    # rewrite from the cached "
               "measurements (~/.cache/arasc/reproduce)", "```", ""]

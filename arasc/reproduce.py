@@ -166,7 +166,7 @@ def reproduce(models: tuple[str, ...], cache: Path, reuse: bool, out: str, figur
         except ScaleSimError as err:   # the document says so; the measurements still count
             check = {"error": str(err)}
     seconds = time.perf_counter() - start
-    write_paper(measured, out, figures, check, seconds if todo else None)
+    write_paper(measured, out, figures, check, (seconds, len(todo)) if todo else None)
     return seconds
 
 

@@ -112,8 +112,12 @@ def test_reproduce_writes_the_document_and_figures(tmp_path):
     records = (cache / "reproduce" / "bert-base-small.json").read_text()
     assert ALL in records and PAPER_PROFILE.name in records
     out.unlink()
-    assert main(args + ["--reuse"]) == 0   # from the cache: the same document
+    assert "This run measured 1 of the 1 models in" in text
+    assert main(args + ["--reuse"]) == 0   # from the cache: the same document, without the run's time
     assert out.read_text().split("## Two profiles")[1] == text.split("## Two profiles")[1]
+    assert "This run measured" not in out.read_text()
+    assert main(args[:2] + ["bert-base-small", "bert-large-small"] + args[3:] + ["--reuse"]) == 0
+    assert "This run measured 1 of the 2 models in" in out.read_text() and "(the others from cached" in out.read_text()
 
 
 def test_an_unknown_model_is_a_usage_error(tmp_path, capsys):
@@ -121,6 +125,9 @@ def test_an_unknown_model_is_a_usage_error(tmp_path, capsys):
                  str(tmp_path)]) == 2
     assert "resnet51: not in the zoo" in capsys.readouterr().err
     assert not (tmp_path / "p.md").exists()
+    assert main(["reproduce", "--models", "digits-cnn", "--out", str(tmp_path / "p.md"), "--cache",
+                 str(tmp_path)]) == 2   # in the zoo, not in the paper: was an internal error
+    assert "digits-cnn: the paper gives no figures for it" in capsys.readouterr().err
 
 
 def test_nan_when_a_model_writes_no_pulses():
