@@ -174,31 +174,24 @@ def cost(names: list[str], schemes: list[str], console: Console) -> None:
 
 def speed(names: list[str], schemes: list[str], console: Console, repeat: int = 3) -> None:
     """Interpreter seconds per inference (steady state, 6-bit ADC) against PyTorch fp32 eager, side
-    by side in one process: the ISA issue's target is at most 40x on ResNet-50."""
-    import statistics
-    import time
-
-    def timed(fn):
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+    by side in one process: the ISA issue's target is at most 40x on ResNet-50. PyTorch is timed
+    again right before each scheme, so that a change of the machine's load between schemes does
+    not enter the ratio."""
+    from interpreter_time import timed  # benchmarks/ is on the path of a script run from it
 
     for name in names:
         module, inputs = models.get(name).build()
         with torch.no_grad():
             module(*inputs)
-            torch_s = timed(functools.partial(module, *inputs))
-        console.print(f"{name}: PyTorch fp32 eager {torch_s:.3f} s")
         for s in schemes:
             prog, weights, hw = program(name, SCHEMES[s], module, inputs, [inputs])
             ports = {p.name: np.asarray(x) for p, x in zip(prog.inputs, inputs, strict=True)}
             machine = execute(prog, weights, hw, ports, adc_bits=hw.crossbar.adc_bits).machine
-            seconds = timed(functools.partial(execute, prog, weights, hw, ports, machine=machine))
-            console.print(f"{name} | {s} | interpreter, 6-bit ADC, steady state {seconds:.3f} s | "
-                          f"{seconds / torch_s:.1f}x PyTorch")
+            with torch.no_grad():
+                torch_s = timed(functools.partial(module, *inputs), repeat)
+            seconds = timed(functools.partial(execute, prog, weights, hw, ports, machine=machine), repeat)
+            console.print(f"{name} | {s} | PyTorch fp32 eager {torch_s:.3f} s | interpreter, 6-bit ADC, steady "
+                          f"state {seconds:.3f} s | {seconds / torch_s:.1f}x PyTorch")
 
 
 def main() -> None:
