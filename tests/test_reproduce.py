@@ -125,8 +125,8 @@ def test_an_unknown_model_is_a_usage_error(tmp_path, capsys):
                  str(tmp_path)]) == 2
     assert "resnet51: not in the zoo" in capsys.readouterr().err
     assert not (tmp_path / "p.md").exists()
-    assert main(["reproduce", "--models", "digits-cnn", "--out", str(tmp_path / "p.md"), "--cache",
-                 str(tmp_path)]) == 2   # in the zoo, not in the paper: was an internal error
+    assert main(["reproduce", "--models", "digits-cnn", "--out", str(tmp_path / "p.md"), "--figures",
+                 str(tmp_path / "fig"), "--cache", str(tmp_path)]) == 2   # in the zoo, not in the paper: was an internal error
     assert "digits-cnn: the paper gives no figures for it" in capsys.readouterr().err
 
 
