@@ -160,17 +160,21 @@ def cmd_run(args, out: Console) -> int:
 
     if args.inferences < 1:
         raise UsageError("--inferences must be at least 1")
-    if args.timing_only and (args.output or args.adc_bits):
+    if args.timing_only and (args.output or args.adc_bits or args.adc == "chip"):
         raise UsageError("--timing-only computes no activations: it cannot write --output or model an ADC")
+    if args.adc_bits is not None and args.adc == "ideal":
+        raise UsageError("--adc ideal and --adc-bits N contradict each other: give one")
+    adc = "ideal" if args.timing_only else args.adc
     from .isa.atomic import check_output_path
 
     for flag in ("output", "report", "trace", "plot"):  # refused before any work, not after
         if getattr(args, flag):
             check_output_path(getattr(args, flag), f"--{flag}")
     with progress.display(args.quiet):
-        result = run_file(args.program, args.input, args.hw, inferences=args.inferences, adc_bits=args.adc_bits,
-                          adc_lsb=args.adc_lsb, compute=not args.timing_only)
-        if args.adc_bits is not None:  # never silently: say what the finite ADC did to the outputs
+        result = run_file(args.program, args.input, args.hw, inferences=args.inferences, adc=adc,
+                          adc_bits=args.adc_bits, adc_lsb=args.adc_lsb, compute=not args.timing_only)
+        result.adc_choice = "--adc-bits" if args.adc_bits is not None else adc
+        if result.machine.bit_serial.adc_bits is not None:  # never silently: what the finite ADC did to the outputs
             result.adc_error = adc_error(result, run_file(args.program, args.input, args.hw))
     if args.output:
         result.save_output(args.output)
@@ -207,7 +211,7 @@ def cmd_compare(args, out: Console) -> int:
     calibration = calibration_inputs(args, source.example_inputs)
     inputs = sample_batches(args.input, "--input", source.example_inputs)
     quantized = Quantize(calibration=tuple(tuple(np.asarray(x) for x in c) for c in calibration),
-                         **options.quantization()).rewrite(model)
+                         **options.quantization()).rewrite(model, hardware(args))
     if args.engine == "interpreter":
         import tempfile
 
@@ -559,8 +563,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the example input stored with the program")
     p.add_argument("--output", metavar="Y.npy", help="write the dequantized float output here")
     p.add_argument("--hw", metavar="FILE", help="hardware description, if not a bundled one")
-    p.add_argument("--adc-bits", type=int_in(1, 32), metavar="N", help="model a finite ADC of N bits, 1..32 "
-                   "(default: ideal)")
+    p.add_argument("--adc", choices=("auto", "chip", "ideal"), default="auto", help="the ADC the crossbars are "
+                   "read with: chip, the hardware file's (adc_bits); ideal, none (an idealisation); auto (default), "
+                   "the chip's where it reads the cells faithfully (signed one-bit slices, e.g. "
+                   "aras-differential-1bit), else ideal: the published chip's unsigned cells saturate its 6-bit ADC "
+                   "(docs/adc.md)")
+    p.add_argument("--adc-bits", type=int_in(1, 32), metavar="N", help="model a finite ADC of N bits, 1..32, "
+                   "instead of the chip's")
     p.add_argument("--adc-lsb", type=int_in(1, 1 << 30), default=1, metavar="L", help="ADC step in partial-sum "
                    "units (default 1)")
     p.add_argument("--inferences", type=int_in(1, 1000), default=2, metavar="N", help="run N inferences on one chip and report "

@@ -92,7 +92,11 @@ def _compile_lowered(lowered: list[Model], hw: Hardware, calibration, example_in
     calibration = tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration)
     model = stages.ir_pass(Quantize(calibration=calibration, **options.quantization()), lowered.pop(), hw)
     # Center+Offset moves every filter's codes to its own center: a common weight center would be undone.
-    center = None if options.center_offset == "on" else options.weight_center
+    # Differential cells hold q - 128, near zero for symmetric codes: a common center of the codes would
+    # move every offset by the same amount and saturate the ADC (docs/adc.md), so `auto` shifts nothing there.
+    center = options.weight_center
+    if options.center_offset == "on" or (hw.differential and center == "auto"):
+        center = None
     model = stages.ir_pass(ShiftWeights(center, calibration, method=options.weight_shift), model, hw)
     model = stages.ir_pass(CenterOffset(options.center_offset == "on"), model, hw)
     model = stages.ir_pass(InputSlicing(options.input_slice_bits), model, hw)

@@ -59,6 +59,11 @@ class CompileOptions:
                            "capture", choices=("auto", "fx", "export"))
     weight_scales: str = option("channel", "weight scales and zero points per output channel or per layer",
                                 "quantize", choices=("channel", "tensor"))
+    weight_zero_point: str = option(
+        "auto", "weight codes with their own zero point over each range (asymmetric) or centred on code 128 "
+        "(symmetric, scale max|w|/127): auto is symmetric on chips with differential cells, whose pairs hold q - 128, "
+        "so that bitline sums stay small enough for the ADC (docs/adc.md)", "quantize",
+        choices=("auto", "asymmetric", "symmetric"))
     observer: str = option("mse", "how activation ranges are chosen from calibration: least squared error, "
                            "0.01%%/99.99%% percentiles, or the whole observed range", "quantize",
                            choices=("mse", "percentile", "minmax"))
@@ -111,8 +116,8 @@ class CompileOptions:
 
     def quantization(self) -> dict[str, Any]:
         """The quantize pass's keyword arguments (arasc/passes/quantize.py)."""
-        return {"weights": self.weight_scales, "observer": self.observer, "residual": self.residual,
-                "channel_groups": self.channel_groups, "smooth": self.smooth}
+        return {"weights": self.weight_scales, "weight_zero_point": self.weight_zero_point, "observer": self.observer,
+                "residual": self.residual, "channel_groups": self.channel_groups, "smooth": self.smooth}
 
     def changed(self) -> dict[str, Any]:
         """The options that differ from the defaults."""

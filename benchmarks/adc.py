@@ -44,12 +44,13 @@ class Scheme:
     options: dict = field(default_factory=dict)
 
 
-SCHEMES = {
+SCHEMES = {  # each with the default passes unless it names options
     "plain": Scheme("aras-default"),                                              # ARAS as published
-    "differential": Scheme("aras-differential", {"center_offset": "on"}),         # 2-bit signed slices
-    "1-bit slices": Scheme("aras-differential-1bit", {"center_offset": "on"}),    # 1-bit signed slices
-    "1-bit + speculation": Scheme("aras-differential-1bit", {"center_offset": "on", "input_slice_bits": 2}),
-    "1-bit + dynamic precision": Scheme("aras-differential-1bit", {"center_offset": "on", "dynamic_precision": "on"}),
+    "differential": Scheme("aras-differential"),                                  # 2-bit signed slices
+    "1-bit slices": Scheme("aras-differential-1bit"),                             # 1-bit signed slices
+    "1-bit + center-offset": Scheme("aras-differential-1bit", {"center_offset": "on"}),
+    "1-bit + speculation": Scheme("aras-differential-1bit", {"input_slice_bits": 2}),
+    "1-bit + dynamic precision": Scheme("aras-differential-1bit", {"dynamic_precision": "on"}),
     "plain + dynamic precision": Scheme("aras-default", {"dynamic_precision": "on"}),
 }
 

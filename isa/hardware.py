@@ -189,6 +189,16 @@ class Hardware:
         return self.crossbar.weight_encoding == "differential"
 
     @property
+    def adc_reads_cells(self) -> bool:
+        """Whether the chip's own ADC reads its bitlines faithfully enough to be the runtime's default
+        (`arasc run --adc auto`). Measured, not derived (docs/results.md, "A 6-bit ADC"): only signed
+        one-bit slices (differential pairs, cell_bits 1), with the default passes, keep every small
+        zoo model at cosine >= 0.995, the digits CNNs' top-1 and MiniLM's similarity correlation with
+        a 6-bit ADC; unsigned cells sum to 0..384 on 128 rows and saturate it, and 2-bit signed
+        slices cost MiniLM 0.45 of correlation. The bound below is the widest slice that passed."""
+        return self.differential and self.crossbar.cell_bits == 1 and self.crossbar.adc_bits >= 6
+
+    @property
     def cells_per_weight(self) -> int:
         """Consecutive cells holding one weight: 8-bit weights in 2-bit cells = 4 (VI); 8 when
         every slice is a differential pair."""

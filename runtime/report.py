@@ -46,8 +46,8 @@ def print_run(result, out: Console) -> None:
                   f"{result.machine.hw.crossbar.endurance_writes:.0e} writes)")
     bs = result.machine.bit_serial
     xbar = result.machine.hw.crossbar
-    modelled = "ideal (an idealisation: --adc-bits N models it)" if bs.adc_bits is None else f"{bs.adc_bits}-bit"
-    stats.add_row("ADC", f"{modelled}; the chip's: {xbar.adc_bits}-bit, {xbar.weight_encoding} cells")
+    modelled = _adc_modelled(bs.adc_bits, result.adc_choice)
+    stats.add_row("ADC", f"{modelled} (the chip's: {xbar.adc_bits}-bit, {xbar.weight_encoding} cells)")
     stats.add_row("ADC conversions", f"{s['adc']['conversions']:,} ({s['adc']['energy_joules'] * 1e3:.3f} mJ, in compute)")
     if bs.adc_bits is not None:
         stats.add_row(f"ADC {bs.adc_bits}-bit samples clipped",
@@ -69,6 +69,16 @@ def cosine(a, b) -> float:
     return float(a @ b / norms) if norms else float(not a.any() and not b.any())
 
 
+def _adc_modelled(bits: int | None, choice: str | None) -> str:
+    """Which ADC a run modelled, and why (`arasc run --adc`)."""
+    if bits is not None:
+        why = {"auto": ", the chip's, by default: it reads these cells faithfully", "chip": ", the chip's (--adc chip)"}
+        return f"{bits}-bit{why.get(choice or '', '')}"
+    if choice == "auto":
+        return "ideal, by default on this chip: its cells saturate its ADC (docs/adc.md); --adc chip models it"
+    return "ideal (an idealisation; --adc chip models the chip's)"
+
+
 def adc_error(result, ideal) -> dict:
     """What a finite ADC did to each output, against the same program with an ideal ADC."""
     errors = {}
@@ -84,7 +94,8 @@ def adc_error(result, ideal) -> dict:
 def write_report(result, path: str) -> None:
     data = run_summary(result)
     bs = result.machine.bit_serial
-    data["adc"].update({"bits": bs.adc_bits, "samples": bs.samples, "clipped": bs.clipped, "recovered": bs.recovered})
+    data["adc"].update({"bits": bs.adc_bits, "choice": result.adc_choice, "samples": bs.samples, "clipped": bs.clipped,
+                        "recovered": bs.recovered})
     if getattr(result, "adc_error", None):
         data["adc"]["error"] = result.adc_error
     _atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()), "--report")

@@ -34,6 +34,7 @@ class Result:
     timing: Timing
     inference: int = 1
     adc_error: dict | None = None  # per output, against an ideal ADC (set when a finite ADC ran)
+    adc_choice: str | None = None  # how `arasc run` chose the ADC: auto, chip, ideal or --adc-bits
 
     def save_output(self, path: str) -> None:
         """One output: a .npy of it; several: an .npz keyed by output name. Written atomically."""
@@ -112,10 +113,14 @@ def read_inputs(program: Program, weights: dict, input_path: str | None) -> dict
 
 
 def run_file(path: str, input_path: str | None = None, hw_path: str | None = None, inferences: int = 1,
-             **machine_options) -> Result:
+             adc: str = "ideal", **machine_options) -> Result:
     """Load, verify and run a program `inferences` times on one machine; the last run is returned
-    (with 2, its write pulses are the steady state: counted against the cells the first run left)."""
+    (with 2, its write pulses are the steady state: counted against the cells the first run left).
+    `adc`, unless machine_options give adc_bits: "chip" models the hardware file's ADC, "ideal"
+    none, "auto" the chip's where it reads the cells faithfully (`Hardware.adc_reads_cells`)."""
     program, weights, hw = load_program(path, hw_path)
+    if machine_options.get("adc_bits") is None and (adc == "chip" or (adc == "auto" and hw.adc_reads_cells)):
+        machine_options["adc_bits"] = hw.crossbar.adc_bits
     if machine_options.get("adc_lsb", 1) != 1 and any(layer.attr("input_slice_bits", 1) > 1 for layer in program.layers):
         raise RuntimeInputError(f"{path}: --adc-lsb {machine_options['adc_lsb']}: the program's speculative input "
                                 f"slicing (input_slice_bits) is modelled for an ADC of unit step only; drop --adc-lsb")

