@@ -367,8 +367,12 @@ def cmd_evaluate(args, out: Console) -> int:
     start = time.perf_counter()
     packed = pack_program(args.program, args.hw)
     from .evaluate import unpack_program
+    from .runtime.run import adc_bits_for
 
-    program, _, _ = unpack_program(packed)
+    program, _, hw = unpack_program(packed)
+    if args.adc_bits is not None and args.adc == "ideal":
+        raise UsageError("--adc ideal and --adc-bits N contradict each other: give one")
+    adc_bits = adc_bits_for(args.adc, args.adc_bits, hw)
     if len(program.outputs) != 1:
         raise UsageError(f"{args.program}: the program has {len(program.outputs)} outputs; evaluate scores "
                          f"programs with one")
@@ -380,7 +384,7 @@ def cmd_evaluate(args, out: Console) -> int:
         packed_ref, inputs_ref = executor.put(packed), executor.put(dataset.inputs)
         parts = ranges(dataset.size, batch, executor.workers * 4)
         for first, last in parts:
-            executor.submit(first, evaluate_range, packed_ref, inputs_ref, first, last, args.adc_bits)
+            executor.submit(first, evaluate_range, packed_ref, inputs_ref, first, last, adc_bits)
         found = {}
         with Progress("evaluate", len(parts), None if args.quiet else args.terminal) as progress:
             while executor.pending:
@@ -396,7 +400,7 @@ def cmd_evaluate(args, out: Console) -> int:
     chip = metrics(outputs, dataset)
     reference = metrics(float_outputs(args.compare_float, dataset, batch), dataset) if args.compare_float else {}
     seconds = time.perf_counter() - start
-    adc = "ideal ADC" if args.adc_bits is None else f"{args.adc_bits}-bit ADC"
+    adc = "ideal ADC" if adc_bits is None else f"{adc_bits}-bit ADC"
     table = Table(title=f"{program.name} on {args.dataset}, {adc}", title_justify="left",
                   caption=f"{dataset.size} samples in {len(parts)} tasks on {workers} Ray workers, {seconds:.1f} s",
                   caption_justify="left")
@@ -411,7 +415,7 @@ def cmd_evaluate(args, out: Console) -> int:
         from .isa.atomic import write_bytes_atomically
 
         text = json.dumps({"program": program.name, "dataset": args.dataset, "samples": dataset.size,
-                           "adc_bits": args.adc_bits, "chip": chip, "float": reference or None,
+                           "adc_bits": adc_bits, "chip": chip, "float": reference or None,
                            "seconds": seconds, "tasks": len(parts), "workers": workers}, indent=1)
         write_bytes_atomically(args.json, (text + "\n").encode(), "--json")
     return EXIT_OK
@@ -502,6 +506,17 @@ def int_in(low: int, high: int):
     return parse
 
 
+def add_adc_flags(p) -> None:
+    """--adc and --adc-bits of the commands that run programs (run, evaluate)."""
+    p.add_argument("--adc", choices=("auto", "chip", "ideal"), default="auto", help="the ADC the crossbars are "
+                   "read with: chip, the hardware file's (adc_bits); ideal, none (an idealisation); auto (default), "
+                   "the chip's where it reads the cells faithfully (signed one-bit slices, e.g. "
+                   "aras-differential-1bit), else ideal: the published chip's unsigned cells saturate its 6-bit ADC "
+                   "(docs/adc.md)")
+    p.add_argument("--adc-bits", type=int_in(1, 32), metavar="N", help="model a finite ADC of N bits, 1..32, "
+                   "instead of the chip's")
+
+
 def add_inputs(p) -> None:
     p.add_argument("--hw", metavar="FILE", help="hardware description (default: the bundled ARAS chip)")
     p.add_argument("--calib", metavar="FILE.npy", help="calibration inputs, one sample per row, used in batches of "
@@ -563,13 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the example input stored with the program")
     p.add_argument("--output", metavar="Y.npy", help="write the dequantized float output here")
     p.add_argument("--hw", metavar="FILE", help="hardware description, if not a bundled one")
-    p.add_argument("--adc", choices=("auto", "chip", "ideal"), default="auto", help="the ADC the crossbars are "
-                   "read with: chip, the hardware file's (adc_bits); ideal, none (an idealisation); auto (default), "
-                   "the chip's where it reads the cells faithfully (signed one-bit slices, e.g. "
-                   "aras-differential-1bit), else ideal: the published chip's unsigned cells saturate its 6-bit ADC "
-                   "(docs/adc.md)")
-    p.add_argument("--adc-bits", type=int_in(1, 32), metavar="N", help="model a finite ADC of N bits, 1..32, "
-                   "instead of the chip's")
+    add_adc_flags(p)
     p.add_argument("--adc-lsb", type=int_in(1, 1 << 30), default=1, metavar="L", help="ADC step in partial-sum "
                    "units (default 1)")
     p.add_argument("--inferences", type=int_in(1, 1000), default=2, metavar="N", help="run N inferences on one chip and report "
@@ -612,8 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "and labels (classes) or targets (reference outputs), one sample per row")
     p.add_argument("--compare-float", metavar="MODEL", help="also score the float PyTorch model: " + model_help)
     p.add_argument("--hw", metavar="FILE", help="hardware description, if not a bundled one")
-    p.add_argument("--adc-bits", type=int_in(1, 32), metavar="N", help="model a finite ADC of N bits "
-                   "(default: ideal)")
+    add_adc_flags(p)
     p.add_argument("--limit", type=int_in(1, 1 << 40), metavar="N", help="the first N samples only")
     p.add_argument("--address", metavar="ADDR", help="the Ray cluster to run on (default: a local Ray)")
     p.add_argument("--workers", type=int_in(1, 100_000), metavar="N", help="tasks at once (default: one per core)")

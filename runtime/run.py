@@ -112,6 +112,13 @@ def read_inputs(program: Program, weights: dict, input_path: str | None) -> dict
     return inputs
 
 
+def adc_bits_for(adc: str, adc_bits: int | None, hw: Hardware) -> int | None:
+    """The ADC resolution a run models (None: ideal): adc_bits if given, else by `adc` (run_file)."""
+    if adc_bits is None and (adc == "chip" or (adc == "auto" and hw.adc_reads_cells)):
+        return hw.crossbar.adc_bits
+    return adc_bits
+
+
 def run_file(path: str, input_path: str | None = None, hw_path: str | None = None, inferences: int = 1,
              adc: str = "ideal", **machine_options) -> Result:
     """Load, verify and run a program `inferences` times on one machine; the last run is returned
@@ -119,8 +126,7 @@ def run_file(path: str, input_path: str | None = None, hw_path: str | None = Non
     `adc`, unless machine_options give adc_bits: "chip" models the hardware file's ADC, "ideal"
     none, "auto" the chip's where it reads the cells faithfully (`Hardware.adc_reads_cells`)."""
     program, weights, hw = load_program(path, hw_path)
-    if machine_options.get("adc_bits") is None and (adc == "chip" or (adc == "auto" and hw.adc_reads_cells)):
-        machine_options["adc_bits"] = hw.crossbar.adc_bits
+    machine_options["adc_bits"] = adc_bits_for(adc, machine_options.get("adc_bits"), hw)
     if machine_options.get("adc_lsb", 1) != 1 and any(layer.attr("input_slice_bits", 1) > 1 for layer in program.layers):
         raise RuntimeInputError(f"{path}: --adc-lsb {machine_options['adc_lsb']}: the program's speculative input "
                                 f"slicing (input_slice_bits) is modelled for an ADC of unit step only; drop --adc-lsb")

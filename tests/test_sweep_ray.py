@@ -80,3 +80,17 @@ def test_evaluate_on_the_digits_test_split_matches_the_reported_accuracy(capfd, 
     assert result["samples"] == 360 and result["tasks"] > 1
     assert round(result["chip"]["top1"] * 100, 2) == chip_top1
     assert round(result["float"]["top1"] * 100, 2) == float_top1
+
+
+def test_evaluate_models_the_chip_adc_where_it_reads_the_cells(capfd, tmp_path):
+    """`--adc auto` (the default): the 6-bit ADC on aras-differential-1bit, ideal on aras-default."""
+    _, _, x_test, y_test = load_digits_split()
+    np.savez(tmp_path / "test.npz", x=x_test[:16].numpy(), labels=y_test[:16].numpy())
+    for hw, bits in (("aras-differential-1bit", 6), ("aras-default", None)):
+        program = str(tmp_path / f"{hw}.aras")
+        assert main(["compile", "digits-cnn", "--hw", hw, "-o", program, "-q"]) == 0
+        status, out, _ = cli(capfd, ["evaluate", program, "--dataset", str(tmp_path / "test.npz"),
+                                     "--json", str(tmp_path / "m.json")])
+        assert status == 0, out
+        assert json.loads((tmp_path / "m.json").read_text())["adc_bits"] == bits
+        assert ("6-bit ADC" if bits else "ideal ADC") in out
