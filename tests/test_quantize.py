@@ -463,17 +463,49 @@ def test_conv_products_hold_the_largest_sums_float32_can():
         assert torch.equal(_conv_products(x, w, conv, 1, ones, ones[:, :, :1, :1]), ones)   # sum(q_x q_w) = 1 x 1
 
 
-@settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), lead=st.sampled_from([(1,), (5,), (2, 7)]), k=st.integers(1, 2000),
-       n=st.integers(1, 40), extreme=st.booleans())
-def test_linear_products_in_int8_equal_the_float64_product(seed, lead, k, n, extreme):
-    from arasc.ir.qops import _linear_products
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), conv=st.booleans(), batch=st.sampled_from([1, 3]), k=st.integers(1, 300),
+       n=st.integers(1, 40), extreme=st.booleans(), per_channel=st.booleans(), relu=st.booleans(),
+       wide=st.booleans(), bias=st.booleans())
+def test_int8_crossbar_layers_equal_their_int64_statement(seed, conv, batch, k, n, extreme, per_channel, relu, wide,
+                                                          bias):
+    # The second implementation is each op's plain int64 statement (its fallback where torch's
+    # int8 GEMM is not exact): products in float64, zero-point terms and requantization in int64.
+    from arasc.ir import qops
 
     rng = np.random.default_rng(seed)
     values = np.array([0, 255], np.uint8) if extreme else np.arange(256).astype(np.uint8)
-    x, w = torch.from_numpy(rng.choice(values, lead + (k,))), torch.from_numpy(rng.choice(values, (n, k)))
-    want = torch.matmul(x.to(torch.float64), w.to(torch.float64).T).to(torch.int64)
-    assert torch.equal(_linear_products(x, w), want)
+    if conv:
+        channels, kernel = 1 + k % 7, [(1, 1), (3, 3), (2, 5)][k % 3]
+        x = torch.from_numpy(rng.choice(values, (batch, channels, 7, 6)))
+        w = {"weight": torch.from_numpy(rng.choice(values, (n, channels) + kernel))}
+        attrs = dict(stride=(1 + k % 2, 1), padding=(k % 3, 1), dilation=(1, 1 + k % 2), groups=1)
+    else:
+        x = torch.from_numpy(rng.choice(values, (batch, 5, k)))
+        w = {"weight": torch.from_numpy(rng.choice(values, (n, k)))}
+        attrs = {}
+    largest = int(rng.integers(0, 1 << 20)) if bias else 0
+    if bias:
+        w["bias"] = torch.from_numpy(rng.integers(-largest, largest + 1, n).astype(np.int32))
+    bits = qops.crossbar_multiplier_bits(math.prod(w["weight"].shape[1:]), largest)
+    params = {"w_zp": rng.integers(0, 256, n), "out_zp": rng.integers(0, 256, n),
+              "multiplier": rng.integers(1 << (bits - 1), 1 << bits, n), "shift": rng.integers(20, 45, n)}
+    for name, value in params.items():
+        if per_channel:
+            w[name] = torch.from_numpy(value.astype(np.int32))
+        else:
+            attrs[name] = int(value[0])
+    attrs.update(x_zp=int(rng.choice(values)), relu=relu, wide=wide)
+    op = "qconv2d" if conv else "qlinear"
+    fast = run_op(op, [x], attrs, w)
+    assert qops._int8_products_apply(x, w["weight"], 1)   # the test ran the int8 path
+    original = qops._int8_products_apply
+    try:
+        qops._int8_products_apply = lambda *args: False
+        reference = run_op(op, [x], attrs, w)
+    finally:
+        qops._int8_products_apply = original
+    assert fast.dtype == reference.dtype and torch.equal(fast, reference)
 
 
 @pytest.mark.parametrize("wide", [False, True])

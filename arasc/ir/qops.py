@@ -13,13 +13,15 @@ Rounding, once for all ops:
 
 Ops here are registered in the same `OPS` table as the float ops, so the float evaluator runs
 them (it is the integer reference executor) and the verifier infers their types on meta
-tensors. Integer products of uint8 values are formed in float64 where torch has no integer
-kernel (matmul on CPU): each product is below 2^16 and the sum of K of them below
-K * 2^16, so every partial sum is an integer below 2^53 for any K < 2^37 and float64
-represents it exactly whatever the summation order; the result is exact. Convolutions, most of
-a CNN's evaluation, take float32 on codes centred on 128 instead, in chunks whose sums stay
-below 2^24 (`_conv_products`): exact too, and about ten times faster than torch's float64
-convolution, which has no oneDNN kernel.
+tensors. The crossbar layers (qconv2d, qlinear), most of an evaluation, take torch's int8 GEMM
+on codes centred on 128 where it sums exactly on this CPU, with their zero-point correction and
+requantization fused into one pass (`_int8_crossbar`). Otherwise integer products of uint8
+values are formed in float64 where torch has no integer kernel (matmul on CPU): each product is
+below 2^16 and the sum of K of them below K * 2^16, so every partial sum is an integer below
+2^53 for any K < 2^37 and float64 represents it exactly whatever the summation order; the
+result is exact. Convolutions take float32 on codes centred on 128 instead, in chunks whose
+sums stay below 2^24 (`_conv_products`): exact too, and about ten times faster than torch's
+float64 convolution, which has no oneDNN kernel.
 """
 from __future__ import annotations
 
@@ -198,9 +200,84 @@ def _conv_products(x, weight, conv, groups, x_sum, w_sum):
     weights=("weight",), optional_weights=("bias",) + CHANNEL_PARAMS)
 def _qconv2d(xs, a, w):
     weight, groups = w["weight"], a["groups"]
+    k = weight.shape[1] * weight.shape[2] * weight.shape[3]
+    if groups == 1 and _int8_products_apply(xs[0], weight, k):
+        windows, out_hw = _conv_windows(xs[0].numpy(), weight.shape[2:], a)
+        out = _int8_crossbar(windows, weight.numpy().reshape(weight.shape[0], k), a, w, xs[0].shape[0])
+        return torch.from_numpy(out).reshape(xs[0].shape[0], weight.shape[0], *out_hw)
+    xw, x_sum = _float_conv_products(xs[0], weight, a)
+    channel = lambda t: t.reshape(1, -1, 1, 1)  # noqa: E731
+    w_sum = channel(_wide(weight).sum((1, 2, 3)))
+    bias = channel(w["bias"]) if "bias" in w else None
+    w_zp = channel_param(a, w, "w_zp", (1, -1, 1, 1))
+    return requantize(_zero_point_terms(xw, x_sum, w_sum, k, a, w_zp, bias), a, w, (1, -1, 1, 1))
+
+
+def _int8_products_apply(x: torch.Tensor, weight: torch.Tensor, k: int) -> bool:
+    """Whether a crossbar layer takes `_int8_crossbar`: uint8 codes (centred on 128 they fit
+    int8, each product at most 2^14 in magnitude), sums below 2^31 (k < 2^17), and an int8 GEMM
+    that sums exactly on this CPU (runtime/kernels.py checks it once)."""
+    from ..runtime.kernels import int8_products_exact
+
+    return (x.dtype == torch.uint8 == weight.dtype and not x.is_meta and not weight.is_meta and k < 1 << 17
+            and int8_products_exact())
+
+
+def _conv_windows(x: np.ndarray, kernel: tuple[int, int], a: dict) -> tuple[np.ndarray, tuple[int, int]]:
+    """The windows of an ungrouped convolution of uint8 codes x [B, C, H, W] as int8 codes less
+    128, int8 [C kh kw, B OH OW]: rows in the weight's (c, i, j) order, one column per window;
+    padding reads x_zp, the code of real 0. And (OH, OW)."""
+    (pad_h, pad_w), (stride_h, stride_w), (dil_h, dil_w) = a["padding"], a["stride"], a["dilation"]
+    kh, kw = kernel
+    padded = np.pad(x, ((0, 0), (0, 0), (pad_h, pad_h), (pad_w, pad_w)), constant_values=a["x_zp"])
+    span = (dil_h * (kh - 1) + 1, dil_w * (kw - 1) + 1)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, span, axis=(2, 3))
+    windows = windows[:, :, ::stride_h, ::stride_w, ::dil_h, ::dil_w].transpose(1, 4, 5, 0, 2, 3)
+    # flipping the top bit of a uint8 code gives the code less 128 in two's complement
+    columns = np.bitwise_xor(windows, np.uint8(128), out=np.empty(windows.shape, np.uint8))
+    return columns.reshape(x.shape[1] * kh * kw, -1).view(np.int8), windows.shape[-2:]
+
+
+def _int8_crossbar(windows: np.ndarray, weight: np.ndarray, a: dict, w: dict, batch: int) -> np.ndarray:
+    """A crossbar layer's output codes [batch, N, windows / batch] from its windows (int8 [K,
+    windows], codes less 128) and its uint8 weights [N, K]: the products in int8 with int32 sums
+    (exact, see `_int8_products_apply`), then the digital zero-point correction, bias and
+    requantization fused in one pass (runtime/kernels.py's `requantize`, the interpreter's), with
+    every term known offline folded into one constant per output channel. The same integers as
+    the int64 statement of `_qlinear`'s fallback, computed without its full-size int64 passes:
+    several times faster, and no int64 copy of a layer's output is made."""
+    from ..runtime.kernels import int8_product
+    from ..runtime.kernels import requantize as fused_requantize
+
+    n, k = weight.shape
+    products = int8_product((weight ^ np.uint8(128)).view(np.int8), windows)      # int32 [N, windows]
+    x_sums = windows.sum(0, dtype=np.int64).astype(np.float64)[None]              # sum(q_x - 128) per window
+    w_zp, multiplier, shift, out_zp = (
+        np.broadcast_to(np.asarray(channel_param(a, w, name, (-1,)), np.int64).reshape(-1), (n,)).reshape(1, n)
+        for name in ("w_zp", "multiplier", "shift", "out_zp"))
+    # With x and w less 128, sum((q_x - x_zp)(q_w - w_zp)) = sum(x w) - w_zp sum(x) - x_zp sum(w) +
+    # k x_zp w_zp (all less 128); every term but the first two is a constant of the output channel.
+    x_zp, w_zp = a["x_zp"] - 128, w_zp - 128
+    terms = k * x_zp * w_zp - x_zp * (weight.sum(1, dtype=np.int64) - 128 * k)
+    if "bias" in w:
+        terms = terms + w["bias"].numpy().astype(np.int64)
+    column_terms = terms * multiplier + (1 << (shift - 1)) + (out_zp << shift)
+    wide = bool(a.get("wide"))
+    low, high = (I16_MIN, I16_MAX) if wide else (0, U8_MAX)
+    floor = np.maximum(out_zp, low) if a.get("relu") else np.full_like(out_zp, low)
+    out = np.empty((batch, n, windows.shape[1] // batch), np.int16 if wide else np.uint8)
+    fused_requantize(products[None], x_sums, w_zp.astype(np.float64), multiplier, column_terms, shift, floor, high,
+                     out)
+    return out
+
+
+def _float_conv_products(x: torch.Tensor, weight: torch.Tensor, a: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum(q_x q_w) int64 [B, N, OH, OW], sum(q_x) int64 [B, N, OH, OW]) with torch's float
+    convolutions (any groups, and meta tensors for type inference)."""
+    groups, codes = a["groups"], x.dtype == torch.uint8 == weight.dtype
     pad_h, pad_w = a["padding"]
     # codes as float32 (exact: integers below 2^24), padded with x_zp, the code of real 0
-    x = F.pad(xs[0].to(torch.float32), (pad_w, pad_w, pad_h, pad_h), value=a["x_zp"])
+    x = F.pad(x.to(torch.float32), (pad_w, pad_w, pad_h, pad_h), value=a["x_zp"])
     conv = lambda inp, kernel, g: F.conv2d(inp, kernel, None, a["stride"], 0, a["dilation"], g)  # noqa: E731
     k = weight.shape[1] * weight.shape[2] * weight.shape[3]
     # sum(q_x) per window and group: channel sums of each group, then a conv with a ones kernel
@@ -210,41 +287,26 @@ def _qconv2d(xs, a, w):
     group_sums = x.to(sums).reshape(n, groups, c // groups, h, wd).sum(2)
     ones = torch.ones((groups, 1) + tuple(weight.shape[2:]), dtype=sums, device=x.device)
     x_sum = conv(group_sums, ones, groups).to(torch.int64).repeat_interleave(weight.shape[0] // groups, dim=1)
-    channel = lambda t: t.reshape(1, -1, 1, 1)  # noqa: E731
-    w_sum = channel(_wide(weight).sum((1, 2, 3)))
-    xw = (_conv_products(x, weight, conv, groups, x_sum, w_sum) if xs[0].dtype == torch.uint8 == weight.dtype
+    w_sum = _wide(weight).sum((1, 2, 3)).reshape(1, -1, 1, 1)
+    xw = (_conv_products(x, weight, conv, groups, x_sum, w_sum) if codes
           else conv(_exact(x), _exact(weight), groups).to(torch.int64))
-    bias = channel(w["bias"]) if "bias" in w else None
-    w_zp = channel_param(a, w, "w_zp", (1, -1, 1, 1))
-    return requantize(_zero_point_terms(xw, x_sum, w_sum, k, a, w_zp, bias), a, w, (1, -1, 1, 1))
-
-
-def _linear_products(x, weight):
-    """sum(q_x q_w) over the last dimension (int64), exact: where torch's int8 GEMM is exact on
-    this CPU (runtime/kernels.py checks it once), as int8 x int8 -> int32 on codes centred on 128
-    (|sum| <= 2^14 K < 2^31 for K < 2^17), corrected as in `_conv_products`; else in float64."""
-    from ..runtime.kernels import int8_product, int8_products_exact
-
-    k = weight.shape[1]
-    if (x.dtype != torch.uint8 or weight.dtype != torch.uint8 or x.is_meta or weight.is_meta or k >= 1 << 17
-            or not int8_products_exact()):
-        return torch.matmul(_exact(x), _exact(weight).T).to(torch.int64)
-    flat = x.reshape(-1, k).numpy()
-    centred = (flat ^ np.uint8(128)).view(np.int8), (weight.numpy() ^ np.uint8(128)).view(np.int8)
-    xw = torch.from_numpy(int8_product(centred[0], centred[1].T).astype(np.int64))
-    xw += 128 * torch.from_numpy(flat.sum(1, dtype=np.int64))[:, None] + 128 * _wide(weight).sum(1) - 128 * 128 * k
-    return xw.reshape(*x.shape[:-1], weight.shape[0])
+    return xw, x_sum
 
 
 @op("qlinear", "mvm", "uint8 linear over the last dimension (weight u8 [N, K], bias i32 [N]): as qconv2d",
     attrs=MVM_ATTRS, defaults=MVM_DEFAULTS, weights=("weight",), optional_weights=("bias",) + CHANNEL_PARAMS)
 def _qlinear(xs, a, w):
     x, weight = xs[0], w["weight"]
-    xw = _linear_products(x, weight)
+    n, k = weight.shape
+    if _int8_products_apply(x, weight, k):
+        flat = x.reshape(-1, k).numpy()
+        out = _int8_crossbar((flat ^ np.uint8(128)).view(np.int8).T, weight.numpy(), a, w, len(flat))
+        return torch.from_numpy(out).reshape(*x.shape[:-1], n)
+    xw = torch.matmul(_exact(x), _exact(weight).T).to(torch.int64)
     x_sum = _wide(x).sum(-1, keepdim=True)
     w_sum = _wide(weight).sum(1)
     w_zp = channel_param(a, w, "w_zp", (-1,))
-    return requantize(_zero_point_terms(xw, x_sum, w_sum, weight.shape[1], a, w_zp, w.get("bias")), a, w)
+    return requantize(_zero_point_terms(xw, x_sum, w_sum, k, a, w_zp, w.get("bias")), a, w)
 
 
 @op("qmatmul", "matmul", "product of two uint8 activations: sum((a - a_zp)(b - b_zp)) over the inner "
