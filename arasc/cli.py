@@ -658,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
 # (module, class) of every bad-input error: exit 2. Looked up among the modules already imported
 # (an error can only come from one), so that `arasc run` never imports torch to report one.
 BAD_INPUT_ERRORS = (
-    ("arasc.backend.emit", "BackendError"), ("arasc.frontend", "FrontendError"), ("arasc.ir", "IRParseError"),
+    ("arasc.backend.emit", "BackendError"), ("arasc.frontend", "FrontendError"), ("arasc.ir.parser", "IRParseError"),
     ("arasc.ir", "VerifyError"), ("arasc.isa.atomic", "OutputPathError"), ("arasc.isa.hardware", "HardwareConfigError"),
     ("arasc.isa.parser", "ProgramError"), ("arasc.isa.weights", "WeightFileError"), ("arasc.loader", "ModelLoadError"),
     ("arasc.passes.quantize", "QuantizeError"), ("arasc.passes.center_offset", "CenterOffsetError"),

@@ -22,7 +22,8 @@ from ..isa.tiling import OFFSET_CENTER, cell_levels, matrix_shape, slice_levels
 from ..isa.tiling import layer_blocks as tiled_blocks
 from .adc import MvmAdc, dynamic_precision, input_slice_bits, window_steps
 from .crossbar import BitSerial
-from .kernels import int8_product, int8_products_exact, int8_products_wanted, requantize, write_cells
+from .int8 import int8_product, int8_products_exact, int8_products_wanted
+from .kernels import requantize, write_cells
 from .sfu import I16_MAX, I16_MIN, SFU_OPS, DataError
 from .verify import layer_grid
 from .windows import conv_windows

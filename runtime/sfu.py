@@ -52,7 +52,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .kernels import qadd_pair
 from .windows import output_length
 
 U8_MAX = 255
@@ -138,7 +137,10 @@ def qmatmul(xs, a, w):
 def qadd(xs, a, w):
     lo, hi, dtype = _range(a)
     if len(xs) == 2 and xs[0].shape == xs[1].shape and xs[0].dtype == xs[1].dtype:
-        # the residual add of two same-shape tensors, as one fused loop: the same formula
+        # the residual add of two same-shape tensors, as one fused loop: the same formula (numba,
+        # imported here: a compile imports this module for its tables and never adds)
+        from .kernels import qadd_pair
+
         out = np.empty(xs[0].shape, dtype)
         floor = lo if _relu_floor(a) is None else max(lo, _relu_floor(a))
         qadd_pair(np.ascontiguousarray(xs[0]).reshape(-1), np.ascontiguousarray(xs[1]).reshape(-1),

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import im2col
-
 
 def output_length(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool = False) -> int:
     """Windows along one axis, as torch counts them for convolution and pooling
@@ -21,6 +19,8 @@ def conv_windows(x: np.ndarray, attrs: dict, kernel: tuple[int, int],
     """uint8 NCHW input -> one float32 [windows, Cin/groups * kh * kw] matrix per group (the type
     the products consume; a transposed view, as im2col makes it) of the codes less `offset`, and
     (OH, OW). Padding reads the input zero point x_zp: the code of real 0."""
+    from .kernels import im2col  # numba, imported where windows are made: a compile needs output_length only
+
     stride, padding, dilation, groups = attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"]
     out_hw = tuple(output_length(x.shape[2 + a], kernel[a], stride[a], padding[a], dilation[a]) for a in (0, 1))
     per_group = x.shape[1] // groups

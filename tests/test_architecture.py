@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ALLOWED = {"arasc.isa", "arasc.runtime"}
-# torch: runtime/kernels.py's int8 GEMM, imported inside the function that uses it, and used only
+# torch: runtime/int8.py's int8 GEMM, imported inside the function that uses it, and used only
 # where torch is already loaded (the runtime runs without it: float32 products; checked below)
 THIRD_PARTY = {"numpy", "numba", "lark", "rich", "matplotlib", "safetensors", "torch"}
 # folder -> package, as installed (pyproject.toml's package-dir mapping)

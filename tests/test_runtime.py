@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from arasc.ir import evaluate
-from arasc.runtime.kernels import int8_products_exact
+from arasc.runtime.int8 import int8_products_exact
 from arasc.runtime.run import run_file
 
 from conftest import SMALL_MODELS, built, compiled

@@ -116,7 +116,7 @@ def test_conv_windows_are_the_sliding_windows(seed, kernel, stride, padding, dil
 @given(seed=st.integers(0, 2**32 - 1), m=st.integers(1, 70), k=st.integers(1, 3000), n=st.integers(1, 70),
        extreme=st.booleans())
 def test_int8_product_is_the_integer_product(seed, m, k, n, extreme):
-    from arasc.runtime.kernels import int8_product
+    from arasc.runtime.int8 import int8_product
 
     rng = np.random.default_rng(seed)
     values = np.array([-128, 127], np.int8) if extreme else np.arange(-128, 128).astype(np.int8)
@@ -125,7 +125,7 @@ def test_int8_product_is_the_integer_product(seed, m, k, n, extreme):
 
 
 def test_the_int8_probe_refuses_a_kernel_that_saturates(monkeypatch):
-    import arasc.runtime.kernels as kernels
+    import arasc.runtime.int8 as kernels
 
     def pairs_in_int16(a, b):   # vpmaddubsw without VNNI: pairs of products added in int16, saturating
         products = a.astype(np.int64)[:, :, None] * b.astype(np.int64)[None, :, :]

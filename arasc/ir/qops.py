@@ -217,7 +217,7 @@ def _int8_products_apply(x: torch.Tensor, weight: torch.Tensor, k: int) -> bool:
     """Whether a crossbar layer takes `_int8_crossbar`: uint8 codes (centred on 128 they fit
     int8, each product at most 2^14 in magnitude), sums below 2^31 (k < 2^17), and an int8 GEMM
     that sums exactly on this CPU (runtime/kernels.py checks it once)."""
-    from ..runtime.kernels import int8_products_exact
+    from ..runtime.int8 import int8_products_exact
 
     return (x.dtype == torch.uint8 == weight.dtype and not x.is_meta and not weight.is_meta and k < 1 << 17
             and int8_products_exact())
@@ -242,33 +242,33 @@ def _int8_crossbar(windows: np.ndarray, weight: np.ndarray, a: dict, w: dict, ba
     """A crossbar layer's output codes [batch, N, windows / batch] from its windows (int8 [K,
     windows], codes less 128) and its uint8 weights [N, K]: the products in int8 with int32 sums
     (exact, see `_int8_products_apply`), then the digital zero-point correction, bias and
-    requantization fused in one pass (runtime/kernels.py's `requantize`, the interpreter's), with
-    every term known offline folded into one constant per output channel. The same integers as
-    the int64 statement of `_qlinear`'s fallback, computed without its full-size int64 passes:
-    several times faster, and no int64 copy of a layer's output is made."""
-    from ..runtime.kernels import int8_product
-    from ..runtime.kernels import requantize as fused_requantize
+    requantization in place on one int64 array, every term known offline folded into one
+    constant per output channel. The same integers as the int64 statement of the fallback
+    (`_zero_point_terms`, `requantize`), in a third of its full-size passes and copies."""
+    from ..runtime.int8 import int8_product
 
     n, k = weight.shape
-    products = int8_product((weight ^ np.uint8(128)).view(np.int8), windows)      # int32 [N, windows]
-    x_sums = windows.sum(0, dtype=np.int64).astype(np.float64)[None]              # sum(q_x - 128) per window
-    w_zp, multiplier, shift, out_zp = (
-        np.broadcast_to(np.asarray(channel_param(a, w, name, (-1,)), np.int64).reshape(-1), (n,)).reshape(1, n)
-        for name in ("w_zp", "multiplier", "shift", "out_zp"))
-    # With x and w less 128, sum((q_x - x_zp)(q_w - w_zp)) = sum(x w) - w_zp sum(x) - x_zp sum(w) +
-    # k x_zp w_zp (all less 128); every term but the first two is a constant of the output channel.
+    column = lambda values: torch.from_numpy(  # noqa: E731  one int64 per output channel, as a column
+        np.broadcast_to(np.asarray(values, np.int64).reshape(-1), (n,)).reshape(n, 1).copy())
+    w_zp, multiplier, shift, out_zp = (column(channel_param(a, w, name, (-1,)))
+                                       for name in ("w_zp", "multiplier", "shift", "out_zp"))
+    # With x and w less 128 (x_zp and w_zp too), sum((q_x - x_zp)(q_w - w_zp)) = sum(x w) -
+    # w_zp sum(x) - x_zp sum(w) + k x_zp w_zp: all but the first two terms are constants of
+    # the output channel, as are the rounding term and out_zp << shift.
     x_zp, w_zp = a["x_zp"] - 128, w_zp - 128
-    terms = k * x_zp * w_zp - x_zp * (weight.sum(1, dtype=np.int64) - 128 * k)
+    terms = k * x_zp * w_zp - x_zp * column(weight.sum(1, dtype=np.int64) - 128 * k)
     if "bias" in w:
-        terms = terms + w["bias"].numpy().astype(np.int64)
-    column_terms = terms * multiplier + (1 << (shift - 1)) + (out_zp << shift)
-    wide = bool(a.get("wide"))
-    low, high = (I16_MIN, I16_MAX) if wide else (0, U8_MAX)
-    floor = np.maximum(out_zp, low) if a.get("relu") else np.full_like(out_zp, low)
-    out = np.empty((batch, n, windows.shape[1] // batch), np.int16 if wide else np.uint8)
-    fused_requantize(products[None], x_sums, w_zp.astype(np.float64), multiplier, column_terms, shift, floor, high,
-                     out)
-    return out
+        terms += column(w["bias"].numpy())
+    constant = terms * multiplier + torch.bitwise_left_shift(torch.ones_like(shift), shift - 1) + (out_zp << shift)
+    acc = torch.from_numpy(int8_product((weight ^ np.uint8(128)).view(np.int8), windows)).to(torch.int64)
+    acc.addcmul_(w_zp, torch.from_numpy(windows.sum(0, dtype=np.int64)), value=-1)   # [N, windows]
+    acc *= multiplier
+    acc += constant
+    acc >>= shift
+    low, high, dtype = (I16_MIN, I16_MAX, torch.int16) if a.get("wide") else (0, U8_MAX, torch.uint8)
+    floor = torch.clamp(out_zp, min=low) if a.get("relu") else torch.full_like(out_zp, low)
+    out = acc.clamp_(floor, torch.tensor(high)).to(dtype)
+    return out.reshape(n, batch, -1).transpose(0, 1).contiguous().numpy()
 
 
 def _float_conv_products(x: torch.Tensor, weight: torch.Tensor, a: dict) -> tuple[torch.Tensor, torch.Tensor]:

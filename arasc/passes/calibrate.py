@@ -112,12 +112,13 @@ class Stats:
         return max(abs(self.low), abs(self.high))
 
     def add_range(self, value: torch.Tensor) -> None:
-        v = value.detach().to(torch.float64)
-        self.low, self.high = min(self.low, float(v.min())), max(self.high, float(v.max()))
+        # in the value's own precision: the least and largest values are the same numbers in float64
+        v = value.detach()
+        low, high = torch.aminmax(v)
+        self.low, self.high = min(self.low, float(low)), max(self.high, float(high))
         if v.dim() == 0:
             return
-        rows = v.reshape(-1, v.shape[-1])
-        lo, hi = rows.amin(0).numpy(), rows.amax(0).numpy()
+        lo, hi = (t.to(torch.float64).numpy() for t in torch.aminmax(v.reshape(-1, v.shape[-1]), dim=0))
         if self.channel_low is None:
             self.channel_low, self.channel_high = lo, hi
         else:
@@ -167,6 +168,16 @@ def observe(model: Model, calibration: Iterable[Sequence], histograms: bool = Tr
         if name in stats:
             stats[name].add_histogram(value)
 
+    calibration = list(calibration)
+    if histograms and len(calibration) == 1:
+        # one input: each value's range is final as soon as it is seen, so its histogram is
+        # taken in the same evaluation instead of a second one
+        def gather_both(name: str, value: torch.Tensor) -> None:
+            gather(0, name, value)
+            add_histogram(name, value)
+
+        evaluate(model, tuple(calibration[0]), gather_both)
+        return stats
     for index, inputs in enumerate(calibration):
         evaluate(model, tuple(inputs), functools.partial(gather, index))
     if histograms:

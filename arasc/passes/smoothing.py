@@ -28,10 +28,10 @@ tests, which check that both choose the same alpha.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
-from numba import njit
 
 from .calibrate import U8_LEVELS, QParams, channel_qparams
 
@@ -55,8 +55,20 @@ def _codes(rows: np.ndarray, p: QParams) -> np.ndarray:
     return np.clip(np.round(rows / p.scale) + p.zp, 0, U8_LEVELS).astype(np.uint8)
 
 
-@njit(cache=True, nogil=True)
-def _weight_codes(weight, column_scale, x_zp, per_row):  # pragma: no cover (numba)
+def _weight_codes(weight, column_scale, x_zp, per_row):
+    """`_weight_codes_loop` compiled by numba, which is imported the first time a value is
+    smoothed: a compile of a model without one (a CNN) never loads it (0.1 GB, 0.1-0.3 s)."""
+    return _compiled(_weight_codes_loop)(weight, column_scale, x_zp, per_row)
+
+
+@functools.cache
+def _compiled(loop):
+    from numba import njit
+
+    return njit(cache=True, nogil=True)(loop)
+
+
+def _weight_codes_loop(weight, column_scale, x_zp, per_row):  # pragma: no cover (numba)
     """The crossbar's view of the float weight [n, k] with its columns scaled by `column_scale`:
     uint8 codes less 128 (int8) [n, k], and per row the zero point, the scale and
     sum_k (128 - x_zp[k]) (code - 128), the term that `_code_products` needs of the row. Zero
@@ -99,7 +111,7 @@ def _code_products(codes: np.ndarray, x_zp: np.ndarray, weight: tuple) -> np.nda
     a @ c.T + sum_k (128 - x_zp[k]) c[n, k] + (128 - w_zp[n]) sum_k (codes[m, k] - x_zp[k]).
     a @ c.T is torch's int8 GEMM where it is exact on this CPU (|sum| <= 2^14 k < 2^31), else
     float64 (integers below 2^53: exact too)."""
-    from ..runtime.kernels import int8_product, int8_products_exact
+    from ..runtime.int8 import int8_product, int8_products_exact
 
     centred, w_zp, _, zp_term = weight
     a = (codes ^ np.uint8(128)).view(np.int8)
