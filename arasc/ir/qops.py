@@ -101,13 +101,14 @@ def _to_u8(q: torch.Tensor, low: int = 0) -> torch.Tensor:
 
 def _saturate(q: torch.Tensor, a: dict, low=None) -> torch.Tensor:
     """Saturate to the output's code range: uint8, or int16 for a `wide` value (the SFU's residual
-    path, docs/quantization.md); `low` (an int or a per-channel tensor) raises the floor (fused ReLU)."""
+    path, docs/quantization.md); `low` (an int or a per-channel tensor) raises the floor (fused ReLU).
+    q, an int64 temporary of the caller's, is overwritten."""
     lo, hi, dtype = (I16_MIN, I16_MAX, torch.int16) if a.get("wide") else (0, U8_MAX, torch.uint8)
     if a.get("levels"):    # a table index of more than 8 bits: codes 0..levels in int16
         lo, hi, dtype = 0, a["levels"], torch.int16
-    q = q.clamp(lo, hi)
+    q = q.clamp_(lo, hi)
     if low is not None:
-        q = torch.maximum(q, torch.as_tensor(low, dtype=q.dtype, device=q.device))
+        q = torch.maximum(q, torch.as_tensor(low, dtype=q.dtype, device=q.device), out=q)
     return q.to(dtype)
 
 
@@ -129,10 +130,17 @@ def channel_param(a: dict, w: dict, name: str, shape: tuple[int, ...]):
 def requantize(acc: torch.Tensor, a: dict, w: dict | None = None, channels: tuple[int, ...] = (-1,)) -> torch.Tensor:
     """int64 accumulator -> uint8 (int16 when `wide`) at the output scale:
     out_zp + round_half_up(acc * m / 2^shift); m, shift and out_zp per layer or per channel
-    (`channels`: the broadcast shape of a per-channel parameter)."""
+    (`channels`: the broadcast shape of a per-channel parameter). `acc`, an int64 temporary of
+    the caller's (each op's own), is worked on in place: an integer evaluation of a network
+    otherwise allocates, and the OS zeroes, several full-size int64 copies per layer."""
     w = w or {}
     m, shift, out_zp = (channel_param(a, w, k, channels) for k in ("multiplier", "shift", "out_zp"))
-    return _saturate(out_zp + rounding_shift(acc, m, shift), a, out_zp if a.get("relu") else None)
+    acc *= m
+    acc += torch.bitwise_left_shift(torch.ones_like(shift), shift - 1) if isinstance(shift, torch.Tensor) \
+        else 1 << (shift - 1)
+    acc >>= shift
+    acc += out_zp
+    return _saturate(acc, a, out_zp if a.get("relu") else None)
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:
@@ -265,9 +273,7 @@ def _int8_crossbar(windows: np.ndarray, weight: np.ndarray, a: dict, w: dict, ba
     acc *= multiplier
     acc += constant
     acc >>= shift
-    low, high, dtype = (I16_MIN, I16_MAX, torch.int16) if a.get("wide") else (0, U8_MAX, torch.uint8)
-    floor = torch.clamp(out_zp, min=low) if a.get("relu") else torch.full_like(out_zp, low)
-    out = acc.clamp_(floor, torch.tensor(high)).to(dtype)
+    out = _saturate(acc, a, out_zp if a.get("relu") else None)
     return out.reshape(n, batch, -1).transpose(0, 1).contiguous().numpy()
 
 
@@ -324,16 +330,29 @@ def _qmatmul(xs, a, w):
 # ---- elementwise arithmetic --------------------------------------------------------------------
 
 def _rescaled_sum(xs, a):
-    """sum_i (x_i - zps[i]) * multipliers[i], the common fixed-point numerator of qadd / qconcat."""
-    terms = [(_wide(x) - zp) * m for x, zp, m in zip(xs, a["zps"], a["multipliers"], strict=True)]
-    return sum(terms[1:], terms[0])
+    """sum_i (x_i - zps[i]) * multipliers[i], the numerator of qadd (int64, a fresh tensor): one
+    copy per input, worked on in place."""
+    total = None
+    for x, zp, m in zip(xs, a["zps"], a["multipliers"], strict=True):
+        term = _wide(x) - zp
+        term *= m
+        if total is None:
+            total = term
+        elif np.broadcast_shapes(total.shape, term.shape) == total.shape:
+            total += term
+        else:   # a broadcasting input larger than the sum so far
+            total = total + term
+    return total
 
 
 @op("qadd", "sfu", "sum of uint8 inputs at their own scales: out_zp + round_half_up(sum_i (x_i - zps[i]) * "
     "multipliers[i] / 2^shift); multipliers are signed (sub), broadcasting; relu clamps at out_zp",
     max_inputs=None, attrs=("zps", "multipliers", "shift", "out_zp"), defaults={"relu": False, "wide": False})
 def _qadd(xs, a, w):
-    return _saturate(a["out_zp"] + rounding_shift(_rescaled_sum(xs, a), 1, a["shift"]), a, _relu_floor(a))
+    total = _rescaled_sum(xs, a)
+    total += (1 << (a["shift"] - 1)) + (a["out_zp"] << a["shift"])   # out_zp added before the flooring shift: the same
+    total >>= a["shift"]
+    return _saturate(total, a, _relu_floor(a))
 
 
 @op("qmul", "sfu", "product of two uint8 inputs: out_zp + round_half_up((a - zps[0])(b - zps[1]) * "

@@ -124,7 +124,7 @@ def _plan(model: Model, layer, histogram: np.ndarray, center: int, method: str) 
     and with "fit" the scale alpha <= 1 about the zero point that keeps the moved codes inside
     0..255 (1 with "clip", which clips them instead)."""
     zp = channel_param(model, layer, "w_zp")
-    codes = np.arange(256)
+    codes = np.arange(256.0)   # float64: BLAS's product, exact (each sum is an integer below 255 k < 2^53)
     counts = histogram.sum(1)
     if layer.weight("w_zp") is not None:
         means = (histogram @ codes) / np.maximum(counts, 1)
