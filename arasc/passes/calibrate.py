@@ -112,13 +112,14 @@ class Stats:
         return max(abs(self.low), abs(self.high))
 
     def add_range(self, value: torch.Tensor) -> None:
-        # in the value's own precision: the least and largest values are the same numbers in float64
+        # in the value's own precision (the least and largest values are the same numbers in
+        # float64), one pass: the tensor's range is the range of its channels' ranges
         v = value.detach()
-        low, high = torch.aminmax(v)
-        self.low, self.high = min(self.low, float(low)), max(self.high, float(high))
         if v.dim() == 0:
+            self.low, self.high = min(self.low, float(v)), max(self.high, float(v))
             return
         lo, hi = (t.to(torch.float64).numpy() for t in torch.aminmax(v.reshape(-1, v.shape[-1]), dim=0))
+        self.low, self.high = min(self.low, float(lo.min())), max(self.high, float(hi.max()))
         if self.channel_low is None:
             self.channel_low, self.channel_high = lo, hi
         else:
