@@ -147,14 +147,18 @@ def _plan(model: Model, layer, histogram: np.ndarray, center: int, method: str) 
 
 
 def _moved(codes: np.ndarray, zp: np.ndarray, d: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """int64 codes [channels, ...] scaled by alpha about their zero point and moved by d, before
-    clipping to 0..255."""
-    squeezed = alpha < 1.0
-    moved = codes.astype(np.int64)
-    if squeezed.any():
-        rows = moved[squeezed] - zp[squeezed, None]
-        moved[squeezed] = zp[squeezed, None] + np.rint(rows * alpha[squeezed, None]).astype(np.int64)
-    return moved + d[:, None]
+    """Codes [channels, ...] scaled by alpha about their zero point (rounded in float64) and moved
+    by d, before clipping to 0..255: -255..510, so int16, a quarter of int64's memory traffic."""
+    moved = codes.astype(np.int16)
+    moved += d.astype(np.int16)[:, None]
+    squeezed = np.flatnonzero(alpha < 1.0)
+    if len(squeezed):
+        zs = zp[squeezed, None]
+        scaled = np.subtract(codes[squeezed], zs, dtype=np.float64)
+        scaled *= alpha[squeezed, None]
+        np.rint(scaled, out=scaled)
+        moved[squeezed] = scaled.astype(np.int16) + (zs + d[squeezed, None]).astype(np.int16)
+    return moved
 
 
 def shifted(model: Model, center: int, method: str = "fit", keep: frozenset[str] = frozenset(),
@@ -212,28 +216,14 @@ def predicted_center(model: Model, histograms: dict[str, np.ndarray], center: in
             code_histograms.append(histograms[name].sum(0))
             continue
         zp = channel_param(model, layers[name], "w_zp")
-        table = _code_table(zp, *_plan(model, layers[name], histograms[name], center, method))
+        table = _moved(np.broadcast_to(np.arange(256), (len(zp), 256)), zp,
+                       *_plan(model, layers[name], histograms[name], center, method))
         inside = np.clip(table, 0, 255)
         clipped += int(histograms[name][inside != table].sum())
         total += int(histograms[name].sum())
         # float64 weights: sums of counts, integers below 2^53, exact in any order
         code_histograms.append(np.bincount(inside.ravel(), weights=histograms[name].ravel(), minlength=256))
     return _skip(code_histograms, hw), clipped / max(total, 1)
-
-
-def _code_table(zp: np.ndarray, d: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """int16 [channels, 256]: where `_moved` takes each code of each channel, before clipping
-    (-255..510). A quarter of the memory traffic of `_moved`'s int64, which made these tables,
-    six per channel, most of a BERT-Base center choice."""
-    table = np.add(np.arange(256, dtype=np.int16), d.astype(np.int16)[:, None])
-    squeezed = np.flatnonzero(alpha < 1.0)
-    if len(squeezed):
-        zs = zp[squeezed, None]
-        scaled = np.subtract(np.arange(256.0), zs)    # code - zp, then times alpha, in float64 as `_moved` does
-        scaled *= alpha[squeezed, None]
-        np.rint(scaled, out=scaled)
-        table[squeezed] = scaled.astype(np.int16) + (zs + d[squeezed, None]).astype(np.int16)
-    return table
 
 
 def _fitting_scales(low: np.ndarray, high: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
@@ -366,8 +356,8 @@ def _choose(model: Model, calibration, min_agreement: float, hw: Hardware, metho
     calibration = list(calibration)[:GUARD_BATCHES]
     reference = [[t.numpy() for t in evaluate(model, inputs)] for inputs in calibration]
     keep: frozenset[str] = frozenset()
-    candidate = shifted(model, center, method, histograms=histograms)[0]
-    errors = layer_errors(model, candidate)
+    candidate = full = shifted(model, center, method, histograms=histograms)[0]
+    errors: dict[str, float] | None = None   # layer_errors of the full shift, made when a fallback needs them
     agreement: dict[int, float] = {}
     for _ in range(MAX_CHECKS):
         outputs = [[t.numpy() for t in evaluate(candidate, inputs)] for inputs in calibration]
@@ -379,6 +369,8 @@ def _choose(model: Model, calibration, min_agreement: float, hw: Hardware, metho
             return CenterChoice(center, skip, agreement, clipped, keep), candidate
         # Fall back layer-group-wise: the half of the still shifted layers that the shift changes
         # most stays where it was; shifts that change nothing cost no agreement and are kept.
+        if errors is None:
+            errors = layer_errors(model, full)
         moving = sorted((name for name, e in errors.items() if e > 0 and name not in keep), key=lambda n: errors[n])
         if len(moving) < 2:
             break
