@@ -477,7 +477,7 @@ def test_int8_crossbar_layers_equal_their_int64_statement(seed, conv, batch, k, 
     values = np.array([0, 255], np.uint8) if extreme else np.arange(256).astype(np.uint8)
     if conv:
         channels, kernel = 1 + k % 7, [(1, 1), (3, 3), (2, 5)][k % 3]
-        x = torch.from_numpy(rng.choice(values, (batch, channels, 7, 6)))
+        x = torch.from_numpy(rng.choice(values, (batch, channels, 7, 9)))   # wide enough for a dilated 2x5 kernel
         w = {"weight": torch.from_numpy(rng.choice(values, (n, channels) + kernel))}
         attrs = dict(stride=(1 + k % 2, 1), padding=(k % 3, 1), dilation=(1, 1 + k % 2), groups=1)
     else:
