@@ -61,6 +61,7 @@ class _Accumulator:
     out_hw: tuple[int, ...]
     lead: tuple[int, ...]
     done: set = field(default_factory=set)
+    spliced: dict = field(default_factory=dict)  # bit-sliced, ideal ADC: (group, K-chunk, column block) -> codes so far
 
 
 class Machine:
@@ -217,6 +218,15 @@ class Machine:
             held.setdefault((g, i), {})[j] = row
         if self.hw.bit_sliced:
             held = self._splice(layer, range(first, last + 1), rows)
+            if self.products == "exact":
+                # Centred products take w - 128 once per weight: the slices a layer's segments hold
+                # are gathered first, and the product made once all are (the sum is the same).
+                for (g, i), columns in held.items():
+                    for j, codes in columns.items():
+                        state.spliced.setdefault((g, i, j), np.zeros(self.hw.block, np.uint8))[...] |= codes
+                if len(state.done) < total:
+                    return
+                held = self._every_block(state.spliced, groups, kb, nb)
         for g, chunks, columns in self._products(held):
             r0 = chunks[0] * self.hw.block[0]
             r1 = min(r0 + len(chunks) * self.hw.block[0], k)
@@ -254,6 +264,12 @@ class Machine:
                 codes = columns.setdefault(j, np.zeros(self.hw.block, np.uint8))
                 codes |= ((self.cells[row] >> np.uint8(s * bits)) & level_mask) << np.uint8(t * bits)
         return held
+
+    def _every_block(self, spliced: dict, groups: int, kb: int, nb: int) -> dict:
+        """Every (group, K-chunk) -> {column block: codes} of a bit-sliced layer, the codes its
+        slots spelled, and 0 for a block whose slices were all squeezed out."""
+        empty = np.zeros(self.hw.block, np.uint8)
+        return {(g, i): {j: spliced.get((g, i, j), empty) for j in range(nb)} for g in range(groups) for i in range(kb)}
 
     def _codes(self, where) -> np.ndarray:
         """The packed codes of an APU row (its index), or the spliced codes of a bit-sliced one."""
