@@ -237,3 +237,42 @@ def test_weight_bits_keeps_codes_narrow_and_values_close():
         shift_old, shift_new = channel_param(quantized, before, "shift"), channel_param(narrow, after, "shift")
         m_old, m_new = channel_param(quantized, before, "multiplier"), channel_param(narrow, after, "multiplier")
         assert np.array_equal(m_new.astype(float) / 2.0 ** shift_new, m_old.astype(float) / 2.0 ** shift_old * 16)
+
+
+def test_write_pulses_leave_the_cells_of_unused_slots_alone(tmp_path):
+    """On a chip of 2 APU rows every row is rewritten many times; a squeezed block of fewer slots
+    than the row has must leave the other slots' cells at their levels. The pulses are recounted
+    here cell by cell, slot by slot, from the weights themselves (not from the machine's bytes)."""
+    text = dumps_hardware(SME).replace("pes = 96", "pes = 1").replace("apu_rows_per_pe = 6", "apu_rows_per_pe = 2")
+    chip = tmp_path / "tiny.toml"
+    chip.write_text(text)
+    hw = loads_hardware(text)
+    module, inputs = linear_model(3, 200, 300)
+    options = CompileOptions(weight_center=None, squeeze_out="on", weight_bits=6, banks="greedy")
+    path = tmp_path / "m.aras"
+    result = compile_model(import_module(module, inputs, "mlp"), hw, [inputs], inputs, weights_name(str(path)), options)
+    write_compiled(result, str(path))
+    run = run_file(str(path), hw_path=str(chip))
+    rows, cols = hw.block
+    levels = np.zeros((hw.apu_rows, 4, rows, cols), np.int64)      # [APU row, slot, row, column]
+    layers = {layer.name: layer for layer in result.model.graph.layers if is_crossbar_layer(layer)}
+    pulses = 0
+    for instr in result.program.write:
+        if instr.opcode != "wr":
+            continue
+        layer = layers[instr["layer"]]
+        codes = np.asarray(result.model.weights[layer.weight("weight").name])
+        layout = sliced_layout(codes, dict(layer.attrs), hw, squeeze=True)
+        _, i, slots = layout[instr["block"]]
+        matrix = weight_matrix(codes, dict(layer.attrs))[0].astype(np.int64)
+        for row in instr["rows"]:
+            for s, (j, t) in enumerate(slots):
+                tile = matrix[i * rows:(i + 1) * rows, j * cols:(j + 1) * cols]
+                new = (tile >> (2 * t)) & 3
+                old = levels[row, s, :tile.shape[0], :tile.shape[1]]
+                pulses += int(np.abs(new - old).sum())
+                old[...] = new
+    assert any(len(slots) < 4 for layer in layers.values()
+               for _, _, slots in sliced_layout(np.asarray(result.model.weights[layer.weight("weight").name]),
+                                                dict(layer.attrs), hw, squeeze=True))
+    assert run.machine.writes.pulses == pulses
