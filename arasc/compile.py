@@ -95,6 +95,16 @@ def _compile_lowered(lowered: list[Model], hw: Hardware, calibration, example_in
     stages = stages or Stages()
     calibration = tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration)
     model = stages.ir_pass(Quantize(calibration=calibration, **options.quantization()), lowered.pop(), hw)
+    return compile_quantized(model, hw, calibration, example_inputs, weights_file, options, stages)
+
+
+def compile_quantized(model: Model, hw: Hardware, calibration, example_inputs, weights_file: str,
+                      options: CompileOptions | None = None, stages: Stages | None = None) -> Compiled:
+    """The stages after quantize, on a model the quantize pass made with these options (one
+    quantization, several configurations of the later stages: benchmarks/sme.py)."""
+    options = options or CompileOptions()
+    stages = stages or Stages(_passes_done=["lower", "quantize"], _ensured={"traced", "quantized"})
+    calibration = tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration)
     # Center+Offset moves every filter's codes to its own center: a common weight center would be undone.
     # Differential cells hold q - 128, near zero for symmetric codes: a common center of the codes would
     # move every offset by the same amount and saturate the ADC (docs/adc.md), so `auto` shifts nothing there.

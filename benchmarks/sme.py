@@ -23,10 +23,12 @@ import numpy as np
 import torch
 
 from arasc import models
-from arasc.compile import compile_model, weights_name, write_compiled
+from arasc.compile import compile_quantized, weights_name, write_compiled
 from arasc.frontend import import_module
 from arasc.isa.hardware import bundled_hardware
 from arasc.options import CompileOptions
+from arasc.passes import run_passes
+from arasc.passes.quantize import Quantize
 from arasc.runtime.report import cosine, run_summary
 from arasc.runtime.run import execute, load_program
 
@@ -54,11 +56,14 @@ def measure(name: str, bits: list[int], markdown: bool) -> None:
     else:
         calibration, held_out, labels = [example], [example], None
     rows, dense_bound = [], None
+    calibration = tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration)
+    # one quantization (the configurations differ only in the stages after it)
+    quantized = run_passes(model, bundled_hardware("aras-default"), [Quantize(calibration=calibration, **CompileOptions().quantization())])
     with tempfile.TemporaryDirectory() as folder:
         for tag, (label, hw_name, options) in enumerate(configurations(bits)):
             hw = bundled_hardware(hw_name)
             path = f"{folder}/{name}-{tag}.aras"
-            result = compile_model(model, hw, calibration, example, weights_name(path), options)
+            result = compile_quantized(quantized, hw, calibration, example, weights_name(path), options)
             write_compiled(result, path)
             program, weights, hw = load_program(path)
             ports = [p.name for p in program.inputs]

@@ -21,8 +21,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arasc.backend.emit import plan_banks
-from arasc.compile import Compiled, _emit, _plan, _schedule, compile_model, weights_name, write_compiled
+from arasc.compile import Compiled, compile_model, compile_quantized, weights_name, write_compiled
 from arasc.frontend import import_module
 from arasc.ir import evaluate
 from arasc.isa.hardware import (HardwareConfigError, bundled_hardware, default_hardware, dumps_hardware,
@@ -30,7 +29,7 @@ from arasc.isa.hardware import (HardwareConfigError, bundled_hardware, default_h
 from arasc.isa.tiling import (block_grid, layer_blocks, slice_tile_nonzero, sliced_block_count, sliced_blocks,
                               sliced_layout, weight_matrix)
 from arasc.options import CompileOptions
-from arasc.passes.tile import Tile, is_crossbar_layer
+from arasc.passes.tile import is_crossbar_layer
 from arasc.runtime.report import run_summary
 from arasc.runtime.run import run_file
 from arasc.runtime.verify import VerifyError
@@ -135,12 +134,10 @@ def zero_slice_tiles(model, seed: int, share: float):
 
 
 def recompiled(model, hw, options, inputs, folder) -> tuple[Compiled, str]:
-    """The stages after tile (the driver's own functions) on a quantized model, written out."""
-    model = Tile().run(model, hw)
-    copies, packed = _plan(model, hw, options)
-    schedule = _schedule(model, hw, options, copies, packed)
+    """The driver's stages after quantize on a compiled model whose codes were changed, written out
+    (weight-bits already ran: it is not run twice)."""
     path = f"{folder}/m.aras"
-    result = _emit(model, hw, schedule, plan_banks(model, hw, options.banks), inputs, weights_name(path))
+    result = compile_quantized(model, hw, [inputs], inputs, weights_name(path), dataclasses.replace(options, weight_bits=8))
     write_compiled(result, path)
     return result, path
 
