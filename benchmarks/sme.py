@@ -29,6 +29,7 @@ from arasc.isa.hardware import bundled_hardware
 from arasc.options import CompileOptions
 from arasc.passes import run_passes
 from arasc.passes.quantize import Quantize
+from arasc.passes.tile import is_crossbar_layer
 from arasc.runtime.report import cosine, run_summary
 from arasc.runtime.run import execute, load_program
 
@@ -46,7 +47,39 @@ def configurations(bits: list[int]) -> list[tuple[str, str, CompileOptions]]:
     return rows
 
 
-def measure(name: str, bits: list[int], markdown: bool) -> None:
+def slice_sparsity(quantized, bits: list[int]) -> list[str]:
+    """Markdown rows: the share of slice tiles (slice t of a 128 x 128 block) that are zero for every
+    weight, per slice, over all crossbar layers: of the codes as quantized, of their sign-magnitude
+    offsets abs(q - w_zp) (what an offset or differential encoding would slice), and of N-bit codes."""
+    from arasc.isa.tiling import slice_tile_nonzero, weight_matrix
+    from arasc.passes.shift_weights import channel_param
+    from arasc.passes.weight_bits import WeightBits
+
+    hw = bundled_hardware("aras-sme")
+    encodings = [("codes, 8-bit", quantized, False), ("sign-magnitude abs(q - w_zp), 8-bit", quantized, True)]
+    encodings += [(f"codes, {b}-bit (weight-bits)", WeightBits(b).run(quantized), False) for b in bits]
+    lines = ["| encoding | tiles | zero: slice 0 (bits 1:0) | slice 1 | slice 2 | slice 3 (bits 7:6) | all slices |",
+             "|---|---|---|---|---|---|---|"]
+    for label, model, magnitude in encodings:
+        zero = np.zeros(hw.slices_per_weight, np.int64)
+        tiles = 0
+        for layer in model.graph.layers:
+            if not is_crossbar_layer(layer):
+                continue
+            codes = np.asarray(model.weights[layer.weight("weight").name])
+            if magnitude:
+                zp = channel_param(model, layer, "w_zp").reshape((-1,) + (1,) * (codes.ndim - 1))
+                codes = np.minimum(np.abs(codes.astype(np.int64) - zp), 255).astype(np.uint8)
+            for matrix in weight_matrix(codes, dict(layer.attrs)):
+                nonzero = slice_tile_nonzero(matrix, hw)
+                zero += (~nonzero).sum((0, 1))
+                tiles += nonzero.shape[0] * nonzero.shape[1]
+        lines.append(f"| {label} | {tiles:,} | " + " | ".join(f"{z / tiles:.1%}" for z in zero)
+                     + f" | {zero.sum() / (tiles * len(zero)):.1%} |")
+    return lines
+
+
+def measure(name: str, bits: list[int], markdown: bool, sparsity_only: bool = False) -> None:
     start = time.time()
     module, example = models.get(name).build()
     model = import_module(module, example, name)
@@ -59,6 +92,11 @@ def measure(name: str, bits: list[int], markdown: bool) -> None:
     calibration = tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration)
     # one quantization (the configurations differ only in the stages after it)
     quantized = run_passes(model, bundled_hardware("aras-default"), [Quantize(calibration=calibration, **CompileOptions().quantization())])
+    sparsity = slice_sparsity(quantized, bits)
+    if sparsity_only:
+        print(f"\n## {name}: all-zero slice tiles\n")
+        print("\n".join(sparsity))
+        return
     with tempfile.TemporaryDirectory() as folder:
         for tag, (label, hw_name, options) in enumerate(configurations(bits)):
             hw = bundled_hardware(hw_name)
@@ -93,6 +131,8 @@ def measure(name: str, bits: list[int], markdown: bool) -> None:
                  f"{s['inferences_per_second'] / dense_bound:.1%}", f"{s['upper_bound_inferences_per_second']:.1f}",
                  f"{s['energy_joules']['total'] * 1e3:.3f}"] + [metric[m] for m in metric_names]
         print("| " + " | ".join(cells) + " |")
+    print(f"\nAll-zero slice tiles of {name}'s crossbar layers:\n")
+    print("\n".join(sparsity))
 
 
 def main() -> None:
@@ -100,9 +140,10 @@ def main() -> None:
     parser.add_argument("models", nargs="*", default=list(TRAINED))
     parser.add_argument("--bits", nargs="*", type=int, default=[6, 4], help="weight widths to squeeze (default 6 4)")
     parser.add_argument("--markdown", action="store_true", help="(tables are always markdown)")
+    parser.add_argument("--sparsity-only", action="store_true", help="only the table of all-zero slice tiles")
     args = parser.parse_args()
     for name in args.models:
-        measure(name, args.bits, args.markdown)
+        measure(name, args.bits, args.markdown, args.sparsity_only)
 
 
 if __name__ == "__main__":
