@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 import torch
+from trained_accuracy import data, task_metrics
 
 from arasc import models
 from arasc.compile import compile_quantized, weights_name, write_compiled
@@ -32,8 +33,6 @@ from arasc.passes.quantize import Quantize
 from arasc.passes.tile import is_crossbar_layer
 from arasc.runtime.report import cosine, run_summary
 from arasc.runtime.run import execute, load_program
-
-from trained_accuracy import data, task_metrics
 
 TRAINED = ("digits-cnn", "digits-resnet", "minilm-l6")
 

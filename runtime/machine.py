@@ -20,7 +20,15 @@ import numpy as np
 
 from ..isa.hardware import Hardware
 from ..isa.program import Instr, LayerDef, Program
-from ..isa.tiling import OFFSET_CENTER, SlicedBlock, cell_levels, matrix_shape, slice_levels, sliced_blocks, sliced_layout
+from ..isa.tiling import (
+    OFFSET_CENTER,
+    SlicedBlock,
+    cell_levels,
+    matrix_shape,
+    slice_levels,
+    sliced_blocks,
+    sliced_layout,
+)
 from ..isa.tiling import layer_blocks as tiled_blocks
 from .adc import MvmAdc, dynamic_precision, input_slice_bits, window_steps
 from .crossbar import BitSerial

@@ -24,10 +24,23 @@ from hypothesis import strategies as st
 from arasc.compile import Compiled, compile_model, compile_quantized, weights_name, write_compiled
 from arasc.frontend import import_module
 from arasc.ir import evaluate
-from arasc.isa.hardware import (HardwareConfigError, bundled_hardware, default_hardware, dumps_hardware,
-                                hardware_fingerprint, loads_hardware)
-from arasc.isa.tiling import (block_grid, layer_blocks, slice_tile_nonzero, sliced_block_count, sliced_blocks,
-                              sliced_layout, weight_matrix)
+from arasc.isa.hardware import (
+    HardwareConfigError,
+    bundled_hardware,
+    default_hardware,
+    dumps_hardware,
+    hardware_fingerprint,
+    loads_hardware,
+)
+from arasc.isa.tiling import (
+    block_grid,
+    layer_blocks,
+    slice_tile_nonzero,
+    sliced_block_count,
+    sliced_blocks,
+    sliced_layout,
+    weight_matrix,
+)
 from arasc.options import CompileOptions
 from arasc.passes.tile import is_crossbar_layer
 from arasc.runtime.report import run_summary
@@ -94,7 +107,7 @@ def test_squeeze_out_leaves_out_exactly_the_zero_slice_tiles(seed, k, n, zeroed)
     squeezed = sliced_layout(weight, {}, SME, squeeze=True)
     nonzero = slice_tile_nonzero(matrix, SME)
     held = {(i, j, t) for _, i, slots in squeezed for j, t in slots}
-    assert held == set(zip(*np.nonzero(nonzero))) or (not nonzero.any() and len(squeezed) == 1)
+    assert held == set(zip(*np.nonzero(nonzero), strict=True)) or (not nonzero.any() and len(squeezed) == 1)
     assert len(squeezed) == sliced_block_count(weight, {}, SME, True)
     assert len(squeezed) == max(1, sum(-(-int(nonzero[i].sum()) // 4) for i in range(kb)))
     assert np.array_equal(spelled(squeezed, sliced_blocks(weight, {}, squeezed, SME)[0], k, n, SME), matrix)

@@ -24,7 +24,7 @@ import numpy as np
 from ..ir import OPS, Layer, Model
 from ..ir.verify import TILE_ATTRS
 from ..isa.hardware import Hardware, default_hardware
-from ..isa.tiling import (block_grid, crossbars_used, matrix_shape, segment_count, sliced_layout, slot_crossbars)
+from ..isa.tiling import block_grid, crossbars_used, matrix_shape, segment_count, sliced_layout, slot_crossbars
 
 
 @dataclass(frozen=True)
