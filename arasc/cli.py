@@ -228,7 +228,9 @@ def cmd_compare(args, out: Console) -> int:
             if args.adc_bits is not None:
                 adc = adc_rows(program, weights, hw, inputs, args.adc_bits)
     else:
-        values = [all_values(quantized.model, x) for x in inputs]
+        from .passes.weight_bits import WeightBits
+
+        values = [all_values(WeightBits(options.weight_bits).run(quantized.model), x) for x in inputs]
     rows = compare(model, quantized.params, quantized.sources, values, inputs)
     table = Table(title=f"{model.graph.name}: {args.engine} against float, {len(inputs)} input(s)",
                   title_justify="left")
@@ -568,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hw", metavar="FILE", help="hardware description, or a bundled chip's name (default: the bundled "
                    "ARAS chip; aras-differential, aras-differential-1bit: docs/adc.md)")
     add_option_flags(p, stages=("capture", "quantize", "shift-weights", "center-offset", "input-slicing",
-                                "dynamic-precision"))
+                                "dynamic-precision", "weight-bits", "squeeze-out"))
     p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("run", help="run a .aras program on the interpreter-simulator",
@@ -662,6 +664,7 @@ BAD_INPUT_ERRORS = (
     ("arasc.ir", "VerifyError"), ("arasc.isa.atomic", "OutputPathError"), ("arasc.isa.hardware", "HardwareConfigError"),
     ("arasc.isa.parser", "ProgramError"), ("arasc.isa.weights", "WeightFileError"), ("arasc.loader", "ModelLoadError"),
     ("arasc.passes.quantize", "QuantizeError"), ("arasc.passes.center_offset", "CenterOffsetError"),
+    ("arasc.passes.squeeze_out", "SqueezeOutError"), ("arasc.passes.weight_bits", "WeightBitsError"),
     ("arasc.runtime.run", "RuntimeInputError"), ("arasc.evaluate", "DatasetError"),
     ("arasc.sweep.spec", "SweepSpecError"), ("arasc.sweep.table", "TableError"),
     ("arasc.sweep.runner", "RayMissingError"), ("arasc.sweep.runner", "RayStartError"),

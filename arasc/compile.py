@@ -7,6 +7,8 @@
     center-offset  RAELLA's Center+Offset for differential cells (passes/center_offset.py, docs/adc.md; off by default)
     input-slicing  RAELLA's speculative input slices (passes/input_slicing.py, docs/adc.md; off by default)
     dynamic-precision  ReDy's dynamic activation precision, lossless (passes/dynamic_precision.py; off by default)
+    weight-bits    SME's bit-sparsity: N-bit weights, whole top slices zero (passes/weight_bits.py; off by default)
+    squeeze-out    SME's squeeze-out of all-zero slice tiles, bit-sliced chips (passes/squeeze_out.py; off by default)
     tile           128x128 blocks on APU rows (passes/tile.py, docs/tiling.md)
     replication    copies of the slowest layers' blocks (paper V-B, schedule/replication.py), and the
                    layers that may compute on the blocks already written (packing, schedule/packing.py)
@@ -44,7 +46,9 @@ from .passes.dynamic_precision import DynamicPrecision
 from .passes.input_slicing import InputSlicing
 from .passes.quantize import Quantize
 from .passes.shift_weights import ShiftWeights
+from .passes.squeeze_out import SqueezeOut
 from .passes.tile import Tile
+from .passes.weight_bits import WeightBits
 from .schedule.aras import aras_schedule
 from .schedule.naive import naive_schedule
 from .schedule.packing import plan
@@ -91,16 +95,29 @@ def _compile_lowered(lowered: list[Model], hw: Hardware, calibration, example_in
     stages = stages or Stages()
     calibration = tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration)
     model = stages.ir_pass(Quantize(calibration=calibration, **options.quantization()), lowered.pop(), hw)
+    return compile_quantized(model, hw, calibration, example_inputs, weights_file, options, stages)
+
+
+def compile_quantized(model: Model, hw: Hardware, calibration, example_inputs, weights_file: str,
+                      options: CompileOptions | None = None, stages: Stages | None = None) -> Compiled:
+    """The stages after quantize, on a model the quantize pass made with these options (one
+    quantization, several configurations of the later stages: benchmarks/sme.py)."""
+    options = options or CompileOptions()
+    stages = stages or Stages(_passes_done=["lower", "quantize"], _ensured={"traced", "quantized"})
+    calibration = tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration)
     # Center+Offset moves every filter's codes to its own center: a common weight center would be undone.
     # Differential cells hold q - 128, near zero for symmetric codes: a common center of the codes would
     # move every offset by the same amount and saturate the ADC (docs/adc.md), so `auto` shifts nothing there.
+    # Fewer weight bits empty the top slices, which a common center (88..168) would fill again.
     center = options.weight_center
-    if options.center_offset == "on" or (hw.differential and center == "auto"):
+    if options.center_offset == "on" or (hw.differential and center == "auto") or options.weight_bits < 8:
         center = None
     model = stages.ir_pass(ShiftWeights(center, calibration, method=options.weight_shift), model, hw)
     model = stages.ir_pass(CenterOffset(options.center_offset == "on"), model, hw)
     model = stages.ir_pass(InputSlicing(options.input_slice_bits), model, hw)
     model = stages.ir_pass(DynamicPrecision(options.dynamic_precision == "on"), model, hw)
+    model = stages.ir_pass(WeightBits(options.weight_bits), model, hw)
+    model = stages.ir_pass(SqueezeOut(options.squeeze_out == "on"), model, hw)
     model = stages.ir_pass(Tile(), model, hw)
     copies, packed = stages.run("replication", _plan, model, hw, options)
     schedule = stages.run("schedule", _schedule, model, hw, options, copies, packed)

@@ -17,7 +17,8 @@ from typing import Any
 
 # The driver's stages whose product is the layer IR, in order: the ones `--print-after`,
 # `--dump-dir` and `arasc ir --after` can show (arasc/compile.py runs them).
-IR_STAGES = ("lower", "quantize", "shift-weights", "center-offset", "input-slicing", "dynamic-precision", "tile")
+IR_STAGES = ("lower", "quantize", "shift-weights", "center-offset", "input-slicing", "dynamic-precision", "weight-bits",
+             "squeeze-out", "tile")
 
 
 def _weight_center(text: str) -> int | str | None:
@@ -43,6 +44,13 @@ def _smooth(text: str) -> float | str:
     if not 0 <= alpha <= 1:
         raise argparse.ArgumentTypeError(f"{text!r}: auto, or an alpha from 0 (off) to 1")
     return alpha
+
+
+def _weight_bits(text: str) -> int:
+    """--weight-bits: 1..8."""
+    if not text.isdigit() or not 1 <= int(text) <= 8:
+        raise argparse.ArgumentTypeError(f"{text!r}: an integer from 1 to 8")
+    return int(text)
 
 
 def option(default: Any, help: str, stage: str, choices: tuple | None = None,
@@ -91,6 +99,12 @@ class CompileOptions:
     dynamic_precision: str = option("off", "ReDy's dynamic activation precision, lossless: each window runs only the "
                                     "input bit-planes up to its highest set bit, per APU row (docs/adc.md)",
                                     "dynamic-precision", choices=("off", "on"))
+    weight_bits: int = option(8, "SME's bit-sparsity: requantize every crossbar layer's weights to N bits, so that "
+                              "the top weight slices are zero for every weight (replaces weight shifting; "
+                              "docs/tiling.md)", "weight-bits", parse=_weight_bits, metavar="N")
+    squeeze_out: str = option("off", "SME's squeeze-out, lossless: crossbars whose weight slice is zero for every "
+                              "weight are neither written nor computed (needs a bit-sliced --hw, e.g. aras-sme; "
+                              "docs/tiling.md)", "squeeze-out", choices=("off", "on"))
     replication: str = option("adaptive", "adaptive: copies of the slowest layers' weights compute several windows "
                               "at once (paper V-B; aras scheduler only)", "replication",
                               choices=("adaptive", "none"))

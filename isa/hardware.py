@@ -23,7 +23,8 @@ from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 DEFAULT_HARDWARE = "aras-default"
-BUNDLED_HARDWARE = ("aras-default", "baseline-15x256k", "aras-differential", "aras-differential-1bit", "aras-paper")
+BUNDLED_HARDWARE = ("aras-default", "baseline-15x256k", "aras-differential", "aras-differential-1bit", "aras-paper",
+                    "aras-sme")
 
 
 class HardwareConfigError(ValueError):
@@ -38,10 +39,13 @@ class _Rule:
     kind: type  # int, float (an int is accepted and widened), str, or tuple (array of ints)
     allowed: str  # shown after "allowed:" in every error about this field
     accepts: Callable[[Any], bool]
+    # A field added after files were written: a file without it takes `default`, and the canonical
+    # text leaves it out at that value, so older files load and older chips keep their fingerprint.
+    default: Any = None
 
 
-def _rule(kind: type, allowed: str, accepts: Callable[[Any], bool]) -> Any:
-    return field(metadata={"rule": _Rule(kind, allowed, accepts)})
+def _rule(kind: type, allowed: str, accepts: Callable[[Any], bool], default: Any = None) -> Any:
+    return field(metadata={"rule": _Rule(kind, allowed, accepts, default)})
 
 
 # Upper bounds: generous for any chip physics allows, small enough that every count the compiler
@@ -86,6 +90,9 @@ class Chip:
     apus_per_row: int = _count(1 << 10)
 
 
+WEIGHT_MAPPINGS = ("packed", "bit_sliced")
+
+
 @dataclass(frozen=True)
 class Crossbar:
     """One APU's ReRAM crossbar and its periphery (paper II-A, II-B, III-A; Table II)."""
@@ -104,6 +111,10 @@ class Crossbar:
     # slice is a pair of cells on two bitlines subtracted before the ADC (RAELLA's 2T2R), so a slice
     # is signed, the ADC reads a signed sum, and a crossbar row holds half the weights (docs/adc.md).
     weight_encoding: str = _rule(str, '"unsigned" or "differential"', lambda v: v in ("unsigned", "differential"))
+    # "packed": a weight's slices sit in adjacent cells of one crossbar (ARAS, VI). "bit_sliced": slice t
+    # of a block's weights fills a crossbar of its own, spliced back by the SFU (SME; docs/tiling.md), so
+    # that a crossbar whose slice is zero for every weight can be left out (squeeze-out).
+    weight_mapping: str = _rule(str, '"packed" or "bit_sliced"', lambda v: v in WEIGHT_MAPPINGS, default="packed")
 
 
 @dataclass(frozen=True)
@@ -197,6 +208,11 @@ class Hardware:
         a 6-bit ADC; unsigned cells sum to 0..384 on 128 rows and saturate it, and 2-bit signed
         slices cost MiniLM 0.45 of correlation. The bound below is the widest slice that passed."""
         return self.differential and self.crossbar.cell_bits == 1 and self.crossbar.adc_bits >= 6
+
+    @property
+    def bit_sliced(self) -> bool:
+        """SME's mapping (docs/tiling.md): an APU row holds one weight slice per crossbar slot."""
+        return self.crossbar.weight_mapping == "bit_sliced"
 
     @property
     def cells_per_weight(self) -> int:
@@ -365,7 +381,8 @@ def dumps_hardware(hw: Hardware) -> str:
     for table in fields(hw):
         section = getattr(hw, table.name)
         lines.append(f"[{table.name}]")
-        lines.extend(f"{f.name} = {_toml_value(getattr(section, f.name))}" for f in fields(section))
+        lines.extend(f"{f.name} = {_toml_value(getattr(section, f.name))}" for f in fields(section)
+                     if getattr(section, f.name) != f.metadata["rule"].default)
         lines.append("")
     return "\n".join(lines)
 
@@ -381,6 +398,9 @@ def _load_table(source: str, table: str, cls: type, raw: dict) -> Any:
     values = {}
     for f in fields(cls):
         rule: _Rule = f.metadata["rule"]
+        if f.name not in raw and rule.default is not None:
+            values[f.name] = rule.default
+            continue
         if f.name not in raw:
             raise _error(source, table, f.name, "missing required field", rule.allowed)
         value = _convert(rule.kind, raw[f.name])
@@ -400,6 +420,10 @@ def _check_cell_packing(source: str, xbar: Crossbar) -> None:
         raise _error(source, "crossbar", "weight_bits",
                      f"{xbar.weight_bits} is not a multiple of cell_bits = {xbar.cell_bits}",
                      f"a multiple of {xbar.cell_bits}")
+    if xbar.weight_mapping == "bit_sliced" and xbar.weight_encoding == "differential":
+        raise _error(source, "crossbar", "weight_mapping", '"bit_sliced" with weight_encoding = "differential" is '
+                     "not built: the interpreter packs an APU row's slices in one byte per weight column, and a "
+                     "differential slice is signed", '"packed" with differential pairs')
     pairs = 2 if xbar.weight_encoding == "differential" else 1
     cells_per_weight = xbar.weight_bits // xbar.cell_bits * pairs
     if xbar.cols_cells % cells_per_weight:

@@ -192,3 +192,107 @@ def slice_levels(weights: np.ndarray, hw: Hardware) -> np.ndarray:
     magnitude = np.abs(offset)[..., None] >> (bits * np.arange(slices, dtype=np.int16))
     signed = (magnitude & ((1 << bits) - 1)) * np.sign(offset)[..., None]
     return signed.astype(np.int8).reshape(*weights.shape[:-1], weights.shape[-1] * slices)
+
+
+# ---- SME's bit-sliced mapping (docs/tiling.md, "Bit-sliced mapping") ------------------------------
+#
+# Slice t of a weight is bits (t+1)*cell_bits-1 .. t*cell_bits of its code. A slice tile (i, j, t) is
+# slice t of the weights of block (i, j): 128 rows x 128 columns, one cell per weight, which fills one
+# crossbar of the default chip (in general 1 / slices_per_weight of an APU row's cells: a crossbar slot).
+# An APU row holds `slices_per_weight` slice tiles of one layer's K-chunk i (its crossbars share the
+# inputs, IV-C), so the dense map needs exactly as many APU rows as the packed one: the same cells,
+# rearranged. Squeeze-out leaves out the tiles that are zero for every weight; the rest of K-chunk i
+# are packed `slices_per_weight` to an APU row, in (column block, slice) order.
+
+Slot = tuple[int, int]                      # (column block j, weight slice t) a crossbar slot holds
+SlicedBlock = tuple[int, int, tuple[Slot, ...]]  # (group, K-chunk i, its slots in slot order)
+
+
+def slice_tile_nonzero(matrix: np.ndarray, hw: Hardware) -> np.ndarray:
+    """bool [kb, nb, slices]: which slice tiles of a K x N matrix of codes hold a non-zero level."""
+    k, n = matrix.shape
+    kb, nb = block_grid(k, n, hw)
+    rows, cols = hw.block
+    bits = hw.crossbar.cell_bits
+    padded = np.zeros((kb * rows, nb * cols), matrix.dtype)
+    padded[:k, :n] = matrix
+    # per block, the OR of its codes: slice t is non-zero somewhere iff bits of slice t are set in it
+    ors = np.bitwise_or.reduce(padded.reshape(kb, rows, nb, cols), axis=(1, 3))
+    shifts = bits * np.arange(hw.slices_per_weight)
+    return ((ors[:, :, None] >> shifts) & ((1 << bits) - 1)) != 0
+
+
+def sliced_layout(weight: np.ndarray, attrs: Mapping, hw: Hardware, squeeze: bool) -> list[SlicedBlock]:
+    """The blocks (APU rows) of a bit-sliced layer, in block order: for each group, chunk c of the
+    slots of every K-chunk i, c outer and i inner, so that the dense layout numbers block (i, j) as
+    the packed map does (j kb + i) and holds its slices (j, 0), (j, 1), ... in slot order. With
+    `squeeze`, slice tiles that are zero for every weight are left out; a layer keeps at least one
+    block (all-zero weights: one empty-valued slot), so that it still has an mvm to run."""
+    per_row = hw.slices_per_weight
+    layout: list[SlicedBlock] = []
+    for g, matrix in enumerate(weight_matrix(weight, attrs)):
+        kb, nb = block_grid(*matrix.shape, hw)
+        present = slice_tile_nonzero(matrix, hw) if squeeze else np.ones((kb, nb, per_row), bool)
+        slots = [[(j, t) for j in range(nb) for t in range(per_row) if present[i, j, t]] for i in range(kb)]
+        chunks = max(-(-len(row_slots) // per_row) for row_slots in slots)
+        for c in range(chunks):
+            layout.extend((g, i, tuple(slots[i][c * per_row:(c + 1) * per_row]))
+                          for i in range(kb) if len(slots[i]) > c * per_row)
+    return layout or [(0, 0, ((0, 0),))]
+
+
+def sliced_block_count(weight: np.ndarray, attrs: Mapping, hw: Hardware, squeeze: bool) -> int:
+    """APU rows of a bit-sliced layer: `len(sliced_layout(...))`, counted without listing them."""
+    if not squeeze:
+        return sum(math.prod(block_grid(*m.shape, hw)) for m in weight_matrix(weight, attrs))
+    per_row = hw.slices_per_weight
+    count = sum(int((-(-slice_tile_nonzero(m, hw).sum((1, 2)) // per_row)).sum()) for m in weight_matrix(weight, attrs))
+    return max(1, count)
+
+
+def slot_shape(block: SlicedBlock, slot: Slot, k: int, n: int, hw: Hardware) -> tuple[int, int]:
+    """(rows, columns) of the weights a slot's slice tile holds: edge tiles are partial."""
+    rows, cols = hw.block
+    return min(rows, k - block[1] * rows), min(cols, n - slot[0] * cols)
+
+
+def slot_crossbars(block: SlicedBlock, k: int, n: int, hw: Hardware) -> int:
+    """Crossbars of an APU row that a bit-sliced block writes and computes: slot s is cells
+    s * block columns .. of the row's crossbars side by side, one cell per weight."""
+    cols_cells, width = hw.crossbar.cols_cells, hw.block[1]
+    used = set()
+    for s, slot in enumerate(block[2]):
+        first = s * width
+        used.update(range(first // cols_cells, (first + slot_shape(block, slot, k, n, hw)[1] - 1) // cols_cells + 1))
+    return len(used)
+
+
+def sliced_blocks(weight: np.ndarray, attrs: Mapping, layout: list[SlicedBlock],
+                  hw: Hardware) -> tuple[np.ndarray, np.ndarray]:
+    """What each APU row of a bit-sliced layer holds, as the machine stores it: uint8
+    [blocks, rows, block columns] whose bits s*cell_bits.. at (r, c) are the level of slot s's cell
+    (r, c), and a mask of the same shape with the bits of the cells that hold a weight set. Slot s
+    holding slice t of column block j puts level (code >> t*cell_bits) & (2^cell_bits - 1) of
+    weight (i*128 + r, j*128 + c) there. Dense, the byte is the packed map's code."""
+    rows, cols = hw.block
+    bits = hw.crossbar.cell_bits
+    level_mask = (1 << bits) - 1
+    matrices = weight_matrix(weight, attrs)
+    contents = np.zeros((len(layout), rows, cols), np.uint8)
+    masks = np.zeros((len(layout), rows, cols), np.uint8)
+    grids = []
+    for matrix in matrices:
+        k, n = matrix.shape
+        kb, nb = block_grid(k, n, hw)
+        padded = np.zeros((kb * rows, nb * cols), np.uint8)
+        padded[:k, :n] = matrix
+        grids.append((padded.reshape(kb, rows, nb, cols), k, n))
+    for b, block in enumerate(layout):
+        g, i, slots = block
+        grid, k, n = grids[g]
+        for s, (j, t) in enumerate(slots):
+            level = (grid[i, :, j, :] >> np.uint8(t * bits)) & np.uint8(level_mask)
+            contents[b] |= level << np.uint8(s * bits)
+            h, w = slot_shape(block, (j, t), k, n, hw)
+            masks[b, :h, :w] |= np.uint8(level_mask << (s * bits))
+    return contents, masks

@@ -7,7 +7,9 @@ and counts pulses against what the cells held, every `mvm` computes from the cel
 
 A crossbar row's cells are stored packed, the 4 two-bit cells of a weight in one byte
 (`isa.tiling.cell_levels` unpacks them): lossless, a quarter of the memory traffic, and pulse
-counts come from a 256 x 256 table of per-cell level differences.
+counts come from a 256 x 256 table of per-cell level differences. On a bit-sliced chip (SME,
+docs/tiling.md) byte (r, c) of an APU row packs cell (r, c) of each of its crossbar slots, each
+slot holding one slice of one column block: the same cells, so the same pulse table.
 """
 from __future__ import annotations
 
@@ -18,7 +20,15 @@ import numpy as np
 
 from ..isa.hardware import Hardware
 from ..isa.program import Instr, LayerDef, Program
-from ..isa.tiling import OFFSET_CENTER, cell_levels, matrix_shape, slice_levels
+from ..isa.tiling import (
+    OFFSET_CENTER,
+    SlicedBlock,
+    cell_levels,
+    matrix_shape,
+    slice_levels,
+    sliced_blocks,
+    sliced_layout,
+)
 from ..isa.tiling import layer_blocks as tiled_blocks
 from .adc import MvmAdc, dynamic_precision, input_slice_bits, window_steps
 from .crossbar import BitSerial
@@ -60,6 +70,7 @@ class _Accumulator:
     out_hw: tuple[int, ...]
     lead: tuple[int, ...]
     done: set = field(default_factory=set)
+    spliced: dict = field(default_factory=dict)  # bit-sliced, ideal ADC: (group, K-chunk, column block) -> codes so far
 
 
 class Machine:
@@ -98,6 +109,8 @@ class Machine:
         largest = (1 << 7) * (1 << (xbar.weight_bits - 1)) * rows
         self.exact_chunks = max(1, ((1 << 31) - 1 if self.int8 else 1 << 24) // largest) if self.center else 1
         self._blocks_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._layouts: dict[str, list[SlicedBlock]] = {}    # bit-sliced layers: what each block's slots hold
+        self._slot_masks: dict[str, np.ndarray] = {}        # bit-sliced layers: the bits of cells holding a weight
         self._column_cache: dict[str, np.ndarray] = {}
         self._acc: dict[str, _Accumulator] = {}
         self.adc_layers: dict[str, list[int]] = {}  # layer -> [ADC samples, clipped samples], finite-ADC paths
@@ -132,10 +145,25 @@ class Machine:
         partial, cells per block), computed once per layer."""
         if layer.name not in self._blocks_cache:
             name, _ = layer.weight("weight")
-            blocks, used = tiled_blocks(self.w[name], dict(layer.attrs), self.hw)
-            partial = ~used.all((1, 2))
-            self._blocks_cache[layer.name] = (blocks, used, partial, used.sum((1, 2)) * self.hw.cells_per_weight)
+            if self.hw.bit_sliced:
+                blocks, bits = sliced_blocks(self.w[name], dict(layer.attrs), self.block_layout(layer), self.hw)
+                self._slot_masks[layer.name] = bits
+                used = bits != 0
+                cells = np.unpackbits(bits[..., None], -1).reshape(len(bits), -1).sum(1) // self.hw.crossbar.cell_bits
+                self._blocks_cache[layer.name] = (blocks, used, np.zeros(len(bits), bool), cells)
+            else:
+                blocks, used = tiled_blocks(self.w[name], dict(layer.attrs), self.hw)
+                partial = ~used.all((1, 2))
+                self._blocks_cache[layer.name] = (blocks, used, partial, used.sum((1, 2)) * self.hw.cells_per_weight)
         return self._blocks_cache[layer.name]
+
+    def block_layout(self, layer: LayerDef) -> list[SlicedBlock]:
+        """A bit-sliced layer's blocks: (group, K-chunk, the (column block, slice) of each crossbar slot)."""
+        if layer.name not in self._layouts:
+            squeeze = bool(layer.attr("squeeze_out", False))
+            self._layouts[layer.name] = sliced_layout(self.w[layer.weight("weight")[0]], dict(layer.attrs), self.hw,
+                                                      squeeze)
+        return self._layouts[layer.name]
 
     def wr(self, instr: Instr) -> None:
         self.write_blocks([instr])
@@ -158,6 +186,11 @@ class Machine:
         for name, (blocks, rows_of) in by_layer.items():
             contents, masks, partial, used_cells = self.block_contents(self.layers[name])
             where = (self.cells, np.array(rows_of, np.int64), contents, np.array(blocks, np.int64), masks, partial)
+            if name in self._slot_masks:
+                # a slot cell that holds no weight (a squeezed-out or edge slice tile) keeps its level
+                bits = self._slot_masks[name][blocks]
+                merged = (contents[blocks] & bits) | (self.cells[rows_of] & ~bits)
+                where = (self.cells, where[1], merged, np.arange(len(blocks)), masks[:1], np.zeros(len(blocks), bool))
             pulses, changed = write_cells(*where, *self.write_table)
             self.writes.pulses += int(pulses)
             self.writes.cells_written += int(changed)
@@ -186,10 +219,23 @@ class Machine:
             if self.owner[row] != (layer.name, block):
                 raise ExecutionError(f"line {instr.line}: APU row {row} holds {self.owner[row]}, not "
                                      f"{layer.name}[{block}]")
+            state.done.add(block)
+            if self.hw.bit_sliced:
+                continue
             g, local = divmod(block, kb * nb)
             j, i = divmod(local, kb)
             held.setdefault((g, i), {})[j] = row
-            state.done.add(block)
+        if self.hw.bit_sliced:
+            held = self._splice(layer, range(first, last + 1), rows)
+            if self.products == "exact":
+                # Centred products take w - 128 once per weight: the slices a layer's segments hold
+                # are gathered first, and the product made once all are (the sum is the same).
+                for (g, i), columns in held.items():
+                    for j, codes in columns.items():
+                        state.spliced.setdefault((g, i, j), np.zeros(self.hw.block, np.uint8))[...] |= codes
+                if len(state.done) < total:
+                    return
+                held = self._every_block(state.spliced, groups, kb, nb)
         for g, chunks, columns in self._products(held):
             r0 = chunks[0] * self.hw.block[0]
             r1 = min(r0 + len(chunks) * self.hw.block[0], k)
@@ -209,6 +255,34 @@ class Machine:
         if len(state.done) == total:
             self.values[instr["out"]] = self._finish(layer, attrs, state, k, n)
             del self._acc[layer.name]
+
+    def _splice(self, layer: LayerDef, blocks: range, rows: list[int]) -> dict:
+        """The SFU's splice of a bit-sliced segment (SME): each slot's partial sums, shifted by its
+        slice's significance, added into its column block. The sum is linear in the cells, so the
+        same result is the product with the codes the slots spell, slot levels shifted into place:
+        these codes stand in for the APU rows of the packed map ((group, K-chunk) -> {column block:
+        codes}, which `_codes` reads). A squeezed-out slice adds nothing."""
+        bits = self.hw.crossbar.cell_bits
+        level_mask = np.uint8((1 << bits) - 1)
+        layout = self.block_layout(layer)
+        held: dict[tuple[int, int], dict[int, np.ndarray]] = {}
+        for block, row in zip(blocks, rows):
+            g, i, slots = layout[block]
+            columns = held.setdefault((g, i), {})
+            for s, (j, t) in enumerate(slots):
+                codes = columns.setdefault(j, np.zeros(self.hw.block, np.uint8))
+                codes |= ((self.cells[row] >> np.uint8(s * bits)) & level_mask) << np.uint8(t * bits)
+        return held
+
+    def _every_block(self, spliced: dict, groups: int, kb: int, nb: int) -> dict:
+        """Every (group, K-chunk) -> {column block: codes} of a bit-sliced layer, the codes its
+        slots spelled, and 0 for a block whose slices were all squeezed out."""
+        empty = np.zeros(self.hw.block, np.uint8)
+        return {(g, i): {j: spliced.get((g, i, j), empty) for j in range(nb)} for g in range(groups) for i in range(kb)}
+
+    def _codes(self, where) -> np.ndarray:
+        """The packed codes of an APU row (its index), or the spliced codes of a bit-sliced one."""
+        return self.cells[where] if isinstance(where, (int, np.integer)) else where
 
     def _products(self, held: dict[tuple[int, int], dict[int, int]]) -> list[tuple[int, list[int], list[int]]]:
         """The products one mvm makes: (group, consecutive K-chunks, column blocks). Blocks sharing
@@ -237,7 +311,7 @@ class Machine:
             r0 = a * block_rows
             h = min(block_rows, height - r0)
             for s, j in enumerate(columns):
-                codes[r0:r0 + h, s * block_cols:(s + 1) * block_cols] = self.cells[held[g, i][j]][:h]
+                codes[r0:r0 + h, s * block_cols:(s + 1) * block_cols] = self._codes(held[g, i][j])[:h]
         if self.int8:  # w_center is 128: flipping the top bit of a uint8 code gives code - 128 in two's complement
             return (codes ^ np.uint8(self.w_center)).view(np.int8)
         weights = codes.astype(np.float32)
@@ -304,7 +378,7 @@ class Machine:
     def _levels(self, rows: list[int]) -> np.ndarray:
         """[block rows, weight slices of the rows side by side]: what each slice of APU rows that share
         inputs adds to its bitline sum per driven row (a cell level, or a differential pair's difference)."""
-        return np.hstack([slice_levels(self.cells[row], self.hw) for row in rows])
+        return np.hstack([slice_levels(self._codes(row), self.hw) for row in rows])
 
     def _width(self, columns: list[int], n: int) -> int:
         """Product columns that hold weights: the last column block of a layer may be partial."""

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from ..isa.hardware import Hardware
 from ..isa.opcodes import OPCODES
 from ..isa.program import CHANNEL_PARAMS, Instr, Program
-from ..isa.tiling import block_grid, matrix_shape
+from ..isa.tiling import block_grid, matrix_shape, slot_crossbars, slot_shape
 from .adc import INPUT_BITS, MvmAdc, input_slice_bits, input_steps
 from .verify import layer_grid
 
@@ -131,7 +131,7 @@ class Timing:
     def _wr(self, stream, instr, machine):
         cycles = self.hw.crossbar.write_cycles_per_crossbar
         layer, block = self.layers[instr["layer"]], instr["block"]
-        memory_j = self._block_weights(layer, block) * self.hw.energy.main_memory_j_per_byte
+        memory_j = self._block_bytes(layer, block, machine) * self.hw.energy.main_memory_j_per_byte
         name = f"write {layer.name}[{block}]"
         inflight = self.inflight
         for row in instr["rows"]:
@@ -161,9 +161,28 @@ class Timing:
         j, i = divmod(block % (kb * nb), kb)
         return min(rows, k - i * rows), min(cols, n - j * cols)
 
-    def _block_weights(self, layer, block) -> int:
-        rows, cols = self._block_shape(layer, block)
-        return rows * cols
+    def _block_bytes(self, layer, block, machine) -> float:
+        """Bytes main memory streams for a block's write: its weights, or on a bit-sliced chip the
+        cells of its slice tiles (cell_bits each: a dense block streams as many bytes as a packed one)."""
+        if not self.hw.bit_sliced:
+            rows, cols = self._block_shape(layer, block)
+            return rows * cols * self.hw.crossbar.weight_bits / 8
+        k, n = self._grid(layer)[:2]
+        entry = machine.block_layout(layer)[block]
+        cells = sum(math.prod(slot_shape(entry, slot, k, n, self.hw)) for slot in entry[2])
+        return cells * self.hw.crossbar.cell_bits / 8
+
+    def _block_crossbars_and_adds(self, layer, blocks: range, machine) -> tuple[int, int]:
+        """(crossbars computing, partial sums added per window) of a segment's blocks. A packed
+        block adds one partial sum per column; a bit-sliced one one per slot and column, the SFU's
+        splice of the slices (SME), and computes only the crossbars its slots fill."""
+        if not self.hw.bit_sliced:
+            crossbars = sum(math.ceil(self._block_shape(layer, b)[1] / self.weights_per_row) for b in blocks)
+            return crossbars, len(blocks) * self.block[1]
+        k, n = self._grid(layer)[:2]
+        layout = machine.block_layout(layer)
+        crossbars = sum(slot_crossbars(layout[b], k, n, self.hw) for b in blocks)
+        return crossbars, sum(len(layout[b][2]) for b in blocks) * self.block[1]
 
     def _mvm(self, stream, instr, machine):
         layer = self.layers[instr["layer"]]
@@ -179,7 +198,7 @@ class Timing:
         busiest = record.busiest_row_steps
         cycles = mvm_cycles(self.hw, windows, replicas, groups * k, groups * n, self.ports, steps, rerun, busiest)
         self._advance(stream, cycles, f"mvm {layer.name}", [self.row_tracks[r] for r in instr["rows"]])
-        crossbars = sum(math.ceil(self._block_shape(layer, b)[1] / self.weights_per_row) for b in range(first, last + 1))
+        crossbars, adds = self._block_crossbars_and_adds(layer, range(first, last + 1), machine)
         e = self.hw.energy
         run_steps = crossbars * windows * steps if record.crossbar_steps is None else record.crossbar_steps
         crossbar_steps = run_steps + record.recovered_crossbar_steps
@@ -189,7 +208,7 @@ class Timing:
         self.layer_adc.setdefault(layer.name, [0, 0])
         self.layer_adc[layer.name][0] += crossbar_steps * self.hw.conversions_per_step
         self.layer_adc[layer.name][1] += rerun
-        self.energy.compute += (last - first + 1) * windows * self.block[1] * e.accumulate_j_per_add
+        self.energy.compute += windows * adds * e.accumulate_j_per_add
         self._gbuffer(self.types[instr["input"]].nbytes + instr["type"].nbytes)
         params = self.channel_param_bytes.pop(layer.name, 0)   # the first segment brings them
         self.energy.memory += params * e.main_memory_j_per_byte

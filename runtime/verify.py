@@ -29,7 +29,7 @@ from ..isa.diagnostics import render_error
 from ..isa.hardware import Hardware, machine_memory_bytes
 from ..isa.opcodes import CODES, INPUT_ATTRS, LAYER_OPS, OPCODES, OUTPUT_ATTRS, SFU_SPECS, OpSpec
 from ..isa.program import DTYPES, Instr, LayerDef, Program, TensorSpec
-from ..isa.tiling import block_grid, matrix_shape
+from ..isa.tiling import block_grid, matrix_shape, sliced_block_count
 from .sfu import SFU_OPS
 from .windows import output_length
 
@@ -63,11 +63,15 @@ class Event:
 
 
 def layer_grid(layer, hw: Hardware) -> tuple[int, int, int, int]:
-    """(groups, kb, nb, total blocks) of a crossbar layer, from its weight's shape."""
+    """(groups, kb, nb, total blocks) of a crossbar layer, from its weight's shape; a squeezed-out
+    layer's blocks depend on its weight values, so its total is its `apu_rows`, which the
+    verifier checks against them (`check_layer`)."""
     _, spec = layer.weight("weight")
     groups = layer.attr("groups", 1)
     k, n = matrix_shape(spec.shape, groups)
     kb, nb = block_grid(k, n, hw)
+    if layer.attr("squeeze_out", False):
+        return groups, kb, nb, layer.attr("apu_rows")
     return groups, kb, nb, groups * kb * nb
 
 
@@ -260,7 +264,13 @@ class Verifier:
             self.fail_line(layer.line, f"{where}: bias {bias[1]} must be [{weight.shape[0]}], one per output channel")
         kb, nb = block_grid(k, n, self.hw)
         segments = sum(1 for i in self.p.compute if i.opcode == "mvm" and i["layer"] == layer.name)
-        tile = {"k": k, "n": n, "blocks": (kb, nb), "apu_rows": groups * kb * nb, "segments": segments}
+        apu_rows = groups * kb * nb
+        if layer.attr("squeeze_out", False):
+            if not self.hw.bit_sliced:
+                self.fail_line(layer.line, f"{where}: squeeze_out needs a bit-sliced chip (weight_mapping = "
+                                           f"\"bit_sliced\"); {self.hw.chip.name} packs a weight's cells")
+            apu_rows = sliced_block_count(self.weights[layer.weight("weight")[0]], dict(layer.attrs), self.hw, True)
+        tile = {"k": k, "n": n, "blocks": (kb, nb), "apu_rows": apu_rows, "segments": segments}
         for name, value in tile.items():
             if layer.attr(name) != value:
                 self.fail_line(layer.line, f"{where}: attribute {name}={layer.attr(name)}, but the weight "

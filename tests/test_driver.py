@@ -21,7 +21,8 @@ from arasc.stages import Stages
 from conftest import built
 
 ISA_DIR = Path(__file__).resolve().parent.parent / "isa"
-STAGES = ["capture", "lower", "quantize", "shift-weights", "center-offset", "input-slicing", "dynamic-precision", "tile",
+STAGES = ["capture", "lower", "quantize", "shift-weights", "center-offset", "input-slicing", "dynamic-precision",
+          "weight-bits", "squeeze-out", "tile",
           "replication", "schedule", "banks", "emit"]
 
 
@@ -45,7 +46,7 @@ def test_every_option_is_one_flag_with_its_default():
     for f in dataclasses.fields(CompileOptions):
         flag = "--" + f.name.replace("_", "-")
         choices = f.metadata["choices"] or {"weight_center": ("none",), "channel_groups": ("4",), "smooth": ("0.5",),
-                                            "input_slice_bits": ("2",)}[f.name]
+                                            "input_slice_bits": ("2",), "weight_bits": ("6",)}[f.name]
         value = next(c for c in choices if c != f.default)
         options = options_from_args(parser.parse_args(base + [flag, value]))
         assert getattr(options, f.name) != f.default, flag

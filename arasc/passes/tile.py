@@ -19,10 +19,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
+
 from ..ir import OPS, Layer, Model
 from ..ir.verify import TILE_ATTRS
 from ..isa.hardware import Hardware, default_hardware
-from ..isa.tiling import block_grid, crossbars_used, matrix_shape, segment_count
+from ..isa.tiling import block_grid, crossbars_used, matrix_shape, segment_count, sliced_layout, slot_crossbars
 
 
 @dataclass(frozen=True)
@@ -48,18 +50,27 @@ def is_crossbar_layer(layer: Layer) -> bool:
     return OPS[layer.op].kind == "mvm"
 
 
-def layer_tiling(layer: Layer, hw: Hardware) -> LayerTiling:
-    """The tile map of a crossbar layer, from its weight shape, `groups` and output type."""
+def layer_tiling(layer: Layer, hw: Hardware, weight=None) -> LayerTiling:
+    """The tile map of a crossbar layer, from its weight shape, `groups` and output type. A
+    squeezed-out layer (bit-sliced chip, passes/squeeze_out.py) has the APU rows its non-zero slice
+    tiles fill: counted from its codes `weight` when given (the tile pass), else its `apu_rows`."""
     shape = layer.weight("weight").type.shape
     groups = layer.attr("groups", 1)
     k, n = matrix_shape(shape, groups)
     kb, nb = block_grid(k, n, hw)
     apu_rows = groups * kb * nb
+    crossbars = groups * crossbars_used(k, n, hw)
+    if layer.attr("squeeze_out", False):
+        if weight is None:
+            apu_rows = layer.attr("apu_rows")
+        else:
+            layout = sliced_layout(np.asarray(weight), dict(layer.attrs), hw, squeeze=True)
+            apu_rows, crossbars = len(layout), sum(slot_crossbars(block, k, n, hw) for block in layout)
     # Conv [Cout, ...] and linear [N, K] weights both lead with the output channels, and each
     # window (one crossbar read of all 8 activation bits) yields one output per channel.
     windows = layer.type.numel // shape[0]
-    return LayerTiling(groups, k, n, (kb, nb), apu_rows, segment_count(apu_rows, hw),
-                       groups * crossbars_used(k, n, hw), groups * k * n, windows)
+    return LayerTiling(groups, k, n, (kb, nb), apu_rows, segment_count(apu_rows, hw), crossbars, groups * k * n,
+                       windows)
 
 
 @dataclass(frozen=True)
@@ -74,16 +85,22 @@ class Tile:
     def run(self, model: Model, hw: Hardware | None = None) -> Model:
         hw = hw or default_hardware()
         layers = tuple(
-            dataclasses.replace(layer, attrs={**dict(layer.attrs), **layer_tiling(layer, hw).attrs()})
+            dataclasses.replace(layer, attrs={**dict(layer.attrs), **layer_tiling(layer, hw, _codes(model, layer)).attrs()})
             if is_crossbar_layer(layer) else layer
             for layer in model.graph.layers)
         return model.replace(graph=dataclasses.replace(model.graph, layers=layers))
 
 
+def _codes(model: Model, layer: Layer):
+    """A squeezed-out layer's codes, which decide its blocks; None for any other layer."""
+    return model.weights[layer.weight("weight").name] if layer.attr("squeeze_out", False) else None
+
+
 def tilings(model: Model, hw: Hardware | None = None) -> dict[str, LayerTiling]:
     """The tile map of every crossbar layer, in execution order."""
     hw = hw or default_hardware()
-    return {layer.name: layer_tiling(layer, hw) for layer in model.graph.layers if is_crossbar_layer(layer)}
+    return {layer.name: layer_tiling(layer, hw, _codes(model, layer)) for layer in model.graph.layers
+            if is_crossbar_layer(layer)}
 
 
 def block_counts(model: Model, hw: Hardware | None = None) -> dict[str, int]:
