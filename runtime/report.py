@@ -76,7 +76,7 @@ def _adc_modelled(bits: int | None, choice: str | None) -> str:
         return f"{bits}-bit{why.get(choice or '', '')}"
     if choice == "auto":
         return "ideal, by default on this chip: its cells saturate its ADC (docs/adc.md); --adc chip models it"
-    return "ideal (an idealisation; --adc chip models the chip's)"
+    return "ideal (an idealisation; arasc run --adc chip models the chip's)"
 
 
 def adc_error(result, ideal) -> dict:
