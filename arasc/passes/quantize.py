@@ -472,17 +472,16 @@ def _weight_params(weight: np.ndarray, per_channel: bool, zero_point: str = "asy
     """uint8 parameters of a crossbar layer's weights, per output channel (axis 0) or per layer.
     Asymmetric: each range widened to include 0, mapped onto 0..255. Symmetric: zero point 128,
     scale max|w| / 127, codes 1..255. An all-zero channel takes scale 1: any scale holds it exactly."""
-    if zero_point == "symmetric":
-        rows = weight.reshape(weight.shape[0] if per_channel else 1, -1)
-        largest = np.abs(rows).max(1)
-        scale = np.where(largest > 0, largest / SYMMETRIC_LEVELS, 1.0)
-        shape = (-1,) + (1,) * (weight.ndim - 1) if per_channel else ()
-        return QParams(scale.reshape(shape) if per_channel else float(scale[0]),
-                       np.full(len(scale), SYMMETRIC_ZP, np.int64).reshape(shape) if per_channel else SYMMETRIC_ZP)
-    if not per_channel:
+    if not per_channel and zero_point == "asymmetric":
         return tensor_qparams(weight)
-    rows = weight.reshape(weight.shape[0], -1)
-    p = channel_qparams(rows.min(1), rows.max(1))
+    rows = weight.reshape(weight.shape[0] if per_channel else 1, -1)
+    if zero_point == "symmetric":
+        largest = np.abs(rows).max(1)
+        p = QParams(np.where(largest > 0, largest / SYMMETRIC_LEVELS, 1.0), np.full(len(rows), SYMMETRIC_ZP))
+    else:
+        p = channel_qparams(rows.min(1), rows.max(1))
+    if not per_channel:
+        return QParams(float(p.scale[0]), int(p.zp[0]))
     shape = (-1,) + (1,) * (weight.ndim - 1)
     return QParams(p.scale.reshape(shape), p.zp.reshape(shape))
 
