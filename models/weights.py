@@ -34,7 +34,9 @@ def materialise(construct: Callable[[], nn.Module], seed: int, *, linear_std: fl
     """
     with torch.device("meta"):
         model = construct()
-    model.to_empty(device="cpu")
+    # torch.empty rather than `to_empty`'s empty_like: on a meta tensor empty_like runs through
+    # torch's Python references, whose first call imports sympy and symbolic shapes (0.4 s)
+    model._apply(lambda t: torch.empty(t.shape, dtype=t.dtype))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, module in model.named_modules():

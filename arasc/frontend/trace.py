@@ -2,8 +2,9 @@
 
 Two front doors (DESIGN.md section 1): `torch.fx.symbolic_trace` keeps module boundaries and
 names; where it cannot trace (data-dependent Python, Hugging Face transformers 5.x),
-`torch.export` captures an fx graph of ATen ops instead. Shapes come from shape propagation in
-both cases (fx `ShapeProp`, or the fake tensors export records), never re-derived by hand.
+`torch.export` captures an fx graph of ATen ops instead. Shapes come from running the graph in
+both cases (on the example inputs after fx, `_ShapeRecorder`; export's own fake tensors),
+never re-derived by hand.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from typing import Any
 
 import torch
 import torch.fx
-from torch.fx.passes.shape_prop import ShapeProp
 
 from .errors import TORCH_DIR, FrontendError, torch_reason
 
@@ -36,10 +36,19 @@ def node_shape(node: torch.fx.Node):
     val = node.meta.get("val")
     if isinstance(val, torch.Tensor):
         return tuple(val.shape), val.dtype
-    meta = node.meta.get("tensor_meta")
-    if meta is not None and hasattr(meta, "shape"):
-        return tuple(meta.shape), meta.dtype
-    return None
+    return node.meta.get("shape_dtype")
+
+
+class _ShapeRecorder(torch.fx.Interpreter):
+    """Runs the graph on the example inputs and records each tensor node's (shape, dtype) in
+    `node.meta["shape_dtype"]`. fx's `ShapeProp` records more (strides, quantization, symbolic
+    sizes) and imports sympy and torch's symbolic shapes for it, 0.4 s of every compile."""
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        result = super().run_node(n)
+        if isinstance(result, torch.Tensor):
+            n.meta["shape_dtype"] = (tuple(result.shape), result.dtype)
+        return result
 
 
 class _Tracer(torch.fx.Tracer):
@@ -61,10 +70,10 @@ def capture_fx(module: torch.nn.Module, example_inputs: tuple) -> Captured:
     tracer = _Tracer()
     graph = tracer.trace(module)
     gm = torch.fx.GraphModule(tracer.root, graph)
-    # Real tensors, not ShapeProp's fake_mode: fake propagation is faster here, but measured on
-    # BERT-Base the integer evaluations after it (quantize, shift-weights) ran 2-3x slower.
+    # Real tensors, not fake ones: fake propagation is faster here, but measured on BERT-Base the
+    # integer evaluations after it (quantize, shift-weights) ran 2-3x slower.
     with torch.no_grad():
-        ShapeProp(gm).propagate(*example_inputs)
+        _ShapeRecorder(gm).run(*example_inputs)
     params = sum(p.numel() for p in module.parameters())
     return Captured(gm.graph, gm, {}, {}, "fx", params)
 

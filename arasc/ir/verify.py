@@ -1,6 +1,7 @@
 """IR verifier: every value defined once before use (hence acyclic), ops and attributes known,
 weight references consistent, and every declared type equal to the type the op's own
-definition infers (run on meta tensors, see ops.py)."""
+definition infers (run on meta tensors, see ops.py; type_rules.py says the same without running
+the common ops)."""
 from __future__ import annotations
 
 import functools
@@ -9,6 +10,7 @@ import torch
 
 from .graph import NUMPY_DTYPES, Graph, Layer, Model, TensorType
 from .ops import IR_DTYPES, OPS, TORCH_DTYPES
+from .type_rules import RULES
 
 
 class VerifyError(ValueError):
@@ -38,6 +40,16 @@ def infer_type(layer: Layer, input_types: list[TensorType]) -> TensorType:
 def _infer(op: str, attrs: tuple, input_types: tuple[TensorType, ...], weight_types: tuple) -> TensorType:
     """Cached: a network repeats a few layer shapes many times, and the verifier runs after every
     pass (the 152 layers of ResNet-50 after lowering have 66 distinct signatures)."""
+    rule = RULES.get(op)
+    if rule is not None:
+        typed = rule(input_types, {**OPS[op].defaults, **dict(attrs)}, dict(weight_types))
+        if typed is not None:
+            return typed
+    return meta_type(op, attrs, input_types, weight_types)
+
+
+def meta_type(op: str, attrs: tuple, input_types: tuple[TensorType, ...], weight_types: tuple) -> TensorType:
+    """The output type of the op's own definition run on meta tensors of these types."""
     opdef = OPS[op]
     meta = lambda t: torch.empty(t.shape, dtype=TORCH_DTYPES[t.dtype], device="meta")  # noqa: E731
     out = opdef.fn([meta(t) for t in input_types], {**opdef.defaults, **dict(attrs)},
