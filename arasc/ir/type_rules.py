@@ -48,7 +48,7 @@ def _pairs(a: dict, names) -> list[tuple[int, int]] | None:
     values = [a.get(n) for n in names]
     if not all(isinstance(v, tuple) and len(v) == 2 and all(type(i) is int for i in v) for v in values):
         return None
-    return values
+    return [(v[0], v[1]) for v in values if v is not None]
 
 
 def _window_size(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
