@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -57,8 +58,8 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(compile_once(args.child)))
-        return
+        print(json.dumps(compile_once(args.child)), flush=True)
+        os._exit(0)   # as the arasc command leaves (cli.entry): no interpreter teardown
     from rich.console import Console
     from rich.table import Table
 
@@ -81,7 +82,7 @@ def main() -> None:
         for column in ("stage", "wall s", "CPU s", "peak RSS so far GB", "RSS after GB"):
             table.add_column(column, justify="left" if column == "stage" else "right")
         startup = r["import_s"] + r["process_wall_s"] - r["wall_s"]
-        table.add_row("start Python, import arasc and torch", f"{startup:.2f}", f"{r['import_cpu_s']:.2f}", "", "")
+        table.add_row("start Python, import arasc and torch, exit", f"{startup:.2f}", f"{r['import_cpu_s']:.2f}", "", "")
         table.add_row("construct the model in PyTorch", f"{r['build_s']:.2f}", f"{r['build_cpu_s']:.2f}", "", "")
         for stage, seconds, cpu, peak, held in r["stages"]:
             table.add_row(stage, f"{seconds:.2f}", f"{cpu:.2f}", f"{peak / GB:.2f}", f"{held / GB:.2f}")

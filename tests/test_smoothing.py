@@ -196,7 +196,7 @@ def test_weight_codes_follow_the_quantize_pass(per_row):
     pass's own rule (`_weight_params`, `quantize_array`) gives the weight with its columns scaled."""
     from arasc.passes.calibrate import quantize_array
     from arasc.passes.quantize import _weight_params
-    from arasc.passes.smoothing import _weight_codes
+    from arasc.passes.weight_codes import weight_codes
 
     rng = np.random.default_rng(3)
     for channels, outputs in ((16, 8), (70, 33), (384, 96)):
@@ -205,7 +205,7 @@ def test_weight_codes_follow_the_quantize_pass(per_row):
         weight[1] = 0.0                   # an all-zero row: scale 1
         column_scale = rng.lognormal(0, 1, channels)
         x_zp = rng.integers(0, 256, channels)
-        centred, zp, scale, zp_term = _weight_codes(weight, column_scale, x_zp, per_row)
+        centred, zp, scale, zp_term = weight_codes(weight, column_scale, x_zp, per_row)
         scaled = weight * column_scale
         p = _weight_params(scaled, per_row)
         codes = quantize_array(scaled, p).astype(np.int64)

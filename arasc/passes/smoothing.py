@@ -21,14 +21,13 @@ ranges did not see is what rejects the alphas that overfit the observed channel 
 The criterion costs a quantization of every reader's weight for each alpha and fold (7 x 2),
 which made it most of a BERT-Large compile (86 s of 117 s on a quiet machine). It is computed
 in integers: one numba pass per weight row makes the row's uint8 codes and its zero point and
-scale (the quantize pass's rule, `_weight_codes`), and the product with the value's codes is an
+scale (the quantize pass's rule, weight_codes.py), and the product with the value's codes is an
 exact int8 x int8 -> int32 GEMM (`_code_products`); the readers' exact outputs are made once per
 fold. The float64 statement of the same criterion (decode the weights, multiply) is kept in the
 tests, which check that both choose the same alpha.
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -55,59 +54,9 @@ def _codes(rows: np.ndarray, p: QParams) -> np.ndarray:
     return np.clip(np.round(rows / p.scale) + p.zp, 0, U8_LEVELS).astype(np.uint8)
 
 
-def _weight_codes(weight, column_scale, x_zp, per_row):
-    """`_weight_codes_loop` compiled by numba, which is imported the first time a value is
-    smoothed: a compile of a model without one (a CNN) never loads it (0.1 GB, 0.1-0.3 s)."""
-    return _compiled(_weight_codes_loop)(weight, column_scale, x_zp, per_row)
-
-
-@functools.cache
-def _compiled(loop):
-    from numba import njit
-
-    return njit(cache=True, nogil=True)(loop)
-
-
-def _weight_codes_loop(weight, column_scale, x_zp, per_row):  # pragma: no cover (numba)
-    """The crossbar's view of the float weight [n, k] with its columns scaled by `column_scale`:
-    uint8 codes less 128 (int8) [n, k], and per row the zero point, the scale and
-    sum_k (128 - x_zp[k]) (code - 128), the term that `_code_products` needs of the row. Zero
-    points and scales per row (`per_row`) or one for the weight, each range widened to include 0,
-    rounding half to even: the same arithmetic, in the same order, as the quantize pass's
-    `_weight_params` and `calibrate.quantize_array` (tests compare them)."""
-    n, k = weight.shape
-    row = np.empty(k)
-    low, high = 0.0, 0.0
-    if not per_row:   # one range for the weight: a pass to find it first
-        for i in range(n):
-            for j in range(k):
-                v = weight[i, j] * column_scale[j]
-                low, high = min(low, v), max(high, v)
-    centred = np.empty((n, k), np.int8)
-    zp, scale, zp_term = np.empty(n, np.int64), np.empty(n), np.empty(n, np.int64)
-    for i in range(n):   # separate loops over the row: the simple ones vectorize
-        for j in range(k):
-            row[j] = weight[i, j] * column_scale[j]
-        lo, hi = low, high
-        if per_row:
-            lo, hi = 0.0, 0.0
-            for j in range(k):
-                lo, hi = min(lo, row[j]), max(hi, row[j])
-        span = hi - lo
-        s = span / 255.0 if span > 0 else 1.0
-        z = np.rint(-lo / s)
-        for j in range(k):
-            centred[i, j] = np.int64(min(max(np.rint(row[j] / s) + z, 0.0), 255.0)) - 128
-        term = 0
-        for j in range(k):
-            term += (128 - x_zp[j]) * centred[i, j]
-        zp[i], scale[i], zp_term[i] = np.int64(z), s, term
-    return centred, zp, scale, zp_term
-
-
 def _code_products(codes: np.ndarray, x_zp: np.ndarray, weight: tuple) -> np.ndarray:
     """sum_k (codes[m, k] - x_zp[k]) (w[n, k] - w_zp[n]) for uint8 `codes` [m, k] and a weight from
-    `_weight_codes`, exact (int64): with a = codes - 128 and c = w - 128 (int8), the sum is
+    `weight_codes`, exact (int64): with a = codes - 128 and c = w - 128 (int8), the sum is
     a @ c.T + sum_k (128 - x_zp[k]) c[n, k] + (128 - w_zp[n]) sum_k (codes[m, k] - x_zp[k]).
     a @ c.T is torch's int8 GEMM where it is exact on this CPU (|sum| <= 2^14 k < 2^31), else
     float64 (integers below 2^53: exact too)."""
@@ -131,6 +80,8 @@ def _fold_errors(fit: np.ndarray, test: np.ndarray, readers: Sequence[np.ndarray
     scales, then it is quantized as the crossbar holds it: per row or per weight) or None for a
     table, which sees the decoded value. The error of a reader is the largest squared error of
     an output row over the mean squared exact row."""
+    from .weight_codes import weight_codes  # numba: loaded only when a value is smoothed
+
     exact = [test if weight is None else test @ weight.T for weight in readers]
     signals = [float(np.vdot(e, e)) / max(len(e), 1) for e in exact]
     low, high = fit.min(0), fit.max(0)
@@ -145,7 +96,7 @@ def _fold_errors(fit: np.ndarray, test: np.ndarray, readers: Sequence[np.ndarray
             if weight is None:
                 approx = (codes - zp) * scale
             else:
-                held = _weight_codes(weight, scale, zp, per_row_weights)
+                held = weight_codes(weight, scale, zp, per_row_weights)
                 approx = _code_products(codes, zp, held) * held[2]
             total += float(np.square(want - approx).sum(axis=1).max()) / signal
         errors.append(total)
