@@ -20,9 +20,10 @@ compute is below an eighth of a block write, too short to matter.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Collection
 
-from ..backend.segments import crossbar_segments
+from ..backend.segments import Segment, crossbar_segments
 from ..ir import Model
 from ..isa.hardware import Hardware
 from ..passes.tile import LayerTiling, tilings
@@ -42,29 +43,40 @@ def schedule_cycles(model: Model, hw: Hardware, copies: dict[str, int], tiles: d
                     packed: Collection[str] = ()) -> float:
     """The time of one inference of the crossbar layers under the ARAS schedule with `copies` (and
     the `packed` layers cut where the rows run out, packing.py)."""
+    return _walk_cycles(crossbar_segments(model, hw), hw, copies, tiles, packed)
+
+
+def _walk_cycles(segments: list[Segment], hw: Hardware, copies: dict[str, int], tiles: dict[str, LayerTiling],
+                 packed: Collection[str] = ()) -> float:
+    """`schedule_cycles` of the model's crossbar segments. Replication's search times hundreds of
+    schedules (ResNet-50: 301), so the walk is kept lean: every write lasts the same, so the
+    writes in flight end in the order they started (a queue, not a heap)."""
     write_cycles = hw.crossbar.write_cycles_per_crossbar
     slots = max_blocks_writing(hw)
     clock = compute_end = 0.0
-    inflight: list[float] = []
-    finish: dict = {}
-    end: dict = {}
-    for event in binding_walk(crossbar_segments(model, hw), copies, hw.apu_rows, packed):
+    inflight: deque[float] = deque()
+    finish: dict[int, float] = {}   # by id(segment): the walk keeps every segment it names alive
+    end: dict[int, float] = {}
+    cycles: dict[tuple[str, int], int] = {}
+    for event in binding_walk(segments, copies, hw.apu_rows, packed):
         if event[0] == "reclaim":
-            clock = max(clock, end[event[1]])
+            clock = max(clock, end[id(event[1])])
         elif event[0] == "write":
-            segment, rows = event[1], event[3]
-            for _ in rows:
+            for _ in event[3]:
                 while inflight and inflight[0] <= clock:
-                    heapq.heappop(inflight)
+                    inflight.popleft()
                 if len(inflight) >= slots:
-                    clock = heapq.heappop(inflight)
-                heapq.heappush(inflight, clock + write_cycles)
-                finish[segment] = clock + write_cycles
+                    clock = inflight.popleft()
+                inflight.append(clock + write_cycles)
+            finish[id(event[1])] = clock + write_cycles
         else:
             segment = event[1]
             count = copies.get(segment.layer, 1) if segment.count == 1 else 1
-            compute_end = max(compute_end, finish[segment]) + segment_cycles(tiles[segment.layer], count, hw)
-            end[segment] = compute_end
+            key = (segment.layer, count)
+            if key not in cycles:
+                cycles[key] = segment_cycles(tiles[segment.layer], count, hw)
+            compute_end = max(compute_end, finish[id(segment)]) + cycles[key]
+            end[id(segment)] = compute_end
     return compute_end
 
 
@@ -72,8 +84,9 @@ def replication_factors(model: Model, hw: Hardware, packed: Collection[str] = ()
     """Copies of each crossbar layer's blocks (1 = no replica), by layer name, for the schedule
     that cuts the `packed` layers (packing.py)."""
     tiles = tilings(model, hw)
+    segments = crossbar_segments(model, hw)
     copies = {name: 1 for name in tiles}
-    best = schedule_cycles(model, hw, copies, tiles, packed)
+    best = _walk_cycles(segments, hw, copies, tiles, packed)
     shortest = SHORTEST * hw.crossbar.write_cycles_per_crossbar
     slowest = [(-segment_cycles(t, 1, hw), name) for name, t in tiles.items()
                if t.segments == 1 and segment_cycles(t, 1, hw) >= shortest]
@@ -85,7 +98,7 @@ def replication_factors(model: Model, hw: Hardware, packed: Collection[str] = ()
         if faster >= -cycles or (r + 1) * t.apu_rows > hw.apu_rows // ROW_SHARE:
             continue
         copies[name] = r + 1
-        total = schedule_cycles(model, hw, copies, tiles, packed)
+        total = _walk_cycles(segments, hw, copies, tiles, packed)
         if total >= best:
             copies[name] = r  # past the inflection point for this layer
             continue
