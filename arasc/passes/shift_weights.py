@@ -147,14 +147,15 @@ def _plan(model: Model, layer, histogram: np.ndarray, center: int, method: str) 
 
 
 def _moved(codes: np.ndarray, zp: np.ndarray, d: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Codes [channels, ...] scaled by alpha about their zero point (rounded in float64) and moved
-    by d, before clipping to 0..255: -255..510, so int16, a quarter of int64's memory traffic."""
-    moved = codes.astype(np.int16)
-    moved += d.astype(np.int16)[:, None]
+    """Codes [channels, ...] (or [256], the same codes for every channel: the table the center
+    choice maps histograms through) scaled by alpha about their zero point (rounded in float64)
+    and moved by d, before clipping to 0..255: -255..510, so int16, a quarter of int64's memory
+    traffic."""
+    moved = np.add(codes, d.astype(np.int16)[:, None], dtype=np.int16)
     squeezed = np.flatnonzero(alpha < 1.0)
     if len(squeezed):
         zs = zp[squeezed, None]
-        scaled = np.subtract(codes[squeezed], zs, dtype=np.float64)
+        scaled = np.subtract(codes if codes.ndim == 1 else codes[squeezed], zs, dtype=np.float64)
         scaled *= alpha[squeezed, None]
         np.rint(scaled, out=scaled)
         moved[squeezed] = scaled.astype(np.int16) + (zs + d[squeezed, None]).astype(np.int16)
@@ -216,13 +217,13 @@ def predicted_center(model: Model, histograms: dict[str, np.ndarray], center: in
             code_histograms.append(histograms[name].sum(0))
             continue
         zp = channel_param(model, layers[name], "w_zp")
-        table = _moved(np.broadcast_to(np.arange(256), (len(zp), 256)), zp,
-                       *_plan(model, layers[name], histograms[name], center, method))
-        inside = np.clip(table, 0, 255)
-        clipped += int(histograms[name][inside != table].sum())
-        total += int(histograms[name].sum())
+        table = _moved(np.arange(256), zp, *_plan(model, layers[name], histograms[name], center, method))
+        counts = histograms[name]
+        clipped += int(counts[(table < 0) | (table > 255)].sum())
+        total += int(counts.sum())
+        np.clip(table, 0, 255, out=table)
         # float64 weights: sums of counts, integers below 2^53, exact in any order
-        code_histograms.append(np.bincount(inside.ravel(), weights=histograms[name].ravel(), minlength=256))
+        code_histograms.append(np.bincount(table.ravel(), weights=counts.ravel(), minlength=256))
     return _skip(code_histograms, hw), clipped / max(total, 1)
 
 
