@@ -143,7 +143,7 @@ def cmd_compile(args, out: Console) -> int:
         raise UsageError(f"-o {args.output}: the program file must end in .aras")
     output_paths(args.output, weights_name(args.output))  # refused before any work, not after
     options, run = options_from_args(args), stages(args)
-    with progress.display(args.quiet):
+    with progress.display(None if args.quiet else args.terminal):
         progress.stage("build model")
         source = load_source(args.model)
         compiled = compile_source(source, hardware(args), weights_name(args.output), options,
@@ -170,7 +170,7 @@ def cmd_run(args, out: Console) -> int:
     for flag in ("output", "report", "trace", "plot"):  # refused before any work, not after
         if getattr(args, flag):
             check_output_path(getattr(args, flag), f"--{flag}")
-    with progress.display(args.quiet):
+    with progress.display(None if args.quiet else args.terminal):
         result = run_file(args.program, args.input, args.hw, inferences=args.inferences, adc=adc,
                           adc_bits=args.adc_bits, adc_lsb=args.adc_lsb, compute=not args.timing_only)
         result.adc_choice = "--adc-bits" if args.adc_bits is not None else adc
@@ -460,7 +460,7 @@ def cmd_demo(args, out: Console) -> int:
     from .runtime.run import run_file
 
     options, run = options_from_args(args), stages(args)
-    with progress.display(args.quiet):
+    with progress.display(None if args.quiet else args.terminal):
         progress.stage("build model")
         source = load_source(args.model)
         expected = source.reference_outputs()

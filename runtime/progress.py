@@ -10,21 +10,21 @@ and the cost when none is open is one global lookup. It lives in the runtime bec
 runtime may not import the compiler, while the compiler may import the runtime."""
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
 _active: _Display | None = None
 
 
 class _Display:
-    def __init__(self) -> None:
+    def __init__(self, terminal) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         self.rich = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                              TimeElapsedColumn(), TextColumn("{task.fields[detail]}"),
-                             console=Console(stderr=True), transient=True)
+                             console=Console(file=terminal, force_terminal=True), transient=True)
         self.task = self.rich.add_task("", total=None, detail="")
 
     def stage(self, name: str, total: int | None) -> None:
@@ -36,13 +36,15 @@ class _Display:
 
 
 @contextmanager
-def display(quiet: bool = False) -> Iterator[None]:
-    """Show progress while the block runs, unless `quiet` or stderr is not a terminal."""
+def display(terminal: TextIO | None) -> Iterator[None]:
+    """Show progress on `terminal` while the block runs; nothing when it is None (the user asked
+    for quiet, or stderr is not a terminal: the CLI saves the terminal before it captures the
+    libraries' stderr, arasc/cli.py)."""
     global _active
-    if quiet or not sys.stderr.isatty() or _active is not None:
+    if terminal is None or _active is not None:
         yield
         return
-    shown = _Display()
+    shown = _Display(terminal)
     _active = shown
     try:
         with shown.rich:
