@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 WINDOW_CHUNK = 2048  # windows per bit-serial step, bounding the [bits, windows, cells] temporary
+SUMS_CHUNK = 1 << 22  # bitline sums per product of the shortcuts, bounding their temporaries
 
 
 @dataclass
@@ -84,24 +85,45 @@ class BitSerial:
             raise ValueError("clipping_product models a finite ADC of unit step")
         low, top = self.adc_range
         windows, rows = x.shape
-        levels = levels[:rows].astype(np.float32)  # rows past the inputs get none
+        levels = levels[:rows]  # rows past the inputs get none
         self.samples += windows * self.input_bits * levels.shape[1]
         result = x @ weights
-        cell_weight = (2.0 ** (self.cell_bits * np.arange(self.cells_per_weight))).astype(np.float32)
+        columns = saturable_columns(levels, 1, low, top)
+        if not columns.index.size:
+            return result
         codes = x.astype(np.uint8)
-        largest, most_negative = float(levels.max(initial=0)), float(levels.min(initial=0))
         for b in range(self.input_bits):
             bits = (codes >> b) & 1
             driven = bits.sum(1, dtype=np.int32)
-            hot = np.flatnonzero((driven * largest > top) | (driven * most_negative < low))
-            if not hot.size:
-                continue
-            sums = bits[hot].astype(np.float32) @ levels  # the bitline sums that may saturate
-            excess = np.maximum(sums - top, 0) + np.minimum(sums - low, 0)
-            self.clipped += int(np.count_nonzero(excess))
-            cut = excess.reshape(len(hot), -1, self.cells_per_weight) @ cell_weight
-            result[hot] -= cut * float(1 << b)
+            hot = np.flatnonzero((driven * columns.largest > top) | (driven * columns.most_negative < low))
+            for sums, windows_read in self._sums(bits, hot, columns):
+                excess = np.maximum(sums - top, 0) + np.minimum(sums - low, 0)
+                self.clipped += int(np.count_nonzero(excess))
+                result[windows_read] -= self._shift_add(excess, columns.index, levels.shape[1]) * float(1 << b)
         return result
+
+    def _sums(self, values: np.ndarray, hot: np.ndarray, columns: SaturableColumns):
+        """The bitline sums of the saturable `columns` for the hot windows' wordline `values`, in
+        chunks of at most SUMS_CHUNK samples: each chunk that holds a saturated sample, as (sums
+        [chunk windows, columns], window indices); a chunk with none yields nothing (most do:
+        the bounds are loose)."""
+        if not hot.size:
+            return
+        chunk = max(1, SUMS_CHUNK // len(columns.index))
+        low, top = self.adc_range
+        for start in range(0, len(hot), chunk):
+            part = hot[start:start + chunk]
+            sums = values[part].astype(np.float32) @ columns.levels
+            if sums.max() > top or sums.min() < low:
+                yield sums, part
+
+    def _shift_add(self, samples: np.ndarray, columns: np.ndarray, width: int) -> np.ndarray:
+        """[windows, weights]: the periphery's shift-and-add over the cells of `samples` [windows,
+        columns (indices)] of one input step, the other columns of the `width` read adding nothing."""
+        every = np.zeros((len(samples), width), np.float32)
+        every[:, columns] = samples
+        cell_weight = (2.0 ** (self.cell_bits * np.arange(self.cells_per_weight))).astype(np.float32)
+        return every.reshape(len(samples), -1, self.cells_per_weight) @ cell_weight
 
     def sample(self, partial: np.ndarray) -> np.ndarray:
         """The ADC: ideal, or round to `adc_lsb` steps and saturate at the ends of `adc_range`."""
@@ -136,32 +158,66 @@ class BitSerial:
         if self.adc_bits is None:
             return result, recovered
         low, top = self.adc_range
-        cell_weight = (2.0 ** (self.cell_bits * np.arange(self.cells_per_weight))).astype(np.float32)
         codes = x.astype(np.uint8)
-        largest, most_negative = float(levels.max(initial=0)), float(levels.min(initial=0))
+        saturable = {}  # slice width -> its SaturableColumns (the last slice may be narrower)
         for step in range(steps):
             first = step * slice_bits
             width = min(slice_bits, self.input_bits - first)
+            if width not in saturable:
+                saturable[width] = saturable_columns(levels, (1 << width) - 1, low, top)
+            columns = saturable[width]
+            if not columns.index.size:
+                continue
             values = (codes >> first) & ((1 << width) - 1)
             driven = values.sum(1, dtype=np.int32)
-            hot = np.flatnonzero((driven * largest > top) | (driven * most_negative < low))
-            if not hot.size:
-                continue
-            speculative = values[hot].astype(np.float32) @ levels
-            saturated = (speculative > top) | (speculative < low)
-            again = np.flatnonzero(saturated.any(1))
-            if not again.size:
-                continue
-            self.recovered += int(np.count_nonzero(saturated))
-            recovered[hot[again], step] = True
-            self.samples += len(again) * width * levels.shape[1]
-            saturated = saturated[again]
-            cut = np.zeros((len(again), levels.shape[1]), np.float32)
-            for b in range(first, first + width):
-                sums = ((codes[hot[again]] >> b) & 1).astype(np.float32) @ levels
-                excess = np.maximum(sums - top, 0) + np.minimum(sums - low, 0)
-                excess[~saturated] = 0        # a sample that did not saturate was exact: kept as it is
-                self.clipped += int(np.count_nonzero(excess))
-                cut += excess * float(1 << b)
-            result[hot[again]] -= cut.reshape(len(again), -1, self.cells_per_weight) @ cell_weight
+            hot = np.flatnonzero((driven * columns.largest > top) | (driven * columns.most_negative < low))
+            for speculative, windows_read in self._sums(values, hot, columns):
+                saturated = (speculative > top) | (speculative < low)
+                again = np.flatnonzero(saturated.any(1))
+                self.recovered += int(np.count_nonzero(saturated))
+                again_windows = windows_read[again]
+                recovered[again_windows, step] = True
+                self.samples += len(again) * width * levels.shape[1]
+                # only saturated samples are read again into the result: the columns that hold one
+                saturated = saturated[again]
+                read_again = np.flatnonzero(saturated.any(0))
+                saturated = saturated[:, read_again]
+                again_levels = columns.levels[:, read_again]
+                cut = np.zeros(saturated.shape, np.float32)
+                for b in range(first, first + width):
+                    sums = ((codes[again_windows] >> b) & 1).astype(np.float32) @ again_levels
+                    excess = np.maximum(sums - top, 0) + np.minimum(sums - low, 0)
+                    excess[~saturated] = 0        # a sample that did not saturate was exact: kept as it is
+                    self.clipped += int(np.count_nonzero(excess))
+                    cut += excess * float(1 << b)
+                result[again_windows] -= self._shift_add(cut, columns.index[read_again], levels.shape[1])
         return result, recovered
+
+
+@dataclass
+class SaturableColumns:
+    """The columns of a crossbar read that can saturate (`saturable_columns`): their `index`
+    among the read's columns, their `levels` float32 [rows, len(index)], and the largest and
+    most negative level among them."""
+
+    index: np.ndarray
+    levels: np.ndarray
+    largest: float
+    most_negative: float
+
+
+def saturable_columns(levels: np.ndarray, most_value: int, low: int, top: int) -> SaturableColumns:
+    """The columns of `levels` [rows, columns] whose sample can leave low..top for some input
+    with wordline values 0..most_value.
+
+    A column's sample sum_r v_r l_r lies between most_value x (its negative levels' sum) and
+    most_value x (its positive levels' sum), so a column whose bounds stay inside the ADC's range
+    never saturates, whatever the input (with 1-bit slices most columns of real weights: their
+    upper slices hold few set bits). For the others, a window whose values sum to D (driven rows,
+    for single bits) reaches at most D x (their largest level) and at least D x (their most
+    negative): windows within these bounds skip the emulation."""
+    positive = np.maximum(levels, 0).sum(0, dtype=np.int64) * most_value
+    negative = np.minimum(levels, 0).sum(0, dtype=np.int64) * most_value
+    index = np.flatnonzero((positive > top) | (negative < low))
+    chosen = levels[:, index].astype(np.float32)
+    return SaturableColumns(index, chosen, float(chosen.max(initial=0)), float(chosen.min(initial=0)))
