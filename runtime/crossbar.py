@@ -77,10 +77,13 @@ class BitSerial:
             out[start:start + len(chunk)] = total.astype(np.int64)
         return out
 
-    def clipping_product(self, x: np.ndarray, weights: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    def clipping_product(self, x: np.ndarray, weights: np.ndarray, levels: np.ndarray,
+                         saturable: dict | None = None) -> np.ndarray:
         """`product` for an ADC of unit step, from x [windows, rows] float32 codes, the weights
         [rows, crossbars * weights per row] float32 the cells encode and their levels (as in
-        `product`) -> float32 [windows, crossbars * weights per row] (exact integers)."""
+        `product`) -> float32 [windows, crossbars * weights per row] (exact integers).
+        `saturable` (optional) keeps `saturable_columns` answers between reads of the same
+        levels, by largest wordline value."""
         if self.adc_bits is None or self.adc_lsb != 1:
             raise ValueError("clipping_product models a finite ADC of unit step")
         low, top = self.adc_range
@@ -88,7 +91,7 @@ class BitSerial:
         levels = levels[:rows]  # rows past the inputs get none
         self.samples += windows * self.input_bits * levels.shape[1]
         result = x @ weights
-        columns = saturable_columns(levels, 1, low, top)
+        columns = self._saturable(levels, 1, saturable)
         if not columns.index.size:
             return result
         codes = x.astype(np.uint8)
@@ -101,6 +104,13 @@ class BitSerial:
                 self.clipped += int(np.count_nonzero(excess))
                 result[windows_read] -= self._shift_add(excess, columns.index, levels.shape[1]) * float(1 << b)
         return result
+
+    def _saturable(self, levels: np.ndarray, most_value: int, cache: dict | None) -> SaturableColumns:
+        cache = {} if cache is None else cache
+        if most_value not in cache:
+            low, top = self.adc_range
+            cache[most_value] = saturable_columns(levels, most_value, low, top)
+        return cache[most_value]
 
     def _sums(self, values: np.ndarray, hot: np.ndarray, columns: SaturableColumns):
         """The bitline sums of the saturable `columns` for the hot windows' wordline `values`, in
@@ -138,7 +148,7 @@ class BitSerial:
         return partial if self.adc_lsb == 1 else partial * self.adc_lsb
 
     def speculative_product(self, x: np.ndarray, weights: np.ndarray, levels: np.ndarray,
-                            slice_bits: int) -> tuple[np.ndarray, np.ndarray]:
+                            slice_bits: int, saturable: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """RAELLA's speculative input slicing through an ADC of unit step (or an ideal one): each
         step drives `slice_bits` bits of every input (slice values 0..2^s - 1 on the wordlines);
         a sample inside the ADC's range is exact; a window's slice where any sample saturated is
@@ -159,13 +169,11 @@ class BitSerial:
             return result, recovered
         low, top = self.adc_range
         codes = x.astype(np.uint8)
-        saturable = {}  # slice width -> its SaturableColumns (the last slice may be narrower)
+        saturable = {} if saturable is None else saturable
         for step in range(steps):
             first = step * slice_bits
             width = min(slice_bits, self.input_bits - first)
-            if width not in saturable:
-                saturable[width] = saturable_columns(levels, (1 << width) - 1, low, top)
-            columns = saturable[width]
+            columns = self._saturable(levels, (1 << width) - 1, saturable)  # the last slice may be narrower
             if not columns.index.size:
                 continue
             values = (codes >> first) & ((1 << width) - 1)
