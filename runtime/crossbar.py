@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .int8 import int8_product
+
 WINDOW_CHUNK = 2048  # windows per bit-serial step, bounding the [bits, windows, cells] temporary
 SUMS_CHUNK = 1 << 22  # bitline sums per product of the shortcuts, bounding their temporaries
 
@@ -43,6 +45,7 @@ class BitSerial:
     samples: int = 0
     clipped: int = 0
     recovered: int = 0  # speculative samples that saturated and were read again (speculative_product)
+    int8: bool = False  # the shortcuts' bitline sums as int8 products (runtime/int8.py), where exact
 
     @property
     def adc_range(self) -> tuple[int, int]:
@@ -99,10 +102,12 @@ class BitSerial:
             bits = (codes >> b) & 1
             driven = bits.sum(1, dtype=np.int32)
             hot = np.flatnonzero((driven * columns.largest > top) | (driven * columns.most_negative < low))
-            for sums, windows_read in self._sums(bits, hot, columns):
+            for sums, windows_read in self._saturating(bits, 1, hot, columns):
                 excess = np.maximum(sums - top, 0) + np.minimum(sums - low, 0)
                 self.clipped += int(np.count_nonzero(excess))
-                result[windows_read] -= self._shift_add(excess, columns.index, levels.shape[1]) * float(1 << b)
+                every = np.zeros((len(windows_read), levels.shape[1]), np.float32)
+                every[:, columns.index] = excess
+                result[windows_read] -= self._shift_add(every) * float(1 << b)
         return result
 
     def _saturable(self, levels: np.ndarray, most_value: int, cache: dict | None) -> SaturableColumns:
@@ -112,28 +117,35 @@ class BitSerial:
             cache[most_value] = saturable_columns(levels, most_value, low, top)
         return cache[most_value]
 
-    def _sums(self, values: np.ndarray, hot: np.ndarray, columns: SaturableColumns):
-        """The bitline sums of the saturable `columns` for the hot windows' wordline `values`, in
-        chunks of at most SUMS_CHUNK samples: each chunk that holds a saturated sample, as (sums
-        [chunk windows, columns], window indices); a chunk with none yields nothing (most do:
-        the bounds are loose)."""
+    def _saturating(self, values: np.ndarray, most_value: int, hot: np.ndarray, columns: SaturableColumns):
+        """The bitline sums of the saturable `columns` for the hot windows' wordline `values` (at
+        most `most_value`), made in chunks of at most SUMS_CHUNK samples, of the windows where
+        one saturates: as (their sums [windows, columns], their indices). Most windows have none
+        (the bounds are loose), and only a per-window maximum and minimum are taken of theirs."""
         if not hot.size:
             return
         chunk = max(1, SUMS_CHUNK // len(columns.index))
         low, top = self.adc_range
         for start in range(0, len(hot), chunk):
             part = hot[start:start + chunk]
-            sums = values[part].astype(np.float32) @ columns.levels
-            if sums.max() > top or sums.min() < low:
-                yield sums, part
+            sums = self._bitline_sums(values[part], columns.levels, most_value)
+            saturating = np.flatnonzero((sums.max(1) > top) | (sums.min(1) < low))
+            if saturating.size:
+                yield sums[saturating].astype(np.float32), part[saturating]
 
-    def _shift_add(self, samples: np.ndarray, columns: np.ndarray, width: int) -> np.ndarray:
+    def _bitline_sums(self, values: np.ndarray, levels: np.ndarray, most_value: int = 1) -> np.ndarray:
+        """values [windows, rows] uint8 of at most `most_value` @ levels [rows, columns] float32
+        (int8 integers), exact: int32 from the int8 GEMM where values fit int8, else float32
+        (`product` checks that its sums stay below 2^24; these are smaller)."""
+        if self.int8 and most_value < 128:
+            return int8_product(values.view(np.int8), levels.astype(np.int8))
+        return values.astype(np.float32) @ levels
+
+    def _shift_add(self, samples: np.ndarray) -> np.ndarray:
         """[windows, weights]: the periphery's shift-and-add over the cells of `samples` [windows,
-        columns (indices)] of one input step, the other columns of the `width` read adding nothing."""
-        every = np.zeros((len(samples), width), np.float32)
-        every[:, columns] = samples
+        every column of the read] of one input step."""
         cell_weight = (2.0 ** (self.cell_bits * np.arange(self.cells_per_weight))).astype(np.float32)
-        return every.reshape(len(samples), -1, self.cells_per_weight) @ cell_weight
+        return samples.reshape(len(samples), -1, self.cells_per_weight) @ cell_weight
 
     def sample(self, partial: np.ndarray) -> np.ndarray:
         """The ADC: ideal, or round to `adc_lsb` steps and saturate at the ends of `adc_range`."""
@@ -179,26 +191,24 @@ class BitSerial:
             values = (codes >> first) & ((1 << width) - 1)
             driven = values.sum(1, dtype=np.int32)
             hot = np.flatnonzero((driven * columns.largest > top) | (driven * columns.most_negative < low))
-            for speculative, windows_read in self._sums(values, hot, columns):
+            for speculative, again_windows in self._saturating(values, (1 << width) - 1, hot, columns):
                 saturated = (speculative > top) | (speculative < low)
-                again = np.flatnonzero(saturated.any(1))
                 self.recovered += int(np.count_nonzero(saturated))
-                again_windows = windows_read[again]
                 recovered[again_windows, step] = True
-                self.samples += len(again) * width * levels.shape[1]
-                # only saturated samples are read again into the result: the columns that hold one
-                saturated = saturated[again]
+                self.samples += len(again_windows) * width * levels.shape[1]
+                # only the saturated samples are replaced: their windows' sums of the columns that hold one
                 read_again = np.flatnonzero(saturated.any(0))
-                saturated = saturated[:, read_again]
-                again_levels = columns.levels[:, read_again]
-                cut = np.zeros(saturated.shape, np.float32)
+                window, column = np.nonzero(saturated[:, read_again])
+                cut = np.zeros(len(window), np.float32)
                 for b in range(first, first + width):
-                    sums = ((codes[again_windows] >> b) & 1).astype(np.float32) @ again_levels
-                    excess = np.maximum(sums - top, 0) + np.minimum(sums - low, 0)
-                    excess[~saturated] = 0        # a sample that did not saturate was exact: kept as it is
+                    sums = self._bitline_sums((codes[again_windows] >> b) & 1, columns.levels[:, read_again])
+                    sample = sums[window, column].astype(np.float32)
+                    excess = np.maximum(sample - top, 0) + np.minimum(sample - low, 0)
                     self.clipped += int(np.count_nonzero(excess))
                     cut += excess * float(1 << b)
-                result[again_windows] -= self._shift_add(cut, columns.index[read_again], levels.shape[1])
+                every = np.zeros((len(again_windows), levels.shape[1]), np.float32)
+                every[window, columns.index[read_again][column]] = cut
+                result[again_windows] -= self._shift_add(every)
         return result, recovered
 
 
