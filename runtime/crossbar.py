@@ -14,17 +14,25 @@ model, and on random crossbars):
   encode, so the machine multiplies by those weights directly (float32 BLAS is exact here: every
   product is below 2^16 and 256 rows keep sums below 2^24);
 - with a finite ADC of unit step (`clipping_product`), a sample differs from the bitline sum only
-  where it saturates, and a bitline sum cannot exceed (input bits set) x (largest level): so the
-  exact product is taken, and only the (window, input bit) pairs that can saturate are emulated,
-  to subtract what the ADC cut off. On ResNet-50 about one pair in six can.
+  where it saturates: so the exact product is taken, and only the samples that can saturate are
+  emulated, to subtract what the ADC cut off. Which can is bounded twice (`saturable_columns`):
+  a column whose positive levels sum to at most the ADC's top (and negative ones to at least its
+  bottom) never saturates, whatever the input; with 1-bit differential slices that leaves out
+  61 % of ResNet-50's columns, mostly upper slices of small weights. A window driving D rows
+  reaches at most D x the largest level of the rest. Their bitline sums, (hot windows) x
+  (saturable columns) for each input bit, are float32 GEMMs of about 9x the ideal product's
+  multiply-adds on ResNet-50, where the window bound alone gave 23x; only the windows where one
+  saturates go further. (int8 GEMMs, torch._int_mm, were 1.4x faster on one thread but up to 10x
+  slower on two threads of a loaded machine: torch's threads wait spinning.) `speculative_product` bounds its
+  wider input slices the same way and reads again only the saturated samples' columns. The
+  machine keeps each read's weights, levels and saturable columns per (layer, blocks held), as
+  they depend only on the weights written (runtime/machine.py `_shortcut_operands`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-
-from .int8 import int8_product
 
 WINDOW_CHUNK = 2048  # windows per bit-serial step, bounding the [bits, windows, cells] temporary
 SUMS_CHUNK = 1 << 22  # bitline sums per product of the shortcuts, bounding their temporaries
@@ -45,7 +53,6 @@ class BitSerial:
     samples: int = 0
     clipped: int = 0
     recovered: int = 0  # speculative samples that saturated and were read again (speculative_product)
-    int8: bool = False  # the shortcuts' bitline sums as int8 products (runtime/int8.py), where exact
 
     @property
     def adc_range(self) -> tuple[int, int]:
@@ -102,7 +109,7 @@ class BitSerial:
             bits = (codes >> b) & 1
             driven = bits.sum(1, dtype=np.int32)
             hot = np.flatnonzero((driven * columns.largest > top) | (driven * columns.most_negative < low))
-            for sums, windows_read in self._saturating(bits, 1, hot, columns):
+            for sums, windows_read in self._saturating(bits, hot, columns):
                 excess = np.maximum(sums - top, 0) + np.minimum(sums - low, 0)
                 self.clipped += int(np.count_nonzero(excess))
                 every = np.zeros((len(windows_read), levels.shape[1]), np.float32)
@@ -117,9 +124,8 @@ class BitSerial:
             cache[most_value] = saturable_columns(levels, most_value, low, top)
         return cache[most_value]
 
-    def _saturating(self, values: np.ndarray, most_value: int, hot: np.ndarray, columns: SaturableColumns):
-        """The bitline sums of the saturable `columns` for the hot windows' wordline `values` (at
-        most `most_value`), made in chunks of at most SUMS_CHUNK samples, of the windows where
+    def _saturating(self, values: np.ndarray, hot: np.ndarray, columns: SaturableColumns):
+        """The bitline sums of the saturable `columns` for the hot windows' wordline `values`, made in chunks of at most SUMS_CHUNK samples, of the windows where
         one saturates: as (their sums [windows, columns], their indices). Most windows have none
         (the bounds are loose), and only a per-window maximum and minimum are taken of theirs."""
         if not hot.size:
@@ -128,17 +134,15 @@ class BitSerial:
         low, top = self.adc_range
         for start in range(0, len(hot), chunk):
             part = hot[start:start + chunk]
-            sums = self._bitline_sums(values[part], columns.levels, most_value)
+            sums = self._bitline_sums(values[part], columns.levels)
             saturating = np.flatnonzero((sums.max(1) > top) | (sums.min(1) < low))
             if saturating.size:
-                yield sums[saturating].astype(np.float32), part[saturating]
+                yield sums[saturating], part[saturating]
 
-    def _bitline_sums(self, values: np.ndarray, levels: np.ndarray, most_value: int = 1) -> np.ndarray:
-        """values [windows, rows] uint8 of at most `most_value` @ levels [rows, columns] float32
-        (int8 integers), exact: int32 from the int8 GEMM where values fit int8, else float32
+    @staticmethod
+    def _bitline_sums(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        """values [windows, rows] uint8 @ levels [rows, columns] float32, exact in float32
         (`product` checks that its sums stay below 2^24; these are smaller)."""
-        if self.int8 and most_value < 128:
-            return int8_product(values.view(np.int8), levels.astype(np.int8))
         return values.astype(np.float32) @ levels
 
     def _shift_add(self, samples: np.ndarray) -> np.ndarray:
@@ -191,7 +195,7 @@ class BitSerial:
             values = (codes >> first) & ((1 << width) - 1)
             driven = values.sum(1, dtype=np.int32)
             hot = np.flatnonzero((driven * columns.largest > top) | (driven * columns.most_negative < low))
-            for speculative, again_windows in self._saturating(values, (1 << width) - 1, hot, columns):
+            for speculative, again_windows in self._saturating(values, hot, columns):
                 saturated = (speculative > top) | (speculative < low)
                 self.recovered += int(np.count_nonzero(saturated))
                 recovered[again_windows, step] = True
@@ -202,7 +206,7 @@ class BitSerial:
                 cut = np.zeros(len(window), np.float32)
                 for b in range(first, first + width):
                     sums = self._bitline_sums((codes[again_windows] >> b) & 1, columns.levels[:, read_again])
-                    sample = sums[window, column].astype(np.float32)
+                    sample = sums[window, column]
                     excess = np.maximum(sample - top, 0) + np.minimum(sample - low, 0)
                     self.clipped += int(np.count_nonzero(excess))
                     cut += excess * float(1 << b)

@@ -106,8 +106,6 @@ class Machine:
         self.w_center = OFFSET_CENTER if self.products == "exact" or hw.differential else 0
         int8 = int8_products_wanted() if int8 is None else int8
         self.int8 = int8 and self.products == "exact" and xbar.weight_bits == 8 and int8_products_exact()
-        # The finite-ADC shortcuts make their bitline sums (bit-planes x cell levels) with it too.
-        self.bit_serial.int8 = bool(int8) and self.products != "exact" and int8_products_exact()
         largest = (1 << 7) * (1 << (xbar.weight_bits - 1)) * rows
         self.exact_chunks = max(1, ((1 << 31) - 1 if self.int8 else 1 << 24) // largest) if self.center else 1
         self._blocks_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
