@@ -360,7 +360,7 @@ class Machine:
         key = (layer, tuple(self.owner[row] for row in rows)) if packed else None
         if key not in self._reads:
             weights = self._weight_matrix(held, g, chunks, columns, height)[:, used]
-            operands = (weights, self._used_levels(rows, used), {})
+            operands: tuple[np.ndarray, np.ndarray, dict] = (weights, self._used_levels(rows, used), {})
             if key is None:
                 return operands
             self._reads[key] = operands

@@ -85,7 +85,7 @@ def direct_speculation(x, levels, cell_bits, cells, low, top, slice_bits):
         saturated = (speculative > top) | (speculative < low)
         again = saturated.any(1)
         singles = [((codes >> b) & 1) @ levels for b in bits]
-        total += np.where(saturated, sum(np.clip(s, low, top) << b for s, b in zip(singles, bits)),
+        total += np.where(saturated, sum(np.clip(s, low, top) << b for s, b in zip(singles, bits, strict=True)),
                           speculative << first)
         samples += speculative.size + int(again.sum()) * len(bits) * levels.shape[1]
         saturated_samples += int(saturated.sum())
@@ -116,9 +116,9 @@ def test_speculation_and_its_counts_equal_a_direct_implementation(seed, kind, ad
 def test_kept_operands_compute_what_every_sample_emulated_does():
     """Two inferences on one machine (the second reads the operands kept from the first), with
     the 1-bit differential chip's own 6-bit ADC and a 4-bit one that clips often."""
-    from arasc.runtime.run import run_file
-
     from test_adc_encoding import differential_program
+
+    from arasc.runtime.run import run_file
 
     _, path = differential_program("digits-cnn", "aras-differential-1bit")
     for adc_bits in (4, 6):
