@@ -118,6 +118,7 @@ class BitSerial:
         return result
 
     def _saturable(self, levels: np.ndarray, most_value: int, cache: dict | None) -> SaturableColumns:
+        """`saturable_columns` for this ADC, from `cache` where the caller keeps one per levels."""
         cache = {} if cache is None else cache
         if most_value not in cache:
             low, top = self.adc_range
@@ -125,9 +126,10 @@ class BitSerial:
         return cache[most_value]
 
     def _saturating(self, values: np.ndarray, hot: np.ndarray, columns: SaturableColumns):
-        """The bitline sums of the saturable `columns` for the hot windows' wordline `values`, made in chunks of at most SUMS_CHUNK samples, of the windows where
-        one saturates: as (their sums [windows, columns], their indices). Most windows have none
-        (the bounds are loose), and only a per-window maximum and minimum are taken of theirs."""
+        """The bitline sums of the saturable `columns` for the hot windows' wordline `values`,
+        made in chunks of at most SUMS_CHUNK samples, of the windows where one saturates: as
+        (their sums [windows, columns], their indices). Most windows have none (the bounds are
+        loose), and only a per-window maximum and minimum are taken of theirs."""
         if not hot.size:
             return
         chunk = max(1, SUMS_CHUNK // len(columns.index))
