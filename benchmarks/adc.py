@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
+import os
+import statistics
 import tempfile
 from dataclasses import dataclass, field
 
@@ -175,9 +177,10 @@ def cost(names: list[str], schemes: list[str], console: Console) -> None:
 
 def speed(names: list[str], schemes: list[str], console: Console, repeat: int = 3) -> None:
     """Interpreter seconds per inference (steady state, 6-bit ADC) against PyTorch fp32 eager, side
-    by side in one process: the ISA issue's target is at most 40x on ResNet-50. PyTorch is timed
-    again right before each scheme, so that a change of the machine's load between schemes does
-    not enter the ratio."""
+    by side in one process: the ISA issue's target is at most 40x on ResNet-50. Per scheme, PyTorch
+    (median of 3) and the interpreter alternate `repeat` times, so that the machine's load, which
+    changes from one second to the next on a shared machine, falls on both alike; the ratio is the
+    median of the rounds' ratios, and the 1-minute load average is printed beside it."""
     from interpreter_time import timed  # benchmarks/ is on the path of a script run from it
 
     for name in names:
@@ -188,11 +191,15 @@ def speed(names: list[str], schemes: list[str], console: Console, repeat: int = 
             prog, weights, hw = program(name, SCHEMES[s], module, inputs, [inputs])
             ports = {p.name: np.asarray(x) for p, x in zip(prog.inputs, inputs, strict=True)}
             machine = execute(prog, weights, hw, ports, adc_bits=hw.crossbar.adc_bits).machine
-            with torch.no_grad():
-                torch_s = timed(functools.partial(module, *inputs), repeat)
-            seconds = timed(functools.partial(execute, prog, weights, hw, ports, machine=machine), repeat)
+            rounds = []
+            for _ in range(repeat):
+                with torch.no_grad():
+                    torch_s = timed(functools.partial(module, *inputs), 3)
+                rounds.append((torch_s, timed(functools.partial(execute, prog, weights, hw, ports, machine=machine), 1)))
+            torch_s, seconds = (statistics.median(r[i] for r in rounds) for i in (0, 1))
+            ratio = statistics.median(r[1] / r[0] for r in rounds)
             console.print(f"{name} | {s} | PyTorch fp32 eager {torch_s:.3f} s | interpreter, 6-bit ADC, steady "
-                          f"state {seconds:.3f} s | {seconds / torch_s:.1f}x PyTorch")
+                          f"state {seconds:.3f} s | {ratio:.1f}x PyTorch | load {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:

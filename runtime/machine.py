@@ -112,6 +112,7 @@ class Machine:
         self._layouts: dict[str, list[SlicedBlock]] = {}    # bit-sliced layers: what each block's slots hold
         self._slot_masks: dict[str, np.ndarray] = {}        # bit-sliced layers: the bits of cells holding a weight
         self._column_cache: dict[str, np.ndarray] = {}
+        self._reads: dict[tuple, tuple[np.ndarray, np.ndarray, dict]] = {}  # ADC shortcuts: `_shortcut_operands`
         self._acc: dict[str, _Accumulator] = {}
         self.adc_layers: dict[str, list[int]] = {}  # layer -> [ADC samples, clipped samples], finite-ADC paths
         self.last_mvm_adc = MvmAdc(0)               # recoveries of the last mvm (runtime/adc.py), for the timing
@@ -325,27 +326,50 @@ class Machine:
         Samples and clipped samples are also counted per layer (`adc_layers`)."""
         g, chunks, columns = where
         used = self._used_columns(columns, n)
-        levels = self._levels(rows)
-        levels = levels.reshape(len(levels), -1, self.hw.slices_per_weight)[:, used].reshape(len(levels), -1)
         counts = (self.bit_serial.samples, self.bit_serial.clipped)
         slice_bits = input_slice_bits(self.layers[layer])
-        if slice_bits > 1:
-            weights = self._weight_matrix(held, g, chunks, columns, x.shape[1])[:, used]
-            part, recovered = self.bit_serial.speculative_product(x, weights, levels, slice_bits)
-            self._count_recoveries(recovered, columns, n, slice_bits)
-        elif self.products == "exhaustive":
+        if self.products == "exhaustive" and slice_bits == 1:
             codes = np.zeros((x.shape[0], self.hw.block[0]), np.uint8)  # rows past K get no input
             codes[:, :x.shape[1]] = x
-            part = self.bit_serial.product(codes, levels)
+            part = self.bit_serial.product(codes, self._used_levels(rows, used))
         else:
-            weights = self._weight_matrix(held, g, chunks, columns, x.shape[1])[:, used]
-            part = self.bit_serial.clipping_product(x, weights, levels)
+            weights, levels, saturable = self._shortcut_operands(layer, held, where, rows, used, x.shape[1])
+            if slice_bits > 1:
+                part, recovered = self.bit_serial.speculative_product(x, weights, levels, slice_bits, saturable)
+                self._count_recoveries(recovered, columns, n, slice_bits)
+            else:
+                part = self.bit_serial.clipping_product(x, weights, levels, saturable)
         layer_counts = self.adc_layers.setdefault(layer, [0, 0])
         layer_counts[0] += self.bit_serial.samples - counts[0]
         layer_counts[1] += self.bit_serial.clipped - counts[1]
         product = np.zeros((len(columns) * self.hw.block[1], x.shape[0]), part.dtype)
         product[used] = part.T
         return product
+
+    def _shortcut_operands(self, layer: str, held: dict, where: tuple, rows: list, used: np.ndarray,
+                           height: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        """What the ADC shortcuts take from the cells of one read: the weights [height, used
+        columns], the levels of the used slices, and a cache for their saturable columns. A block's
+        cells below its height and in its used columns hold exactly what its write put there
+        (`write_blocks`; other cells are neither driven nor converted), so these depend only on
+        the blocks the rows hold: they are kept per (layer, blocks held), and a block written
+        again, as a chip too small for the model does every inference, finds them. (The spliced
+        codes of bit-sliced layers are not kept.)"""
+        g, chunks, columns = where
+        packed = all(isinstance(row, (int, np.integer)) for row in rows)
+        key = (layer, tuple(self.owner[row] for row in rows)) if packed else None
+        if key not in self._reads:
+            weights = self._weight_matrix(held, g, chunks, columns, height)[:, used]
+            operands: tuple[np.ndarray, np.ndarray, dict] = (weights, self._used_levels(rows, used), {})
+            if key is None:
+                return operands
+            self._reads[key] = operands
+        return self._reads[key]
+
+    def _used_levels(self, rows: list, used: np.ndarray) -> np.ndarray:
+        """`_levels` of the weight slices in the `used` product columns."""
+        levels = self._levels(rows)
+        return levels.reshape(len(levels), -1, self.hw.slices_per_weight)[:, used].reshape(len(levels), -1)
 
     def _count_dynamic_steps(self, layer: LayerDef, x: np.ndarray, chunks: list[int], columns: list[int],
                              n: int) -> None:
