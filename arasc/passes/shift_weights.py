@@ -357,8 +357,8 @@ def _choose(model: Model, calibration, min_agreement: float, hw: Hardware, metho
     calibration = list(calibration)[:GUARD_BATCHES]
     reference = [[t.numpy() for t in evaluate(model, inputs)] for inputs in calibration]
     keep: frozenset[str] = frozenset()
-    candidate = full = shifted(model, center, method, histograms=histograms)[0]
-    errors: dict[str, float] | None = None   # layer_errors of the full shift, made when a fallback needs them
+    candidate = shifted(model, center, method, histograms=histograms)[0]
+    errors: dict[str, float] | None = None   # layer_errors of the full shift (the first candidate), when needed
     agreement: dict[int, float] = {}
     for _ in range(MAX_CHECKS):
         outputs = [[t.numpy() for t in evaluate(candidate, inputs)] for inputs in calibration]
@@ -371,11 +371,14 @@ def _choose(model: Model, calibration, min_agreement: float, hw: Hardware, metho
         # Fall back layer-group-wise: the half of the still shifted layers that the shift changes
         # most stays where it was; shifts that change nothing cost no agreement and are kept.
         if errors is None:
-            errors = layer_errors(model, full)
+            errors = layer_errors(model, candidate)
         moving = sorted((name for name, e in errors.items() if e > 0 and name not in keep), key=lambda n: errors[n])
         if len(moving) < 2:
             break
         keep = keep | frozenset(moving[len(moving) // 2:])
+        # the previous candidate is let go before the next one is made: each holds a copy of every
+        # crossbar weight (BERT-Large 0.34 GB), and two at once set the compile's peak memory
+        candidate = model
         candidate = shifted(model, center, method, keep, histograms)[0]
     return CenterChoice(None, skip, agreement, clipped), model
 
