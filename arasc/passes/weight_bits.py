@@ -73,15 +73,22 @@ def narrowed_layer(model: Model, layer, weights: dict, bits: int):
 
 @dataclass(frozen=True)
 class WeightBits:
-    """Requantize every crossbar layer's weights to `bits` bits (8: leave the model as it is, the default)."""
+    """Requantize every crossbar layer's weights to `bits` bits (8: leave the model as it is, the
+    default), or with `bits = "auto"` each layer to its own width, chosen on the calibration inputs
+    so that the outputs' measured loss stays within `budget` (passes/weight_widths.py)."""
 
-    bits: int = FULL_BITS
+    bits: int | str = FULL_BITS
+    budget: float = 0.001
+    calibration: tuple = ()
+    squeeze: bool = False          # squeeze-out runs after this pass: "auto" counts the rows it saves
 
     name: ClassVar[str] = "weight-bits"
     requires: ClassVar[tuple[str, ...]] = ("quantized",)
     ensures: ClassVar[tuple[str, ...]] = ("weight-bits",)
 
     def run(self, model: Model, hw: Hardware | None = None) -> Model:
+        if self.bits == "auto":
+            return self._auto(model, hw)
         if self.bits == FULL_BITS:
             return model
         if not 1 <= self.bits < FULL_BITS:
@@ -90,3 +97,19 @@ class WeightBits:
         layers = tuple(narrowed_layer(model, layer, weights, self.bits) if is_crossbar_layer(layer) else layer
                        for layer in model.graph.layers)
         return model.replace(graph=dataclasses.replace(model.graph, layers=layers), weights=weights)
+
+    def _auto(self, model: Model, hw: Hardware | None) -> Model:
+        from .weight_widths import choose_widths, narrowed
+
+        if hw is None or not hw.bit_sliced or not self.squeeze:
+            raise WeightBitsError("--weight-bits auto lowers only the layers whose squeezed-out slice tiles fill fewer "
+                                  "APU rows: it needs a bit-sliced chip and --squeeze-out on (e.g. --hw aras-sme "
+                                  "--squeeze-out on; docs/tiling.md)")
+        if not self.calibration:
+            raise WeightBitsError("--weight-bits auto measures each layer's sensitivity on calibration inputs: none given")
+        if not 0 <= self.budget < 1:
+            raise WeightBitsError(f"--weight-bits-budget {self.budget}: a loss of output cosine from 0 to 1")
+        choice = choose_widths(model, hw, self.calibration, self.budget)
+        chosen = narrowed(model, choice.widths)
+        meta = {**dict(chosen.graph.meta), "weight_bits_loss": round(choice.loss, 6)}
+        return chosen.replace(graph=dataclasses.replace(chosen.graph, meta=tuple(meta.items())))
