@@ -17,6 +17,9 @@ shift would fall below 1), and the int32 bias, in units of the input scale times
 scale, becomes round(bias / f). The accuracy cost is that of `bits`-bit weights; measure it
 with `arasc compare --weight-bits N` (docs/results.md, "Fewer crossbars to write").
 
+With `bits = "auto"` each crossbar layer gets its own width (8, 6 or 4), chosen against a
+measured accuracy budget where lowering saves APU rows (passes/weight_widths.py).
+
 The layer gets `weight_bits = N` (visible in the IR and the `.aras` program). The pass runs after
 shift-weights, which the driver then leaves out: a common weight center (paper V-C, 88..168) would
 put the codes back into the top slices.
