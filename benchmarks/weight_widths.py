@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import torch
+from sme import TRAINED
 from trained_accuracy import data, task_metrics
 
 from arasc import models
@@ -35,15 +36,15 @@ from arasc.passes.weight_widths import (
     output_loss,
     prefix_widths,
     squeezed_rows,
+    weight_name,
 )
 from arasc.runtime.report import cosine
-from sme import TRAINED
 
 HW = bundled_hardware("aras-sme")
 
 
 def blocks(model) -> int:
-    return sum(squeezed_rows(model.weights[layer.weight("weight").name], layer, HW)
+    return sum(squeezed_rows(model.weights[weight_name(layer)], layer, HW)
                for layer in model.graph.layers if is_crossbar_layer(layer))
 
 
@@ -73,7 +74,7 @@ def main() -> None:
         {0, len(order)} | {1 << k for k in range(len(order).bit_length()) if 1 << k < len(order)})
     reference = _outputs(quantized, measure)
     dense = blocks(quantized)
-    print(f"\n| prefix | layers at 8 / 6 / 4 bits | blocks | of dense | calibration loss | held-out metric |\n|---|---|---|---|---|---|")
+    print("\n| prefix | layers at 8 / 6 / 4 bits | blocks | of dense | calibration loss | held-out metric |\n|---|---|---|---|---|---|")
     for length in prefixes:
         widths = prefix_widths(order, length)
         candidate = narrowed(quantized, widths)

@@ -92,12 +92,13 @@ class WeightBits:
     def run(self, model: Model, hw: Hardware | None = None) -> Model:
         if self.bits == "auto":
             return self._auto(model, hw)
-        if self.bits == FULL_BITS:
+        bits = int(self.bits)
+        if bits == FULL_BITS:
             return model
-        if not 1 <= self.bits < FULL_BITS:
-            raise WeightBitsError(f"--weight-bits {self.bits}: choose 1..{FULL_BITS}")
+        if not 1 <= bits < FULL_BITS:
+            raise WeightBitsError(f"--weight-bits {bits}: choose 1..{FULL_BITS}")
         weights = dict(model.weights)
-        layers = tuple(narrowed_layer(model, layer, weights, self.bits) if is_crossbar_layer(layer) else layer
+        layers = tuple(narrowed_layer(model, layer, weights, bits) if is_crossbar_layer(layer) else layer
                        for layer in model.graph.layers)
         return model.replace(graph=dataclasses.replace(model.graph, layers=layers), weights=weights)
 

@@ -61,6 +61,12 @@ def candidate_widths(hw: Hardware, narrowest: int) -> tuple[int, ...]:
     return tuple(range(FULL_BITS - step, narrowest - 1, -step))
 
 
+def weight_name(layer: Layer) -> str:
+    ref = layer.weight("weight")
+    assert ref is not None, f"crossbar layer {layer.name} without weights"
+    return ref.name
+
+
 def squeezed_rows(codes: np.ndarray, layer: Layer, hw: Hardware) -> int:
     return sliced_block_count(np.asarray(codes), dict(layer.attrs), hw, squeeze=True)
 
@@ -78,11 +84,15 @@ def narrowed(model: Model, widths: dict[str, int]) -> Model:
 def _layer_io(model: Model, inputs: Sequence[tuple]) -> list[dict[str, torch.Tensor]]:
     """Per input tuple, every crossbar layer's inputs and output, by the integer reference."""
     wanted = {name for layer in model.graph.layers if is_crossbar_layer(layer) for name in (layer.name, *layer.inputs)}
-    runs = []
+    runs: list[dict[str, torch.Tensor]] = []
+
+    def keep(name: str, value: torch.Tensor) -> None:
+        if name in wanted:
+            runs[-1][name] = value
+
     for x in inputs:
-        seen: dict[str, torch.Tensor] = {}
-        evaluate(model, x, on_value=lambda name, value, seen=seen: seen.__setitem__(name, value) if name in wanted else None)
-        runs.append(seen)
+        runs.append({})
+        evaluate(model, x, on_value=keep)
     return runs
 
 
@@ -101,12 +111,12 @@ def layer_moves(model: Model, hw: Hardware, inputs: Sequence[tuple], widths: tup
     for layer in model.graph.layers:
         if not is_crossbar_layer(layer):
             continue
-        full = squeezed_rows(model.weights[layer.weight("weight").name], layer, hw)
+        full = squeezed_rows(model.weights[weight_name(layer)], layer, hw)
         opdef = OPS[layer.op]
         for bits in widths:
             weights: dict = {}
             narrow = narrowed_layer(model, layer, weights, bits)
-            saved = full - squeezed_rows(weights[layer.weight("weight").name], narrow, hw)
+            saved = full - squeezed_rows(weights[weight_name(layer)], narrow, hw)
             if saved <= 0:
                 continue
             tensors = {role: torch.from_numpy(np.asarray(weights.get(ref.name, model.weights[ref.name])))
