@@ -7,11 +7,13 @@ inference, and the task metric (digits: top-1 on the held-out split; MiniLM: cos
 final hidden state and Spearman correlation of the sentence similarities against PyTorch float;
 zoo models with random weights: cosine of the output against PyTorch float on the example input).
 
-    .venv/bin/python benchmarks/sme.py [MODEL ...] [--bits 6 4] [--markdown]
+    .venv/bin/python benchmarks/sme.py [MODEL ...] [--bits 6 4] [--budgets B ...] [--auto-only] [--markdown]
 
 MODEL: digits-cnn, digits-resnet, minilm-l6 (trained) or any zoo name (default: the three trained
 ones). Configurations: dense (aras-default), bit-sliced (aras-sme), bit-sliced + lossless
-squeeze-out, and bit-sliced + squeeze-out with --weight-bits N for each N of --bits.
+squeeze-out, and bit-sliced + squeeze-out with --weight-bits N for each N of --bits; with
+--budgets, also --weight-bits auto at each --weight-bits-budget B (--auto-only: only the dense
+and the auto rows). Each row's progress line goes out as soon as it is measured.
 """
 from __future__ import annotations
 
