@@ -210,8 +210,8 @@ def cmd_compare(args, out: Console) -> int:
                   source.name)
     calibration = calibration_inputs(args, source.example_inputs)
     inputs = sample_batches(args.input, "--input", source.example_inputs)
-    quantized = Quantize(calibration=tuple(tuple(np.asarray(x) for x in c) for c in calibration),
-                         **options.quantization()).rewrite(model, hardware(args))
+    calibration_arrays = tuple(tuple(np.asarray(x) for x in c) for c in calibration)
+    quantized = Quantize(calibration=calibration_arrays, **options.quantization()).rewrite(model, hardware(args))
     if args.engine == "interpreter":
         import tempfile
 
@@ -230,7 +230,9 @@ def cmd_compare(args, out: Console) -> int:
     else:
         from .passes.weight_bits import WeightBits
 
-        values = [all_values(WeightBits(options.weight_bits).run(quantized.model), x) for x in inputs]
+        narrow = WeightBits(options.weight_bits, options.weight_bits_budget, calibration_arrays,
+                            options.squeeze_out == "on").run(quantized.model, hardware(args))
+        values = [all_values(narrow, x) for x in inputs]
     rows = compare(model, quantized.params, quantized.sources, values, inputs)
     table = Table(title=f"{model.graph.name}: {args.engine} against float, {len(inputs)} input(s)",
                   title_justify="left")

@@ -110,13 +110,14 @@ def compile_quantized(model: Model, hw: Hardware, calibration, example_inputs, w
     # move every offset by the same amount and saturate the ADC (docs/adc.md), so `auto` shifts nothing there.
     # Fewer weight bits empty the top slices, which a common center (88..168) would fill again.
     center = options.weight_center
-    if options.center_offset == "on" or (hw.differential and center == "auto") or options.weight_bits < 8:
+    if options.center_offset == "on" or (hw.differential and center == "auto") or options.weight_bits != 8:
         center = None
     model = stages.ir_pass(ShiftWeights(center, calibration, method=options.weight_shift), model, hw)
     model = stages.ir_pass(CenterOffset(options.center_offset == "on"), model, hw)
     model = stages.ir_pass(InputSlicing(options.input_slice_bits), model, hw)
     model = stages.ir_pass(DynamicPrecision(options.dynamic_precision == "on"), model, hw)
-    model = stages.ir_pass(WeightBits(options.weight_bits), model, hw)
+    model = stages.ir_pass(WeightBits(options.weight_bits, options.weight_bits_budget, calibration,
+                                      options.squeeze_out == "on"), model, hw)
     model = stages.ir_pass(SqueezeOut(options.squeeze_out == "on"), model, hw)
     model = stages.ir_pass(Tile(), model, hw)
     copies, packed = stages.run("replication", _plan, model, hw, options)

@@ -46,11 +46,24 @@ def _smooth(text: str) -> float | str:
     return alpha
 
 
-def _weight_bits(text: str) -> int:
-    """--weight-bits: 1..8."""
+def _weight_bits(text: str) -> int | str:
+    """--weight-bits: 1..8, or auto."""
+    if text == "auto":
+        return text
     if not text.isdigit() or not 1 <= int(text) <= 8:
-        raise argparse.ArgumentTypeError(f"{text!r}: an integer from 1 to 8")
+        raise argparse.ArgumentTypeError(f"{text!r}: auto, or an integer from 1 to 8")
     return int(text)
+
+
+def _budget(text: str) -> float:
+    """--weight-bits-budget: a loss of output cosine, 0 <= b < 1."""
+    try:
+        budget = float(text)
+    except ValueError:
+        budget = -1.0
+    if not 0 <= budget < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a loss of output cosine from 0 to 1 (e.g. 0.001)")
+    return budget
 
 
 def option(default: Any, help: str, stage: str, choices: tuple | None = None,
@@ -99,9 +112,15 @@ class CompileOptions:
     dynamic_precision: str = option("off", "ReDy's dynamic activation precision, lossless: each window runs only the "
                                     "input bit-planes up to its highest set bit, per APU row (docs/adc.md)",
                                     "dynamic-precision", choices=("off", "on"))
-    weight_bits: int = option(8, "SME's bit-sparsity: requantize every crossbar layer's weights to N bits, so that "
-                              "the top weight slices are zero for every weight (replaces weight shifting; "
-                              "docs/tiling.md)", "weight-bits", parse=_weight_bits, metavar="N")
+    weight_bits: int | str = option(
+        8, "SME's bit-sparsity: requantize every crossbar layer's weights to N bits, so that the top weight slices "
+        "are zero for every weight (replaces weight shifting; docs/tiling.md); auto: per layer 8, 6 or 4 bits, "
+        "lowering the least sensitive layers where that saves APU rows, within --weight-bits-budget (needs "
+        "--squeeze-out on)", "weight-bits", parse=_weight_bits, metavar="N")
+    weight_bits_budget: float = option(
+        0.001, "--weight-bits auto: the largest loss of output cosine against the 8-bit program, 1 - mean cosine "
+        "over the calibration inputs (at most 16 of them), that the narrower layers may cost", "weight-bits",
+        parse=_budget, metavar="B")
     squeeze_out: str = option("off", "SME's squeeze-out, lossless: crossbars whose weight slice is zero for every "
                               "weight are neither written nor computed (needs a bit-sliced --hw, e.g. aras-sme; "
                               "docs/tiling.md)", "squeeze-out", choices=("off", "on"))

@@ -7,11 +7,13 @@ inference, and the task metric (digits: top-1 on the held-out split; MiniLM: cos
 final hidden state and Spearman correlation of the sentence similarities against PyTorch float;
 zoo models with random weights: cosine of the output against PyTorch float on the example input).
 
-    .venv/bin/python benchmarks/sme.py [MODEL ...] [--bits 6 4] [--markdown]
+    .venv/bin/python benchmarks/sme.py [MODEL ...] [--bits 6 4] [--budgets B ...] [--auto-only] [--markdown]
 
 MODEL: digits-cnn, digits-resnet, minilm-l6 (trained) or any zoo name (default: the three trained
 ones). Configurations: dense (aras-default), bit-sliced (aras-sme), bit-sliced + lossless
-squeeze-out, and bit-sliced + squeeze-out with --weight-bits N for each N of --bits.
+squeeze-out, and bit-sliced + squeeze-out with --weight-bits N for each N of --bits; with
+--budgets, also --weight-bits auto at each --weight-bits-budget B (--auto-only: only the dense
+and the auto rows). Each row's progress line goes out as soon as it is measured.
 """
 from __future__ import annotations
 
@@ -37,13 +39,27 @@ from arasc.runtime.run import execute, load_program
 TRAINED = ("digits-cnn", "digits-resnet", "minilm-l6")
 
 
-def configurations(bits: list[int]) -> list[tuple[str, str, CompileOptions]]:
-    rows = [("dense (packed, aras-default)", "aras-default", CompileOptions()),
-            ("bit-sliced (aras-sme)", "aras-sme", CompileOptions()),
-            ("bit-sliced + squeeze-out", "aras-sme", CompileOptions(squeeze_out="on"))]
-    rows += [(f"bit-sliced + squeeze-out, {b}-bit weights", "aras-sme", CompileOptions(squeeze_out="on", weight_bits=b))
-             for b in bits]
+def configurations(bits: list[int], budgets: list[float], auto_only: bool) -> list[tuple[str, str, CompileOptions]]:
+    rows = [("dense (packed, aras-default)", "aras-default", CompileOptions())]
+    if not auto_only:
+        rows += [("bit-sliced (aras-sme)", "aras-sme", CompileOptions()),
+                 ("bit-sliced + squeeze-out", "aras-sme", CompileOptions(squeeze_out="on"))]
+        rows += [(f"bit-sliced + squeeze-out, {b}-bit weights", "aras-sme", CompileOptions(squeeze_out="on", weight_bits=b))
+                 for b in bits]
+    rows += [(f"bit-sliced + squeeze-out, auto widths, budget {b:g}", "aras-sme",
+              CompileOptions(squeeze_out="on", weight_bits="auto", weight_bits_budget=b)) for b in budgets]
     return rows
+
+
+def widths_text(model) -> str:
+    """How many crossbar layers the program has at each weight width, and the measured loss of auto."""
+    counts: dict[int, int] = {}
+    for layer in model.graph.layers:
+        if is_crossbar_layer(layer):
+            counts[layer.attr("weight_bits", 8)] = counts.get(layer.attr("weight_bits", 8), 0) + 1
+    loss = dict(model.graph.meta).get("weight_bits_loss")
+    return ", ".join(f"{n} at {b}" for b, n in sorted(counts.items(), reverse=True)) + (
+        f" (calibration loss {loss:.5f})" if loss is not None else "")
 
 
 def slice_sparsity(quantized, bits: list[int]) -> list[str]:
@@ -78,7 +94,8 @@ def slice_sparsity(quantized, bits: list[int]) -> list[str]:
     return lines
 
 
-def measure(name: str, bits: list[int], markdown: bool, sparsity_only: bool = False) -> None:
+def measure(name: str, bits: list[int], markdown: bool, sparsity_only: bool = False, budgets: list[float] = (),
+            auto_only: bool = False) -> None:
     start = time.time()
     module, example = models.get(name).build()
     model = import_module(module, example, name)
@@ -87,7 +104,7 @@ def measure(name: str, bits: list[int], markdown: bool, sparsity_only: bool = Fa
         held_out = [(x,) for x in held_out]
     else:
         calibration, held_out, labels = [example], [example], None
-    rows, dense_bound = [], None
+    rows, dense_bound, widths = [], None, {}
     calibration = tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration)
     # one quantization (the configurations differ only in the stages after it)
     quantized = run_passes(model, bundled_hardware("aras-default"), [Quantize(calibration=calibration, **CompileOptions().quantization())])
@@ -97,7 +114,7 @@ def measure(name: str, bits: list[int], markdown: bool, sparsity_only: bool = Fa
         print("\n".join(sparsity))
         return
     with tempfile.TemporaryDirectory() as folder:
-        for tag, (label, hw_name, options) in enumerate(configurations(bits)):
+        for tag, (label, hw_name, options) in enumerate(configurations(bits, budgets, auto_only)):
             hw = bundled_hardware(hw_name)
             path = f"{folder}/{name}-{tag}.aras"
             result = compile_quantized(quantized, hw, calibration, example, weights_name(path), options)
@@ -119,6 +136,10 @@ def measure(name: str, bits: list[int], markdown: bool, sparsity_only: bool = Fa
             if dense_bound is None:
                 dense_bound = steady["upper_bound_inferences_per_second"]
             rows.append((label, steady, metric))
+            widths[label] = widths_text(result.model)
+            print(f"  [{name}, {time.time() - start:.0f} s] {label}: {steady['blocks_written']:,} blocks, "
+                  f"{steady['inferences_per_second']:.1f} inf/s, {steady['inferences_per_second'] / dense_bound:.1%} of dense bound, {metric}; "
+                  f"widths: {widths_text(result.model)}", flush=True)
     print(f"\n## {name} ({time.time() - start:.0f} s)\n")
     metric_names = list(rows[0][2])
     header = ["configuration", "blocks written", "pulses, 1st inference", "pulses, steady", "inferences/s", "of dense bound", "own bound",
@@ -130,6 +151,9 @@ def measure(name: str, bits: list[int], markdown: bool, sparsity_only: bool = Fa
                  f"{s['inferences_per_second'] / dense_bound:.1%}", f"{s['upper_bound_inferences_per_second']:.1f}",
                  f"{s['energy_joules']['total'] * 1e3:.3f}"] + [metric[m] for m in metric_names]
         print("| " + " | ".join(cells) + " |")
+    if budgets:
+        print(f"\nWeight widths of {name}'s crossbar layers:\n")
+        print("\n".join(f"- {label}: {text}" for label, text in widths.items()))
     print(f"\nAll-zero slice tiles of {name}'s crossbar layers:\n")
     print("\n".join(sparsity))
 
@@ -140,9 +164,12 @@ def main() -> None:
     parser.add_argument("--bits", nargs="*", type=int, default=[6, 4], help="weight widths to squeeze (default 6 4)")
     parser.add_argument("--markdown", action="store_true", help="(tables are always markdown)")
     parser.add_argument("--sparsity-only", action="store_true", help="only the table of all-zero slice tiles")
+    parser.add_argument("--budgets", nargs="*", type=float, default=[],
+                        help="also --weight-bits auto with each --weight-bits-budget B")
+    parser.add_argument("--auto-only", action="store_true", help="only the dense and the auto rows")
     args = parser.parse_args()
     for name in args.models:
-        measure(name, args.bits, args.markdown, args.sparsity_only)
+        measure(name, args.bits, args.markdown, args.sparsity_only, args.budgets, args.auto_only)
 
 
 if __name__ == "__main__":

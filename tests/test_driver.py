@@ -46,7 +46,8 @@ def test_every_option_is_one_flag_with_its_default():
     for f in dataclasses.fields(CompileOptions):
         flag = "--" + f.name.replace("_", "-")
         choices = f.metadata["choices"] or {"weight_center": ("none",), "channel_groups": ("4",), "smooth": ("0.5",),
-                                            "input_slice_bits": ("2",), "weight_bits": ("6",)}[f.name]
+                                            "input_slice_bits": ("2",), "weight_bits": ("6",),
+                                            "weight_bits_budget": ("0.01",)}[f.name]
         value = next(c for c in choices if c != f.default)
         options = options_from_args(parser.parse_args(base + [flag, value]))
         assert getattr(options, f.name) != f.default, flag

@@ -17,6 +17,9 @@ shift would fall below 1), and the int32 bias, in units of the input scale times
 scale, becomes round(bias / f). The accuracy cost is that of `bits`-bit weights; measure it
 with `arasc compare --weight-bits N` (docs/results.md, "Fewer crossbars to write").
 
+With `bits = "auto"` each crossbar layer gets its own width (8, 6 or 4), chosen against a
+measured accuracy budget where lowering saves APU rows (passes/weight_widths.py).
+
 The layer gets `weight_bits = N` (visible in the IR and the `.aras` program). The pass runs after
 shift-weights, which the driver then leaves out: a common weight center (paper V-C, 88..168) would
 put the codes back into the top slices.
@@ -73,20 +76,44 @@ def narrowed_layer(model: Model, layer, weights: dict, bits: int):
 
 @dataclass(frozen=True)
 class WeightBits:
-    """Requantize every crossbar layer's weights to `bits` bits (8: leave the model as it is, the default)."""
+    """Requantize every crossbar layer's weights to `bits` bits (8: leave the model as it is, the
+    default), or with `bits = "auto"` each layer to its own width, chosen on the calibration inputs
+    so that the outputs' measured loss stays within `budget` (passes/weight_widths.py)."""
 
-    bits: int = FULL_BITS
+    bits: int | str = FULL_BITS
+    budget: float = 0.001
+    calibration: tuple = ()
+    squeeze: bool = False          # squeeze-out runs after this pass: "auto" counts the rows it saves
 
     name: ClassVar[str] = "weight-bits"
     requires: ClassVar[tuple[str, ...]] = ("quantized",)
     ensures: ClassVar[tuple[str, ...]] = ("weight-bits",)
 
     def run(self, model: Model, hw: Hardware | None = None) -> Model:
-        if self.bits == FULL_BITS:
+        if self.bits == "auto":
+            return self._auto(model, hw)
+        bits = int(self.bits)
+        if bits == FULL_BITS:
             return model
-        if not 1 <= self.bits < FULL_BITS:
-            raise WeightBitsError(f"--weight-bits {self.bits}: choose 1..{FULL_BITS}")
+        if not 1 <= bits < FULL_BITS:
+            raise WeightBitsError(f"--weight-bits {bits}: choose 1..{FULL_BITS}")
         weights = dict(model.weights)
-        layers = tuple(narrowed_layer(model, layer, weights, self.bits) if is_crossbar_layer(layer) else layer
+        layers = tuple(narrowed_layer(model, layer, weights, bits) if is_crossbar_layer(layer) else layer
                        for layer in model.graph.layers)
         return model.replace(graph=dataclasses.replace(model.graph, layers=layers), weights=weights)
+
+    def _auto(self, model: Model, hw: Hardware | None) -> Model:
+        from .weight_widths import choose_widths, narrowed
+
+        if hw is None or not hw.bit_sliced or not self.squeeze:
+            raise WeightBitsError("--weight-bits auto lowers only the layers whose squeezed-out slice tiles fill fewer "
+                                  "APU rows: it needs a bit-sliced chip and --squeeze-out on (e.g. --hw aras-sme "
+                                  "--squeeze-out on; docs/tiling.md)")
+        if not self.calibration:
+            raise WeightBitsError("--weight-bits auto measures each layer's sensitivity on calibration inputs: none given")
+        if not 0 <= self.budget < 1:
+            raise WeightBitsError(f"--weight-bits-budget {self.budget}: a loss of output cosine from 0 to 1")
+        choice = choose_widths(model, hw, self.calibration, self.budget)
+        chosen = narrowed(model, choice.widths)
+        meta = {**dict(chosen.graph.meta), "weight_bits_loss": round(choice.loss, 6)}
+        return chosen.replace(graph=dataclasses.replace(chosen.graph, meta=tuple(meta.items())))
