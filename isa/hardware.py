@@ -9,6 +9,7 @@ A field's TOML type and allowed range live beside it, in its dataclass (`_Rule`)
 loader, the error messages and the dataclasses cannot drift apart.
 """
 
+import dataclasses
 import difflib
 import functools
 import hashlib
@@ -278,6 +279,30 @@ class Hardware:
     def seconds(self, cycles: float) -> float:
         """Wall-clock time of `cycles` clock cycles."""
         return cycles / self.chip.clock_hz
+
+    def slice_bits_problem(self, bits: int) -> str | None:
+        """Why a layer cannot slice its weights `bits` bits to a cell on this chip (RAELLA's adaptive
+        weight slicing, docs/adc.md), or None: a slice is at most a cell's bits (a cell then uses
+        2^bits of its levels), whole slices make a weight, whole weights a crossbar row."""
+        xbar = self.crossbar
+        if not 1 <= bits <= xbar.cell_bits:
+            return f"{bits}-bit weight slices: {self.chip.name}'s cells hold 1 to {xbar.cell_bits} bits"
+        if xbar.weight_bits % bits:
+            return f"{bits}-bit weight slices: {xbar.weight_bits}-bit weights are not whole slices of {bits} bits"
+        cells = xbar.weight_bits // bits * (2 if self.differential else 1)
+        if xbar.cols_cells % cells:
+            return f"{bits}-bit weight slices: a weight takes {cells} cells, which do not divide a crossbar row of {xbar.cols_cells}"
+        if bits != xbar.cell_bits and self.bit_sliced:
+            return f"{bits}-bit weight slices on {self.chip.name}: per-layer slicing is built for packed weights only"
+        return None
+
+    def sliced(self, bits: int) -> "Hardware":
+        """The chip as a layer with `bits`-bit weight slices sees it: its cells programmed at 2^bits
+        levels, so `cell_bits` = bits and every figure that follows (slices, cells per weight,
+        weights per row, the block) with it. The caller checks `slice_bits_problem` first."""
+        if bits == self.crossbar.cell_bits:
+            return self
+        return dataclasses.replace(self, crossbar=dataclasses.replace(self.crossbar, cell_bits=bits))
 
 
 def load_hardware(path: str | os.PathLike | None = None) -> Hardware:

@@ -112,10 +112,11 @@ _CROSSBAR = {"x_zp": A.ZERO_POINT, **_TILE_MAP}
 # input_slice_bits: input bits a crossbar step drives, speculating (arasc/passes/input_slicing.py);
 # dynamic_precision: all-zero top input bit-planes skipped (arasc/passes/dynamic_precision.py); docs/adc.md
 # weight_bits: the layer's codes fit that many bits (arasc/passes/weight_bits.py); squeeze_out: on a
-# bit-sliced chip, slice tiles zero for every weight are neither written nor computed (passes/squeeze_out.py)
+# bit-sliced chip, slice tiles zero for every weight are neither written nor computed (passes/squeeze_out.py);
+# weight_slice_bits: the layer's weight slices hold that many bits, its cells as many levels (passes/weight_slicing.py)
 _CROSSBAR_OPTIONAL = {"relu": A.Bool(), **_WIDE, **_CHANNEL_KINDS, "center_offset": A.Bool(),
                       "input_slice_bits": A.Int(1, 8), "dynamic_precision": A.Bool(), "weight_bits": A.Int(1, 8),
-                      "squeeze_out": A.Bool()}
+                      "squeeze_out": A.Bool(), "weight_slice_bits": A.Int(1, 4)}
 
 LAYER_OPS: dict[str, OpSpec] = {s.name: s for s in [
     OpSpec("qconv2d", {"stride": A.PAIR_POSITIVE, "padding": A.PAIR_PADDING, "dilation": A.PAIR_POSITIVE,

@@ -35,6 +35,13 @@ UNUSED = 255
 OFFSET_CENTER = 128
 
 
+def layer_hardware(hw: Hardware, layer) -> Hardware:
+    """The chip as `layer` (an IR layer or a program's layer) uses it: sliced at the layer's
+    `weight_slice_bits` where it has one (arasc/passes/weight_slicing.py), else as it is."""
+    bits = layer.attr("weight_slice_bits", None)
+    return hw if bits is None else hw.sliced(bits)
+
+
 def matrix_shape(weight_shape: tuple[int, ...], groups: int = 1) -> tuple[int, int]:
     """(K, N) of each of a layer's `groups` weight matrices, from its weight shape [Cout, ...]."""
     return math.prod(weight_shape[1:]), weight_shape[0] // groups

@@ -10,6 +10,13 @@ A crossbar row's cells are stored packed, the 4 two-bit cells of a weight in one
 counts come from a 256 x 256 table of per-cell level differences. On a bit-sliced chip (SME,
 docs/tiling.md) byte (r, c) of an APU row packs cell (r, c) of each of its crossbar slots, each
 slot holding one slice of one column block: the same cells, so the same pulse table.
+
+A layer may slice its weights narrower than the chip's cells (`weight_slice_bits`, RAELLA's
+adaptive weight slicing, docs/adc.md): it sees the chip through `layer_hardware`, with more cells
+per weight and narrower blocks, whose weights fill the first columns of an APU row's bytes. Each
+APU row remembers the slicing of what it holds (a fresh chip's cells, all at level 0, read the same
+in any); a write at another slicing programs the whole row (the cells its block leaves empty are
+reset to level 0), counting pulses cell by cell.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from ..isa.tiling import (
     OFFSET_CENTER,
     SlicedBlock,
     cell_levels,
+    layer_hardware,
     matrix_shape,
     slice_levels,
     sliced_blocks,
@@ -79,8 +87,12 @@ class Machine:
         self.p, self.w, self.hw = program, weights, hw
         xbar = hw.crossbar
         rows, cols = hw.block
-        self.cells = np.zeros((hw.apu_rows, rows, cols), np.uint8)  # packed: one weight's cells per byte
-        self.write_table = _write_table(hw)
+        # packed, one weight's cells per byte; a fresh chip's cells are at level 0: code 128 of a differential pair
+        self.cells = np.full((hw.apu_rows, rows, cols), OFFSET_CENTER if hw.differential else 0, np.uint8)
+        self.layer_hw = {layer.name: layer_hardware(hw, layer) for layer in program.layers}
+        self.row_slice_bits = np.zeros(hw.apu_rows, np.int64)  # the slicing of what each APU row holds; 0: fresh
+        self.write_tables = {bits: _write_table(hw.sliced(bits))
+                             for bits in {xbar.cell_bits} | {h.crossbar.cell_bits for h in self.layer_hw.values()}}
         self.owner: list[tuple[str, int] | None] = [None] * hw.apu_rows
         self.values: dict[str, np.ndarray] = {}
         self.outputs: dict[str, np.ndarray] = {}
@@ -144,6 +156,7 @@ class Machine:
     def block_contents(self, layer: LayerDef) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(packed blocks [B, rows, cols], mask of the cells that hold a weight, which blocks are
         partial, cells per block), computed once per layer."""
+        hw = self.layer_hw[layer.name]
         if layer.name not in self._blocks_cache:
             name, _ = layer.weight("weight")
             if self.hw.bit_sliced:
@@ -153,9 +166,9 @@ class Machine:
                 cells = np.unpackbits(bits[..., None], -1).reshape(len(bits), -1).sum(1) // self.hw.crossbar.cell_bits
                 self._blocks_cache[layer.name] = (blocks, used, np.zeros(len(bits), bool), cells)
             else:
-                blocks, used = tiled_blocks(self.w[name], dict(layer.attrs), self.hw)
+                blocks, used = tiled_blocks(self.w[name], dict(layer.attrs), hw)
                 partial = ~used.all((1, 2))
-                self._blocks_cache[layer.name] = (blocks, used, partial, used.sum((1, 2)) * self.hw.cells_per_weight)
+                self._blocks_cache[layer.name] = (blocks, used, partial, used.sum((1, 2)) * hw.cells_per_weight)
         return self._blocks_cache[layer.name]
 
     def block_layout(self, layer: LayerDef) -> list[SlicedBlock]:
@@ -186,13 +199,26 @@ class Machine:
             rows_of.append(row)
         for name, (blocks, rows_of) in by_layer.items():
             contents, masks, partial, used_cells = self.block_contents(self.layers[name])
-            where = (self.cells, np.array(rows_of, np.int64), contents, np.array(blocks, np.int64), masks, partial)
+            slice_bits, cols = self.layer_hw[name].crossbar.cell_bits, self.layer_hw[name].block[1]
+            reslice = [a for a, row in enumerate(rows_of) if self.row_slice_bits[row] not in (0, slice_bits)]
+            for a in reslice:
+                self._reprogram(rows_of[a], contents[blocks[a]], masks[blocks[a]], self.layer_hw[name])
+            self.writes.blocks += len(reslice)
+            for a in reversed(reslice):
+                self.owner[rows_of[a]] = (name, blocks.pop(a))
+                self.writes.row_writes[rows_of[a]] = self.writes.row_writes.get(rows_of[a], 0) + 1
+                del rows_of[a]
+            if not blocks:
+                continue
+            where = (self.cells[:, :, :cols], np.array(rows_of, np.int64), contents, np.array(blocks, np.int64), masks,
+                     partial)
             if name in self._slot_masks:
                 # a slot cell that holds no weight (a squeezed-out or edge slice tile) keeps its level
                 bits = self._slot_masks[name][blocks]
                 merged = (contents[blocks] & bits) | (self.cells[rows_of] & ~bits)
                 where = (self.cells, where[1], merged, np.arange(len(blocks)), masks[:1], np.zeros(len(blocks), bool))
-            pulses, changed = write_cells(*where, *self.write_table)
+            pulses, changed = write_cells(*where, *self.write_tables[slice_bits])
+            self.row_slice_bits[rows_of] = slice_bits
             self.writes.pulses += int(pulses)
             self.writes.cells_written += int(changed)
             self.writes.cells_skipped += int(used_cells[blocks].sum()) - int(changed)
@@ -200,6 +226,22 @@ class Machine:
             for block, row in zip(blocks, rows_of):
                 self.owner[row] = (name, block)
                 self.writes.row_writes[row] = self.writes.row_writes.get(row, 0) + 1
+
+    def _reprogram(self, row: int, codes: np.ndarray, mask: np.ndarray, hw: Hardware) -> None:
+        """Write a block sliced as `hw` into an APU row that holds another slicing: every cell of the
+        row moves from its level to the block's, or to 0 where the block holds no weight (code 128
+        of a differential pair, code 0 of an unsigned cell), |new - old| pulses each."""
+        old_hw = self.hw.sliced(int(self.row_slice_bits[row]))
+        old = cell_levels(self.cells[row, :, :old_hw.block[1]], old_hw).astype(np.int16)
+        new_codes = np.where(mask, codes, np.uint8(OFFSET_CENTER if hw.differential else 0))
+        new = cell_levels(new_codes, hw).astype(np.int16)
+        moved = np.abs(new - old)
+        changed = int(np.count_nonzero(moved))
+        self.writes.pulses += int(moved.sum())
+        self.writes.cells_written += changed
+        self.writes.cells_skipped += moved.size - changed
+        self.cells[row, :, :hw.block[1]] = new_codes
+        self.row_slice_bits[row] = hw.crossbar.cell_bits
 
     def release(self, instr: Instr) -> None:
         for row in instr["rows"]:
@@ -211,6 +253,7 @@ class Machine:
         self.last_mvm_adc = MvmAdc(instr.line)
         self._recovered = None
         state = self._acc.get(layer.name) or self._start(layer, attrs, self.values[instr["input"]])
+        hw = self.layer_hw[layer.name]
         groups, kb, nb, total = layer_grid(layer, self.hw)
         first, last = instr["blocks"]
         rows = instr["rows"][: last - first + 1]  # replicas hold the same blocks: read the first copy
@@ -237,20 +280,22 @@ class Machine:
                 if len(state.done) < total:
                     return
                 held = self._every_block(state.spliced, groups, kb, nb)
+        # the periphery's shift-and-add follows the layer's slices
+        self.bit_serial.cell_bits, self.bit_serial.cells_per_weight = hw.crossbar.cell_bits, hw.slices_per_weight
         for g, chunks, columns in self._products(held):
-            r0 = chunks[0] * self.hw.block[0]
-            r1 = min(r0 + len(chunks) * self.hw.block[0], k)
+            r0 = chunks[0] * hw.block[0]
+            r1 = min(r0 + len(chunks) * hw.block[0], k)
             x = state.windows[g][:, r0:r1]
             rows_read = [held[g, chunks[0]][j] for j in columns]
             if dynamic_precision(layer):
                 self._count_dynamic_steps(layer, x, chunks, columns, n)
             # products are made transposed, [columns, windows]: output channels stay rows to the end
             if self.products == "exact":  # the product with the weights the cells encode
-                weights = self._weight_matrix(held, g, chunks, columns, r1 - r0)[:, :self._width(columns, n)]
+                weights = self._weight_matrix(hw, held, g, chunks, columns, r1 - r0)[:, :self._width(hw, columns, n)]
                 product = int8_product(weights.T, x.T) if self.int8 else weights.T @ x.T
             else:
                 product = self._adc_product(layer.name, x, held, (g, chunks, columns), rows_read, n)
-            self._accumulate(state, g, product, columns, n)
+            self._accumulate(hw, state, g, product, columns, n)
         if self._recovered is not None:
             self.last_mvm_adc.recovered_windows = int(np.count_nonzero(self._recovered))
         if len(state.done) == total:
@@ -281,9 +326,10 @@ class Machine:
         empty = np.zeros(self.hw.block, np.uint8)
         return {(g, i): {j: spliced.get((g, i, j), empty) for j in range(nb)} for g in range(groups) for i in range(kb)}
 
-    def _codes(self, where) -> np.ndarray:
-        """The packed codes of an APU row (its index), or the spliced codes of a bit-sliced one."""
-        return self.cells[where] if isinstance(where, (int, np.integer)) else where
+    def _codes(self, where, hw: Hardware) -> np.ndarray:
+        """The packed codes of an APU row (its index) holding blocks sliced as `hw`, or the spliced
+        codes of a bit-sliced one."""
+        return self.cells[where, :, :hw.block[1]] if isinstance(where, (int, np.integer)) else where
 
     def _products(self, held: dict[tuple[int, int], dict[int, int]]) -> list[tuple[int, list[int], list[int]]]:
         """The products one mvm makes: (group, consecutive K-chunks, column blocks). Blocks sharing
@@ -302,17 +348,18 @@ class Machine:
             products.append((g, [i], columns))
         return products
 
-    def _weight_matrix(self, held: dict, g: int, chunks: list[int], columns: list[int], height: int) -> np.ndarray:
+    def _weight_matrix(self, hw: Hardware, held: dict, g: int, chunks: list[int], columns: list[int],
+                       height: int) -> np.ndarray:
         """The weights (less `w_center`) of K-chunks x column blocks, read from the cells, as the
         products take them (int8 or float32); rows past the layer's K (stale cells no wordline
         drives) are left out."""
-        block_rows, block_cols = self.hw.block
+        block_rows, block_cols = hw.block
         codes = np.empty((height, len(columns) * block_cols), np.uint8)
         for a, i in enumerate(chunks):
             r0 = a * block_rows
             h = min(block_rows, height - r0)
             for s, j in enumerate(columns):
-                codes[r0:r0 + h, s * block_cols:(s + 1) * block_cols] = self._codes(held[g, i][j])[:h]
+                codes[r0:r0 + h, s * block_cols:(s + 1) * block_cols] = self._codes(held[g, i][j], hw)[:h]
         if self.int8:  # w_center is 128: flipping the top bit of a uint8 code gives code - 128 in two's complement
             return (codes ^ np.uint8(self.w_center)).view(np.int8)
         weights = codes.astype(np.float32)
@@ -325,24 +372,25 @@ class Machine:
         partial block (empty or stale cells) are neither converted nor counted, and stay 0.
         Samples and clipped samples are also counted per layer (`adc_layers`)."""
         g, chunks, columns = where
-        used = self._used_columns(columns, n)
+        hw = self.layer_hw[layer]
+        used = self._used_columns(hw, columns, n)
         counts = (self.bit_serial.samples, self.bit_serial.clipped)
         slice_bits = input_slice_bits(self.layers[layer])
         if self.products == "exhaustive" and slice_bits == 1:
-            codes = np.zeros((x.shape[0], self.hw.block[0]), np.uint8)  # rows past K get no input
+            codes = np.zeros((x.shape[0], hw.block[0]), np.uint8)  # rows past K get no input
             codes[:, :x.shape[1]] = x
-            part = self.bit_serial.product(codes, self._used_levels(rows, used))
+            part = self.bit_serial.product(codes, self._used_levels(hw, rows, used))
         else:
             weights, levels, saturable = self._shortcut_operands(layer, held, where, rows, used, x.shape[1])
             if slice_bits > 1:
                 part, recovered = self.bit_serial.speculative_product(x, weights, levels, slice_bits, saturable)
-                self._count_recoveries(recovered, columns, n, slice_bits)
+                self._count_recoveries(hw, recovered, columns, n, slice_bits)
             else:
                 part = self.bit_serial.clipping_product(x, weights, levels, saturable)
         layer_counts = self.adc_layers.setdefault(layer, [0, 0])
         layer_counts[0] += self.bit_serial.samples - counts[0]
         layer_counts[1] += self.bit_serial.clipped - counts[1]
-        product = np.zeros((len(columns) * self.hw.block[1], x.shape[0]), part.dtype)
+        product = np.zeros((len(columns) * hw.block[1], x.shape[0]), part.dtype)
         product[used] = part.T
         return product
 
@@ -356,69 +404,73 @@ class Machine:
         again, as a chip too small for the model does every inference, finds them. (The spliced
         codes of bit-sliced layers are not kept.)"""
         g, chunks, columns = where
+        hw = self.layer_hw[layer]
         packed = all(isinstance(row, (int, np.integer)) for row in rows)
         key = (layer, tuple(self.owner[row] for row in rows)) if packed else None
         if key not in self._reads:
-            weights = self._weight_matrix(held, g, chunks, columns, height)[:, used]
-            operands: tuple[np.ndarray, np.ndarray, dict] = (weights, self._used_levels(rows, used), {})
+            weights = self._weight_matrix(hw, held, g, chunks, columns, height)[:, used]
+            operands: tuple[np.ndarray, np.ndarray, dict] = (weights, self._used_levels(hw, rows, used), {})
             if key is None:
                 return operands
             self._reads[key] = operands
         return self._reads[key]
 
-    def _used_levels(self, rows: list, used: np.ndarray) -> np.ndarray:
+    def _used_levels(self, hw: Hardware, rows: list, used: np.ndarray) -> np.ndarray:
         """`_levels` of the weight slices in the `used` product columns."""
-        levels = self._levels(rows)
-        return levels.reshape(len(levels), -1, self.hw.slices_per_weight)[:, used].reshape(len(levels), -1)
+        levels = self._levels(hw, rows)
+        return levels.reshape(len(levels), -1, hw.slices_per_weight)[:, used].reshape(len(levels), -1)
 
     def _count_dynamic_steps(self, layer: LayerDef, x: np.ndarray, chunks: list[int], columns: list[int],
                              n: int) -> None:
         """Dynamic precision: the input steps each K-chunk's APU rows run over the product's windows
         (runtime/adc.py), for the busiest row (the instruction's time) and summed over crossbars."""
         record = self.last_mvm_adc
-        block_rows, block_cols = self.hw.block
-        crossbars = sum(-(-min(block_cols, n - j * block_cols) // self.hw.weights_per_row) for j in columns)
+        hw = self.layer_hw[layer.name]
+        block_rows, block_cols = hw.block
+        crossbars = sum(-(-min(block_cols, n - j * block_cols) // hw.weights_per_row) for j in columns)
         for a in range(len(chunks)):
             codes = x[:, a * block_rows:(a + 1) * block_rows].astype(np.int16) + self.center  # codes, int8 or float x
             steps = int(window_steps(codes.astype(np.uint8), input_slice_bits(layer)).sum())
             record.busiest_row_steps = max(record.busiest_row_steps or 0, steps)
             record.crossbar_steps = (record.crossbar_steps or 0) + steps * crossbars
 
-    def _count_recoveries(self, recovered: np.ndarray, columns: list[int], n: int, slice_bits: int) -> None:
+    def _count_recoveries(self, hw: Hardware, recovered: np.ndarray, columns: list[int], n: int,
+                          slice_bits: int) -> None:
         """Recovered (window, input slice) pairs of one product: their union over the instruction's
         products (for its time), and the single-bit steps they rerun on the product's crossbars
         (for its conversions and energy)."""
         self._recovered = recovered if self._recovered is None else self._recovered | recovered
-        block_cols = self.hw.block[1]
-        crossbars = sum(-(-min(block_cols, n - j * block_cols) // self.hw.weights_per_row) for j in columns)
+        block_cols = hw.block[1]
+        crossbars = sum(-(-min(block_cols, n - j * block_cols) // hw.weights_per_row) for j in columns)
         self.last_mvm_adc.recovered_crossbar_steps += int(np.count_nonzero(recovered)) * slice_bits * crossbars
 
-    def _used_columns(self, columns: list[int], n: int) -> np.ndarray:
+    def _used_columns(self, hw: Hardware, columns: list[int], n: int) -> np.ndarray:
         """Indices of the product columns (column blocks side by side) that hold one of the n weights."""
-        block_cols = self.hw.block[1]
+        block_cols = hw.block[1]
         return np.concatenate([slot * block_cols + np.arange(min(block_cols, n - j * block_cols))
                                for slot, j in enumerate(columns)])
 
-    def _levels(self, rows: list[int]) -> np.ndarray:
+    def _levels(self, hw: Hardware, rows: list[int]) -> np.ndarray:
         """[block rows, weight slices of the rows side by side]: what each slice of APU rows that share
         inputs adds to its bitline sum per driven row (a cell level, or a differential pair's difference)."""
-        return np.hstack([slice_levels(self._codes(row), self.hw) for row in rows])
+        return np.hstack([slice_levels(self._codes(row, hw), hw) for row in rows])
 
-    def _width(self, columns: list[int], n: int) -> int:
+    def _width(self, hw: Hardware, columns: list[int], n: int) -> int:
         """Product columns that hold weights: the last column block of a layer may be partial."""
-        block_cols = self.hw.block[1]
+        block_cols = hw.block[1]
         if columns == list(range(columns[0], columns[0] + len(columns))):
             return min(len(columns) * block_cols, n - columns[0] * block_cols)
         return len(columns) * block_cols
 
-    def _accumulate(self, state: _Accumulator, g: int, product: np.ndarray, columns: list[int], n: int) -> None:
+    def _accumulate(self, hw: Hardware, state: _Accumulator, g: int, product: np.ndarray, columns: list[int],
+                    n: int) -> None:
         """Add a product [columns, windows] into the layer's partial sums. A layer whose first
         product is all of it keeps that product as its sums (exact integers in float32); any
         further product makes them float64, exact below 2^53."""
-        block_cols = self.hw.block[1]
+        block_cols = hw.block[1]
         groups = len(state.windows)
         consecutive = columns == list(range(columns[0], columns[0] + len(columns)))
-        if state.acc is None and groups == 1 and consecutive and columns[0] == 0 and self._width(columns, n) == n:
+        if state.acc is None and groups == 1 and consecutive and columns[0] == 0 and self._width(hw, columns, n) == n:
             state.acc = product[None, :n]
             return
         wide = np.int64 if product.dtype.kind == "i" else np.float64
@@ -429,7 +481,7 @@ class Machine:
         acc = state.acc[g]
         if consecutive:  # one add
             c0 = columns[0] * block_cols
-            width = self._width(columns, n)
+            width = self._width(hw, columns, n)
             acc[c0:c0 + width] += product[:width]
             return
         for slot, j in enumerate(columns):

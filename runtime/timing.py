@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from ..isa.hardware import Hardware
 from ..isa.opcodes import OPCODES
 from ..isa.program import CHANNEL_PARAMS, Instr, Program
-from ..isa.tiling import block_grid, matrix_shape, slot_crossbars, slot_shape
+from ..isa.tiling import block_grid, layer_hardware, matrix_shape, slot_crossbars, slot_shape
 from .adc import INPUT_BITS, MvmAdc, input_slice_bits, input_steps
 from .verify import layer_grid
 
@@ -95,10 +95,10 @@ class Timing:
 
     def __post_init__(self):
         self.max_inflight = max_blocks_writing(self.hw)
-        self.block, self.weights_per_row = self.hw.block, self.hw.weights_per_row  # asked per block: read once
         self.row_tracks = [f"row {r}" for r in range(self.hw.apu_rows)]
         self._handlers = {opcode: getattr(self, "_" + opcode) for opcode in OPCODES}
         self._grids: dict[str, tuple[int, int, int, int]] = {}  # layer -> (K, N, kb, nb)
+        self._sliced: dict[str, tuple[tuple[int, int], int]] = {}  # layer -> its block, weights per crossbar row
         self.layers = {layer.name: layer for layer in self.program.layers}
         # declared types of every value: the timing model needs shapes, never values
         self.types = {i["out"]: i["type"] for i in self.program.compute if i.opcode in ("load", "mvm", "sfu")}
@@ -151,13 +151,15 @@ class Timing:
         if layer.name not in self._grids:
             _, spec = layer.weight("weight")
             k, n = matrix_shape(spec.shape, layer.attr("groups", 1))
-            self._grids[layer.name] = (k, n, *block_grid(k, n, self.hw))
+            hw = layer_hardware(self.hw, layer)
+            self._grids[layer.name] = (k, n, *block_grid(k, n, hw))
+            self._sliced[layer.name] = (hw.block, hw.weights_per_row)
         return self._grids[layer.name]
 
     def _block_shape(self, layer, block) -> tuple[int, int]:
         """(matrix rows, matrix columns) a block of `layer` holds: edge blocks are partial."""
         k, n, kb, nb = self._grid(layer)
-        rows, cols = self.block
+        rows, cols = self._sliced[layer.name][0]
         j, i = divmod(block % (kb * nb), kb)
         return min(rows, k - i * rows), min(cols, n - j * cols)
 
@@ -177,12 +179,14 @@ class Timing:
         block adds one partial sum per column; a bit-sliced one one per slot and column, the SFU's
         splice of the slices (SME), and computes only the crossbars its slots fill."""
         if not self.hw.bit_sliced:
-            crossbars = sum(math.ceil(self._block_shape(layer, b)[1] / self.weights_per_row) for b in blocks)
-            return crossbars, len(blocks) * self.block[1]
+            self._grid(layer)
+            block, weights_per_row = self._sliced[layer.name]
+            crossbars = sum(math.ceil(self._block_shape(layer, b)[1] / weights_per_row) for b in blocks)
+            return crossbars, len(blocks) * block[1]
         k, n = self._grid(layer)[:2]
         layout = machine.block_layout(layer)
         crossbars = sum(slot_crossbars(layout[b], k, n, self.hw) for b in blocks)
-        return crossbars, sum(len(layout[b][2]) for b in blocks) * self.block[1]
+        return crossbars, sum(len(layout[b][2]) for b in blocks) * self.hw.block[1]
 
     def _mvm(self, stream, instr, machine):
         layer = self.layers[instr["layer"]]

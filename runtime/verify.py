@@ -29,7 +29,7 @@ from ..isa.diagnostics import render_error
 from ..isa.hardware import Hardware, machine_memory_bytes
 from ..isa.opcodes import CODES, INPUT_ATTRS, LAYER_OPS, OPCODES, OUTPUT_ATTRS, SFU_SPECS, OpSpec
 from ..isa.program import DTYPES, Instr, LayerDef, Program, TensorSpec
-from ..isa.tiling import block_grid, matrix_shape, sliced_block_count
+from ..isa.tiling import block_grid, layer_hardware, matrix_shape, sliced_block_count
 from .sfu import SFU_OPS
 from .windows import output_length
 
@@ -69,7 +69,7 @@ def layer_grid(layer, hw: Hardware) -> tuple[int, int, int, int]:
     _, spec = layer.weight("weight")
     groups = layer.attr("groups", 1)
     k, n = matrix_shape(spec.shape, groups)
-    kb, nb = block_grid(k, n, hw)
+    kb, nb = block_grid(k, n, layer_hardware(hw, layer))
     if layer.attr("squeeze_out", False):
         return groups, kb, nb, layer.attr("apu_rows")
     return groups, kb, nb, groups * kb * nb
@@ -262,7 +262,11 @@ class Verifier:
         bias = layer.weight("bias")
         if bias is not None and bias[1].shape != (weight.shape[0],):
             self.fail_line(layer.line, f"{where}: bias {bias[1]} must be [{weight.shape[0]}], one per output channel")
-        kb, nb = block_grid(k, n, self.hw)
+        slice_bits = layer.attr("weight_slice_bits", None)
+        problem = None if slice_bits is None else self.hw.slice_bits_problem(slice_bits)
+        if problem:
+            self.fail_line(layer.line, f"{where}: weight_slice_bits={slice_bits}: {problem}")
+        kb, nb = block_grid(k, n, layer_hardware(self.hw, layer))
         segments = sum(1 for i in self.p.compute if i.opcode == "mvm" and i["layer"] == layer.name)
         apu_rows = groups * kb * nb
         if layer.attr("squeeze_out", False):

@@ -170,7 +170,7 @@ def _dequantize(xs, a, w):
 MVM_ATTRS = ("x_zp",)
 # CHANNEL_PARAMS: per layer as attributes, or per output channel as int32 weights of the same role.
 MVM_DEFAULTS = {"relu": False, "wide": False, "center_offset": False, "input_slice_bits": 1, "dynamic_precision": False,
-                "weight_bits": 8, "squeeze_out": False,
+                "weight_bits": 8, "squeeze_out": False, "weight_slice_bits": None,
                 **{name: None for name in CHANNEL_PARAMS}}
 
 

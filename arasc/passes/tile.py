@@ -9,6 +9,9 @@ quantized forms) gains the attributes of `TILE_ATTRS`:
     apu_rows   blocks of the whole layer: groups * kb * nb
     segments   how many times the layer is written and computed to fit the chip (IV-A)
 
+A layer with `weight_slice_bits` (passes/weight_slicing.py) is cut at its own slicing: narrower
+slices take more cells per weight, so its blocks hold fewer columns.
+
 The cell-level map is a deterministic function of these and the hardware (arasc.isa.tiling), so it
 is not stored. Only weight shapes are read, never weight values, so the pass and the figures
 work on float and quantized IR alike, and on models whose weights were never materialised.
@@ -24,7 +27,15 @@ import numpy as np
 from ..ir import OPS, Layer, Model
 from ..ir.verify import TILE_ATTRS
 from ..isa.hardware import Hardware, default_hardware
-from ..isa.tiling import block_grid, crossbars_used, matrix_shape, segment_count, sliced_layout, slot_crossbars
+from ..isa.tiling import (
+    block_grid,
+    crossbars_used,
+    layer_hardware,
+    matrix_shape,
+    segment_count,
+    sliced_layout,
+    slot_crossbars,
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ def layer_tiling(layer: Layer, hw: Hardware, weight=None) -> LayerTiling:
     """The tile map of a crossbar layer, from its weight shape, `groups` and output type. A
     squeezed-out layer (bit-sliced chip, passes/squeeze_out.py) has the APU rows its non-zero slice
     tiles fill: counted from its codes `weight` when given (the tile pass), else its `apu_rows`."""
+    hw = layer_hardware(hw, layer)
     shape = layer.weight("weight").type.shape
     groups = layer.attr("groups", 1)
     k, n = matrix_shape(shape, groups)
