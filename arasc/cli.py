@@ -572,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hw", metavar="FILE", help="hardware description, or a bundled chip's name (default: the bundled "
                    "ARAS chip; aras-differential, aras-differential-1bit: docs/adc.md)")
     add_option_flags(p, stages=("capture", "quantize", "shift-weights", "center-offset", "input-slicing",
-                                "dynamic-precision", "weight-bits", "squeeze-out"))
+                                "dynamic-precision", "weight-bits", "squeeze-out", "weight-slicing"))
     p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("run", help="run a .aras program on the interpreter-simulator",
@@ -667,7 +667,7 @@ BAD_INPUT_ERRORS = (
     ("arasc.isa.parser", "ProgramError"), ("arasc.isa.weights", "WeightFileError"), ("arasc.loader", "ModelLoadError"),
     ("arasc.passes.quantize", "QuantizeError"), ("arasc.passes.center_offset", "CenterOffsetError"),
     ("arasc.passes.squeeze_out", "SqueezeOutError"), ("arasc.passes.weight_bits", "WeightBitsError"),
-    ("arasc.runtime.run", "RuntimeInputError"), ("arasc.evaluate", "DatasetError"),
+    ("arasc.passes.weight_slicing", "WeightSlicingError"), ("arasc.runtime.run", "RuntimeInputError"), ("arasc.evaluate", "DatasetError"),
     ("arasc.sweep.spec", "SweepSpecError"), ("arasc.sweep.table", "TableError"),
     ("arasc.sweep.runner", "RayMissingError"), ("arasc.sweep.runner", "RayStartError"),
     ("arasc.runtime.verify", "VerifyError"),

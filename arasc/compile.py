@@ -9,6 +9,7 @@
     dynamic-precision  ReDy's dynamic activation precision, lossless (passes/dynamic_precision.py; off by default)
     weight-bits    SME's bit-sparsity: N-bit weights, whole top slices zero (passes/weight_bits.py; off by default)
     squeeze-out    SME's squeeze-out of all-zero slice tiles, bit-sliced chips (passes/squeeze_out.py; off by default)
+    weight-slicing RAELLA's adaptive weight slicing, per layer (passes/weight_slicing.py, docs/adc.md; off by default)
     tile           128x128 blocks on APU rows (passes/tile.py, docs/tiling.md)
     replication    copies of the slowest layers' blocks (paper V-B, schedule/replication.py), and the
                    layers that may compute on the blocks already written (packing, schedule/packing.py)
@@ -49,6 +50,7 @@ from .passes.shift_weights import ShiftWeights
 from .passes.squeeze_out import SqueezeOut
 from .passes.tile import Tile
 from .passes.weight_bits import WeightBits
+from .passes.weight_slicing import WeightSlicing
 from .schedule.aras import aras_schedule
 from .schedule.naive import naive_schedule
 from .schedule.packing import plan
@@ -119,6 +121,7 @@ def compile_quantized(model: Model, hw: Hardware, calibration, example_inputs, w
     model = stages.ir_pass(WeightBits(options.weight_bits, options.weight_bits_budget, calibration,
                                       options.squeeze_out == "on"), model, hw)
     model = stages.ir_pass(SqueezeOut(options.squeeze_out == "on"), model, hw)
+    model = stages.ir_pass(WeightSlicing(options.weight_slice_bits, options.weight_slice_budget, calibration), model, hw)
     model = stages.ir_pass(Tile(), model, hw)
     copies, packed = stages.run("replication", _plan, model, hw, options)
     schedule = stages.run("schedule", _schedule, model, hw, options, copies, packed)

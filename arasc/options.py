@@ -18,7 +18,7 @@ from typing import Any
 # The driver's stages whose product is the layer IR, in order: the ones `--print-after`,
 # `--dump-dir` and `arasc ir --after` can show (arasc/compile.py runs them).
 IR_STAGES = ("lower", "quantize", "shift-weights", "center-offset", "input-slicing", "dynamic-precision", "weight-bits",
-             "squeeze-out", "tile")
+             "squeeze-out", "weight-slicing", "tile")
 
 
 def _weight_center(text: str) -> int | str | None:
@@ -52,6 +52,15 @@ def _weight_bits(text: str) -> int | str:
         return text
     if not text.isdigit() or not 1 <= int(text) <= 8:
         raise argparse.ArgumentTypeError(f"{text!r}: auto, or an integer from 1 to 8")
+    return int(text)
+
+
+def _slice_bits(text: str) -> int | str:
+    """--weight-slice-bits: chip, auto, or 1..4."""
+    if text in ("chip", "auto"):
+        return text
+    if not text.isdigit() or not 1 <= int(text) <= 4:
+        raise argparse.ArgumentTypeError(f"{text!r}: chip, auto, or an integer from 1 to 4")
     return int(text)
 
 
@@ -124,6 +133,14 @@ class CompileOptions:
     squeeze_out: str = option("off", "SME's squeeze-out, lossless: crossbars whose weight slice is zero for every "
                               "weight are neither written nor computed (needs a bit-sliced --hw, e.g. aras-sme; "
                               "docs/tiling.md)", "squeeze-out", choices=("off", "on"))
+    weight_slice_bits: int | str = option(
+        "chip", "RAELLA's adaptive weight slicing: weight bits per cell (pair) of every crossbar layer, at most the "
+        "chip's cell_bits; chip: as the hardware file says; auto: per layer the widest slicing whose error through the "
+        "chip's ADC on the calibration inputs stays within --weight-slice-budget (docs/adc.md)", "weight-slicing",
+        parse=_slice_bits, metavar="B")
+    weight_slice_budget: float = option(
+        1e-4, "--weight-slice-bits auto: the largest relative squared error the ADC may add to a layer's products",
+        "weight-slicing", parse=_budget, metavar="E")
     replication: str = option("adaptive", "adaptive: copies of the slowest layers' weights compute several windows "
                               "at once (paper V-B; aras scheduler only)", "replication",
                               choices=("adaptive", "none"))
