@@ -9,7 +9,8 @@ ideal ADC: the small zoo models' output cosine, the trained digits CNNs' top-1 o
 images, all-MiniLM-L6-v2's similarity Spearman correlation (with PyTorch float) on 16 held-out
 sentences (needs the `trained` extra).
 `cost`: per full-size zoo model (default all five) and scheme, one inference in the steady
-state: ADC conversions, ADC energy, total energy, cycles and inferences/s.
+state: crossbar layers at 1-bit weight slices, blocks written, ADC conversions, ADC energy, total
+energy, cycles and inferences/s.
 `speed`: the interpreter with the 6-bit ADC against PyTorch fp32 eager, one process.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from arasc import models
 from arasc.compile import compile_model, weights_name, write_compiled
 from arasc.frontend import import_module
 from arasc.isa.hardware import bundled_hardware
+from arasc.isa.tiling import layer_hardware
 from arasc.options import CompileOptions
 from arasc.runtime.report import cosine, run_summary
 from arasc.runtime.run import execute, load_program
@@ -54,6 +56,10 @@ SCHEMES = {  # each with the default passes unless it names options
     "1-bit + speculation": Scheme("aras-differential-1bit", {"input_slice_bits": 2}),
     "1-bit + dynamic precision": Scheme("aras-differential-1bit", {"dynamic_precision": "on"}),
     "plain + dynamic precision": Scheme("aras-default", {"dynamic_precision": "on"}),
+    # RAELLA's adaptive weight slicing: 2-bit signed slices where the ADC reads them within the budget, else 1-bit
+    "adaptive slices": Scheme("aras-differential", {"weight_slice_bits": "auto"}),
+    "adaptive slices 1e-3": Scheme("aras-differential", {"weight_slice_bits": "auto", "weight_slice_budget": 1e-3}),
+    "adaptive slices 1e-5": Scheme("aras-differential", {"weight_slice_bits": "auto", "weight_slice_budget": 1e-5}),
 }
 
 
@@ -153,8 +159,8 @@ def cost(names: list[str], schemes: list[str], console: Console) -> None:
     for name in names:
         module, inputs = models.get(name).build()
         table = Table(title=f"{name}: one inference, steady state, 6-bit ADC", title_justify="left")
-        for column in ("scheme", "chip", "ADC conversions", "ADC energy mJ", "total energy mJ", "cycles",
-                       "inferences/s", "output cosine to ideal ADC"):
+        for column in ("scheme", "chip", "layers at 1-bit slices", "blocks written", "ADC conversions", "ADC energy mJ",
+                       "total energy mJ", "cycles", "inferences/s", "output cosine to ideal ADC"):
             table.add_column(column, justify="left" if column in ("scheme", "chip") else "right")
         for s in schemes:
             scheme = SCHEMES[s]
@@ -166,7 +172,10 @@ def cost(names: list[str], schemes: list[str], console: Console) -> None:
             run.inference = 2
             summary = run_summary(run)
             fidelity = min(cosine(ideal[k], run.outputs[k]) for k in ideal)
-            cells = (s, scheme.hardware, f"{summary['adc']['conversions']:,}",
+            one_bit = sum(1 for layer in prog.layers
+                          if layer_hardware(hw, layer).crossbar.cell_bits == 1)
+            cells = (s, scheme.hardware, f"{one_bit} of {len(prog.layers)}", f"{summary['blocks_written']:,}",
+                     f"{summary['adc']['conversions']:,}",
                      f"{summary['adc']['energy_joules'] * 1e3:.3f}", f"{summary['energy_joules']['total'] * 1e3:.3f}",
                      f"{summary['cycles']:,}", f"{summary['inferences_per_second']:.1f}", f"{fidelity:.5f}")
             table.add_row(*cells)
