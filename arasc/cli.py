@@ -261,11 +261,11 @@ def cmd_compare(args, out: Console) -> int:
 def _adc_table(rows, model: str, bits: int, inputs: int) -> Table:
     table = Table(title=f"{model}: the {bits}-bit ADC against an ideal one, per crossbar layer, {inputs} input(s)",
                   title_justify="left")
-    for column in ("layer", "samples", "conversions", "clipped", "rerun steps", "codes changed", "mean |error|",
-                   "cosine"):
+    for column in ("layer", "slice bits", "samples", "conversions", "clipped", "rerun steps", "codes changed",
+                   "mean |error|", "cosine"):
         table.add_column(column, justify="left" if column == "layer" else "right")
     for row in rows:
-        table.add_row(row.layer, f"{row.samples:,}", f"{row.conversions:,}",
+        table.add_row(row.layer, str(row.slice_bits), f"{row.samples:,}", f"{row.conversions:,}",
                       f"{row.clipped:,} ({row.clipped / max(row.samples, 1):.2%})", f"{row.rerun_steps:,}",
                       f"{row.codes_changed:.2%}", f"{row.mean_code_error:.3f}", f"{row.output_cosine:.5f}")
     return table

@@ -141,13 +141,15 @@ def interpreter_values(program, weights, hw, inputs: Sequence, adc_bits: int | N
 @dataclass(frozen=True)
 class AdcRow:
     """What the finite ADC did in one crossbar layer, over all the inputs, against the same
-    program with an ideal ADC: samples emulated (columns that hold weights), conversions charged
+    program with an ideal ADC: the bits of its weight slices (the chip's cells, or the layer's
+    `weight_slice_bits`), samples emulated (columns that hold weights), conversions charged
     (every bitline, or differential pair, of a used crossbar per input step), clipped samples,
     single-bit steps rerun by speculation's recoveries; the fraction of the layer's output codes
     that differ, their mean |difference|, and the lowest cosine over the inputs of the codes
     (less the ideal output's mean) against the ideal ones."""
 
     layer: str
+    slice_bits: int = 0
     samples: int = 0
     conversions: int = 0
     clipped: int = 0
@@ -162,9 +164,10 @@ class AdcRow:
 
 def adc_rows(program, weights, hw, inputs: Sequence, adc_bits: int) -> list[AdcRow]:
     """Per crossbar layer, in program order: the ADC's figures on `inputs` (see AdcRow)."""
+    from .isa.tiling import layer_hardware
     from .runtime.run import execute
 
-    rows = {layer.name: AdcRow(layer.name) for layer in program.layers}
+    rows = {layer.name: AdcRow(layer.name, layer_hardware(hw, layer).crossbar.cell_bits) for layer in program.layers}
     outputs = {instr["layer"]: instr["out"] for instr in program.compute if instr.opcode == "mvm"}
     sizes = dict.fromkeys(rows, 0)
     for x in inputs:

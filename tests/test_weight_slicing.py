@@ -12,6 +12,7 @@
 - user errors: a slicing the chip cannot hold, in the options and in an `.aras` program.
 """
 import dataclasses
+import json
 import tempfile
 
 import numpy as np
@@ -243,3 +244,20 @@ def test_a_fresh_chip_holds_every_cell_at_level_zero(name):
     hw = bundled_hardware(name)
     machine = Machine(Program("empty", (name, ""), ("", ""), (), (), (), (), ()), {}, hw)
     assert not cell_levels(machine.cells[[0, hw.apu_rows - 1]], hw).any()
+
+
+def test_compare_names_each_layers_slicing(tmp_path, capsys):
+    def adc_layers(*flags):
+        out = tmp_path / "c.json"
+        assert main(["compare", "digits-cnn", "--engine", "interpreter", "--adc-bits", "6", "--hw", "aras-differential",
+                     *flags, "--json", str(out)]) == 0
+        assert "slice bits" in capsys.readouterr().out
+        return {row["layer"]: row for row in json.loads(out.read_text())["adc_layers"]}
+
+    chip, auto = adc_layers(), adc_layers("--weight-slice-bits", "auto", "--weight-slice-budget", "0")
+    assert {row["slice_bits"] for row in chip.values()} == {2}
+    # calibrated on the inputs compared (the example inputs): a budget of 0 slices at 1 bit exactly
+    # the layers whose 2-bit slices clipped
+    assert {name for name, row in auto.items() if row["slice_bits"] == 1} == \
+        {name for name, row in chip.items() if row["clipped"] > 0} != set()
+    assert all(row["clipped"] == 0 for row in auto.values())
