@@ -528,7 +528,7 @@ def add_inputs(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .options import add_option_flags
+    from .options import IR_STAGES, add_option_flags
 
     parser = argparse.ArgumentParser(prog="arasc", description="Compiler and simulator for the ARAS ReRAM "
                                      "processing-in-memory DNN accelerator.")
@@ -541,11 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ir", help="print a model's layer IR", description="Print the layer IR of MODEL after "
                        "lowering or after a compiler pass.")
     p.add_argument("model", metavar="MODEL", help=model_help)
-    p.add_argument("--after", metavar="PASS", help="show the IR after this stage: lower (default), quantize, "
-                   "shift-weights, tile; 'all' shows every stage")
+    p.add_argument("--after", metavar="PASS", help="show the IR after this stage: lower (default), or any pass up "
+                   "to tile (the list: arasc compile --help, --print-after); 'all' shows every stage")
     p.add_argument("--summary", action="store_true", help="print layer and weight counts instead of the IR text")
     add_inputs(p)
-    add_option_flags(p, stages=("capture", "quantize", "shift-weights"))
+    add_option_flags(p, stages=("capture", *IR_STAGES))
     p.set_defaults(run=cmd_ir, print_after=None, dump_dir=None, quiet=True)
 
     p = sub.add_parser("compile", help="compile a model to a .aras program", description="Compile MODEL to an "

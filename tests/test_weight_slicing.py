@@ -261,3 +261,11 @@ def test_compare_names_each_layers_slicing(tmp_path, capsys):
     assert {name for name, row in auto.items() if row["slice_bits"] == 1} == \
         {name for name, row in chip.items() if row["clipped"] > 0} != set()
     assert all(row["clipped"] == 0 for row in auto.values())
+
+
+def test_the_ir_after_weight_slicing_shows_each_layers_slicing(capsys):
+    assert main(["ir", "digits-cnn", "--after", "weight-slicing", "--hw", "aras-differential",
+                 "--weight-slice-bits", "1"]) == 0
+    text = capsys.readouterr().out
+    crossbar = [line for line in text.splitlines() if " = qconv2d" in line or " = qlinear" in line]
+    assert len(crossbar) == 3 and all("weight_slice_bits=1" in line for line in crossbar)
