@@ -12,25 +12,37 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def write_cells(cells, rows, contents, blocks, masks, partial, pulse_table, changed_table):  # pragma: no cover
+def write_cells(cells, rows, contents, blocks, masks, partial, pulse_table, changed_table, count,
+                pulses, changed):  # pragma: no cover - compiled
     """cells[rows[b]] <- contents[blocks[b]] where masks[blocks[b]] (everywhere when the block
     is not `partial`), for rows that are all different. pulse_table and changed_table, indexed
-    by new << 8 | old, give the write pulses and the changed cells of a weight. Returns (pulses,
-    changed cells) summed over all writes."""
-    pulses = 0
-    changed = 0
+    by new << 8 | old, give the write pulses and the changed cells of a weight; where count[b],
+    pulses[b] and changed[b] receive their sums over write b's cells, elsewhere the cells are
+    only copied (the caller knows the counts)."""
     height, width = cells.shape[1], cells.shape[2]
     for b in range(len(rows)):
         dst, src, block = cells[rows[b]], contents[blocks[b]], blocks[b]
         whole = not partial[block]
+        if not count[b]:
+            if whole:
+                dst[:, :] = src
+            else:
+                for r in range(height):
+                    for col in range(width):
+                        if masks[block, r, col]:
+                            dst[r, col] = src[r, col]
+            continue
+        p = 0
+        c = 0
         for r in range(height):
             for col in range(width):
                 if whole or masks[block, r, col]:  # a cell outside a partial block keeps its level
                     pair = (np.int64(src[r, col]) << 8) | dst[r, col]
-                    pulses += pulse_table[pair]
-                    changed += changed_table[pair]
+                    p += pulse_table[pair]
+                    c += changed_table[pair]
                     dst[r, col] = src[r, col]
-    return pulses, changed
+        pulses[b] = p
+        changed[b] = c
 
 
 @njit(cache=True, nogil=True)
@@ -74,6 +86,16 @@ def im2col(x, first_channel, kernel, stride, padding, dilation, pad_value, offse
                             inside = 0 <= y < height and 0 <= xx < width
                             row[w] = (image[y, xx] if inside else pad_value) - offset
                             w += 1
+
+
+@njit(cache=True, nogil=True)
+def column_sums(mat, out):  # pragma: no cover - compiled
+    """out[w] = sum over k of mat[k, w], in int64: the input sums of each window (mat is the
+    transposed windows, [K, windows], as `im2col` makes them), one pass in the order im2col wrote them."""
+    out[:] = 0
+    for k in range(mat.shape[0]):
+        for w in range(mat.shape[1]):
+            out[w] += np.int64(mat[k, w])
 
 
 @njit(cache=True, nogil=True)

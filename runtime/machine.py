@@ -41,10 +41,13 @@ from ..isa.tiling import layer_blocks as tiled_blocks
 from .adc import MvmAdc, dynamic_precision, input_slice_bits, window_steps
 from .crossbar import BitSerial
 from .int8 import int8_product, int8_products_exact, int8_products_wanted
-from .kernels import requantize, write_cells
+from .kernels import column_sums, requantize, write_cells
 from .sfu import I16_MAX, I16_MIN, SFU_OPS, DataError
 from .verify import layer_grid
-from .windows import conv_windows
+from .windows import conv_windows, less_offset
+
+
+MAX_PARTIAL_CHAIN = 8  # partial writes in a row whose cell contents a row state still names (`_write_keys`)
 
 
 class ExecutionError(RuntimeError):
@@ -93,6 +96,11 @@ class Machine:
         self.row_slice_bits = np.zeros(hw.apu_rows, np.int64)  # the slicing of what each APU row holds; 0: fresh
         self.write_tables = {bits: _write_table(hw.sliced(bits))
                              for bits in {xbar.cell_bits} | {h.crossbar.cell_bits for h in self.layer_hw.values()}}
+        # write counts per (row state, layer, block): `_write_keys`
+        self._row_state: list[int | None] = [0] * hw.apu_rows
+        self._states: dict[tuple, int] = {}
+        self._state_depth: dict[int, int] = {0: 0}
+        self._write_counts: dict[tuple, tuple[int, int]] = {}
         self.owner: list[tuple[str, int] | None] = [None] * hw.apu_rows
         self.values: dict[str, np.ndarray] = {}
         self.outputs: dict[str, np.ndarray] = {}
@@ -119,11 +127,14 @@ class Machine:
         int8 = int8_products_wanted() if int8 is None else int8
         self.int8 = int8 and self.products == "exact" and xbar.weight_bits == 8 and int8_products_exact()
         largest = (1 << 7) * (1 << (xbar.weight_bits - 1)) * rows
+        # the inputs as the products take them (x - 128 of uint8 codes is exact in int8)
+        self._input_type = np.int8 if self.int8 else np.float32
         self.exact_chunks = max(1, ((1 << 31) - 1 if self.int8 else 1 << 24) // largest) if self.center else 1
         self._blocks_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._layouts: dict[str, list[SlicedBlock]] = {}    # bit-sliced layers: what each block's slots hold
         self._slot_masks: dict[str, np.ndarray] = {}        # bit-sliced layers: the bits of cells holding a weight
         self._column_cache: dict[str, np.ndarray] = {}
+        self._exact_reads: dict[tuple, np.ndarray] = {}  # ideal ADC: `_exact_weights`
         self._reads: dict[tuple, tuple[np.ndarray, np.ndarray, dict]] = {}  # ADC shortcuts: `_shortcut_operands`
         self._acc: dict[str, _Accumulator] = {}
         self.adc_layers: dict[str, list[int]] = {}  # layer -> [ADC samples, clipped samples], finite-ADC paths
@@ -203,6 +214,8 @@ class Machine:
             reslice = [a for a, row in enumerate(rows_of) if self.row_slice_bits[row] not in (0, slice_bits)]
             for a in reslice:
                 self._reprogram(rows_of[a], contents[blocks[a]], masks[blocks[a]], self.layer_hw[name])
+                # what the row's cells of this slicing hold now is the block's alone (`_write_keys`)
+                self._row_state[rows_of[a]] = self._state_id(("reprogrammed", name, blocks[a]), 0)
             self.writes.blocks += len(reslice)
             for a in reversed(reslice):
                 self.owner[rows_of[a]] = (name, blocks.pop(a))
@@ -217,11 +230,20 @@ class Machine:
                 bits = self._slot_masks[name][blocks]
                 merged = (contents[blocks] & bits) | (self.cells[rows_of] & ~bits)
                 where = (self.cells, where[1], merged, np.arange(len(blocks)), masks[:1], np.zeros(len(blocks), bool))
-            pulses, changed = write_cells(*where, *self.write_tables[slice_bits])
+            keys = self._write_keys(name, blocks, rows_of, partial)
+            known = [self._write_counts.get(key) for key in keys]
+            count = np.array([counts is None for counts in known])
+            pulses = np.array([0 if counts is None else counts[0] for counts in known], np.int64)
+            changed = np.array([0 if counts is None else counts[1] for counts in known], np.int64)
+            write_cells(*where, *self.write_tables[slice_bits], count, pulses, changed)
             self.row_slice_bits[rows_of] = slice_bits
-            self.writes.pulses += int(pulses)
-            self.writes.cells_written += int(changed)
-            self.writes.cells_skipped += int(used_cells[blocks].sum()) - int(changed)
+            for key, counted, p, c in zip(keys, count, pulses, changed):
+                if counted and key is not None:
+                    self._write_counts[key] = (int(p), int(c))
+            total_pulses, total_changed = int(pulses.sum()), int(changed.sum())
+            self.writes.pulses += total_pulses
+            self.writes.cells_written += total_changed
+            self.writes.cells_skipped += int(used_cells[blocks].sum()) - total_changed
             self.writes.blocks += len(blocks)
             for block, row in zip(blocks, rows_of):
                 self.owner[row] = (name, block)
@@ -242,6 +264,37 @@ class Machine:
         self.writes.cells_skipped += moved.size - changed
         self.cells[row, :, :hw.block[1]] = new_codes
         self.row_slice_bits[row] = hw.crossbar.cell_bits
+
+    def _write_keys(self, layer: str, blocks: list[int], rows: list[int], partial: np.ndarray) -> list[tuple | None]:
+        """What the pulses and changed cells of each write depend on, (what its row's cells hold,
+        layer, block), for `_write_counts`, or None where the cells are not known; and each row's
+        new state. A row's state names its cells' contents: 0 for the empty crossbar; after a
+        whole block, that block; after a partial block (cells outside it keep their levels), the
+        state before it and the block, up to MAX_PARTIAL_CHAIN partial writes in a row (then,
+        and after a bit-sliced write, whose cells merge slots, unknown). A steady-state inference
+        writes the same blocks over the same contents as the one before, so it finds every count."""
+        keys: list[tuple | None] = []
+        sliced = layer in self._slot_masks
+        for block, row in zip(blocks, rows):
+            old = self._row_state[row]
+            keys.append(None if old is None or sliced else (old, layer, block))
+            if sliced:
+                new = None
+            elif not partial[block]:
+                new = self._state_id((layer, block), 0)
+            elif old is not None and self._state_depth[old] < MAX_PARTIAL_CHAIN:
+                new = self._state_id((old, layer, block), self._state_depth[old] + 1)
+            else:
+                new = None
+            self._row_state[row] = new
+        return keys
+
+    def _state_id(self, contents: tuple, depth: int) -> int:
+        """The interned id of a row state (`_write_keys`), with its chain of partial writes."""
+        if contents not in self._states:
+            self._states[contents] = len(self._states) + 1   # 0 is the empty crossbar
+            self._state_depth[self._states[contents]] = depth
+        return self._states[contents]
 
     def release(self, instr: Instr) -> None:
         for row in instr["rows"]:
@@ -291,8 +344,8 @@ class Machine:
                 self._count_dynamic_steps(layer, x, chunks, columns, n)
             # products are made transposed, [columns, windows]: output channels stay rows to the end
             if self.products == "exact":  # the product with the weights the cells encode
-                weights = self._weight_matrix(hw, held, g, chunks, columns, r1 - r0)[:, :self._width(hw, columns, n)]
-                product = int8_product(weights.T, x.T) if self.int8 else weights.T @ x.T
+                weights = self._exact_weights(layer.name, hw, held, (g, chunks, columns), r1 - r0, n)
+                product = int8_product(weights, x.T) if self.int8 else weights @ x.T
             else:
                 product = self._adc_product(layer.name, x, held, (g, chunks, columns), rows_read, n)
             self._accumulate(hw, state, g, product, columns, n)
@@ -347,6 +400,24 @@ class Machine:
                     continue
             products.append((g, [i], columns))
         return products
+
+    def _exact_weights(self, layer: str, hw: Hardware, held: dict, where: tuple, height: int, n: int) -> np.ndarray:
+        """The weights of one exact product, transposed and contiguous ([columns, rows], as the
+        GEMM reads them fastest), read from the cells. Cells a block's write put there (below its
+        height, in its used columns) hold exactly its contents until the row is written again
+        (`write_blocks`), and `mvm` has checked that each row still holds the block it reads: so
+        the matrix depends only on the blocks, (layer, group, K-chunks, column blocks), and is
+        kept per those, for every later read of the same blocks (each inference reads them
+        again; a chip too small for the model writes them again too). Spliced codes of
+        bit-sliced layers are not kept."""
+        g, chunks, columns = where
+        key = (layer, g, tuple(chunks), tuple(columns))
+        weights = self._exact_reads.get(key)
+        if weights is None:
+            weights = np.ascontiguousarray(self._weight_matrix(hw, held, g, chunks, columns, height)[:, :self._width(hw, columns, n)].T)
+            if all(isinstance(held[g, i][j], (int, np.integer)) for i in chunks for j in columns):
+                self._exact_reads[key] = weights
+        return weights
 
     def _weight_matrix(self, hw: Hardware, held: dict, g: int, chunks: list[int], columns: list[int],
                        height: int) -> np.ndarray:
@@ -492,13 +563,11 @@ class Machine:
     def _start(self, layer: LayerDef, attrs: dict, x: np.ndarray) -> _Accumulator:
         weight = self.w[layer.weight("weight")[0]]
         if layer.op == "qconv2d":
-            windows, out_hw = conv_windows(x, attrs, weight.shape[2:], self.center)
+            windows, out_hw = conv_windows(x, attrs, weight.shape[2:], self.center, self._input_type)
             lead = (x.shape[0],)
         else:
-            windows = [np.subtract(x.reshape(-1, x.shape[-1]), self.center, dtype=np.float32)]
+            windows = [less_offset(x.reshape(-1, x.shape[-1]), self.center, self._input_type)]
             out_hw, lead = (), x.shape[:-1]
-        if self.int8:  # x - 128 of uint8 codes: exact in int8
-            windows = [w.astype(np.int8) for w in windows]
         state = _Accumulator(None, windows, out_hw, lead)  # the partial sums come with the first product
         self._acc[layer.name] = state
         return state
@@ -510,10 +579,9 @@ class Machine:
         weights centred on c, the same formula holds with x - c, w - c, x_zp - c and w_zp - c.
         w_zp, m, shift and out_zp are the layer's or, given as weights, each output channel's."""
         groups, windows = len(state.windows), state.windows[0].shape[0]
-        exact = np.float32 if k * 255 < 1 << 24 else np.float64  # sums of 8-bit inputs, exact in float32 below 2^24
-        if self.int8:
-            exact = np.int64
-        x_sums = np.stack([win.sum(1, dtype=exact).astype(np.float64) for win in state.windows])
+        x_sums = np.empty((groups, windows), np.int64)
+        for g, win in enumerate(state.windows):
+            column_sums(win.T, x_sums[g])
         w_zp, multiplier, shift, out_zp = (self._channel_param(layer, attrs, name, groups, n)
                                            for name in ("w_zp", "multiplier", "shift", "out_zp"))
         positions = math.prod(state.out_hw) if layer.op == "qconv2d" else 1
@@ -521,7 +589,7 @@ class Machine:
         out = np.empty((windows // positions, groups * n, positions), np.int16 if wide else np.uint8)
         low = I16_MIN if wide else 0
         floor = np.maximum(out_zp, low) if attrs.get("relu") else np.full_like(out_zp, low)
-        requantize(state.acc, x_sums, (w_zp - self.w_center).astype(np.float64), multiplier,
+        requantize(state.acc, x_sums.astype(np.float64), (w_zp - self.w_center).astype(np.float64), multiplier,
                    self._column_terms(layer, attrs, k, n), shift, floor, I16_MAX if wide else 255, out)
         if layer.op == "qconv2d":
             return out.reshape(out.shape[0], groups * n, *state.out_hw)
