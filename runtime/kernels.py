@@ -69,23 +69,33 @@ def requantize(acc, x_sums, w_zp, multiplier, column_terms, shift, floor, ceilin
 def im2col(x, first_channel, kernel, stride, padding, dilation, pad_value, offset, out_hw, out):  # pragma: no cover
     """The windows of a convolution, transposed, less `offset`: out[(c, i, j), (b, oy, ox)] =
     x[b, first_channel + c, oy sh - ph + i dh, ox sw - pw + j dw], or pad_value outside the image.
-    Transposed, each row is written in order and read from a row of x."""
+    Transposed, each row is written in order and read from a row of x; along a row of windows
+    only the ends fall in the padding, so the middle is a strided copy without bounds checks."""
     batch, _, height, width = x.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel, stride, padding, dilation, out_hw
+    pad = pad_value - offset
     for c in range(out.shape[0] // (kh * kw)):
         for i in range(kh):
             for j in range(kw):
                 row = out[(c * kh + i) * kw + j]
+                # windows ox in [lo, hi) read inside the image: 0 <= ox sw - pw + j dw < width
+                shift = j * dw - pw
+                lo = min(ow, max(0, -(shift // sw) if shift < 0 else 0))
+                hi = max(lo, min(ow, (width - 1 - shift) // sw + 1))
                 w = 0
                 for b in range(batch):
                     image = x[b, first_channel + c]
                     for oy in range(oh):
                         y = oy * sh - ph + i * dh
-                        for ox in range(ow):
-                            xx = ox * sw - pw + j * dw
-                            inside = 0 <= y < height and 0 <= xx < width
-                            row[w] = (image[y, xx] if inside else pad_value) - offset
-                            w += 1
+                        if y < 0 or y >= height:
+                            row[w:w + ow] = pad
+                        else:
+                            line = image[y]
+                            row[w:w + lo] = pad
+                            for ox in range(lo, hi):
+                                row[w + ox] = line[ox * sw + shift] - offset
+                            row[w + hi:w + ow] = pad
+                        w += ow
 
 
 @njit(cache=True, nogil=True)

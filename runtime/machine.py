@@ -46,7 +46,6 @@ from .sfu import I16_MAX, I16_MIN, SFU_OPS, DataError
 from .verify import layer_grid
 from .windows import conv_windows, less_offset
 
-
 MAX_PARTIAL_CHAIN = 8  # partial writes in a row whose cell contents a row state still names (`_write_keys`)
 
 
@@ -101,6 +100,7 @@ class Machine:
         self._states: dict[tuple, int] = {}
         self._state_depth: dict[int, int] = {0: 0}
         self._write_counts: dict[tuple, tuple[int, int]] = {}
+        self.timing_costs: dict = {}   # the timing model's per-program constants (timing.py), kept between runs
         self.owner: list[tuple[str, int] | None] = [None] * hw.apu_rows
         self.values: dict[str, np.ndarray] = {}
         self.outputs: dict[str, np.ndarray] = {}

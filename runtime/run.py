@@ -197,7 +197,7 @@ def execute(program: Program, weights: dict, hw: Hardware, inputs: dict[str, np.
     machine.inputs = inputs
     machine.outputs = {}
     machine.writes = WriteStats()
-    timing = Timing(program, hw)
+    timing = Timing(program, hw, costs=machine.timing_costs)
     progress.stage("run", total=len(program.compute))
     streams = {"write": list(program.write), "compute": list(program.compute)}
     pc = {"write": 0, "compute": 0}

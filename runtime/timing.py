@@ -92,6 +92,7 @@ class Timing:
     adc_conversions: int = 0                           # ADC conversions, every bitline (pair) of a used crossbar
     layer_adc: dict = field(default_factory=dict)      # layer -> [ADC conversions, single-bit steps rerun]
     matmul: MatmulWork = field(default_factory=MatmulWork)
+    costs: dict = field(default_factory=dict)          # per-program constants, kept between runs (__post_init__)
 
     def __post_init__(self):
         self.max_inflight = max_blocks_writing(self.hw)
@@ -99,6 +100,10 @@ class Timing:
         self._handlers = {opcode: getattr(self, "_" + opcode) for opcode in OPCODES}
         self._grids: dict[str, tuple[int, int, int, int]] = {}  # layer -> (K, N, kb, nb)
         self._sliced: dict[str, tuple[tuple[int, int], int]] = {}  # layer -> its block, weights per crossbar row
+        # what a program's writes and segments cost does not change between its inferences: the
+        # caller may pass the `costs` of an earlier run's Timing (run.py keeps them on the machine)
+        self._write_costs = self.costs.setdefault("write", {})      # (layer, block) -> `_write_cost`
+        self._segment_work = self.costs.setdefault("segment", {})   # (layer, first, last) -> crossbars, adds
         self.layers = {layer.name: layer for layer in self.program.layers}
         # declared types of every value: the timing model needs shapes, never values
         self.types = {i["out"]: i["type"] for i in self.program.compute if i.opcode in ("load", "mvm", "sfu")}
@@ -131,8 +136,7 @@ class Timing:
     def _wr(self, stream, instr, machine):
         cycles = self.hw.crossbar.write_cycles_per_crossbar
         layer, block = self.layers[instr["layer"]], instr["block"]
-        memory_j = self._block_bytes(layer, block, machine) * self.hw.energy.main_memory_j_per_byte
-        name = f"write {layer.name}[{block}]"
+        memory_j, name = self._write_cost(layer, block, machine)
         inflight = self.inflight
         for row in instr["rows"]:
             while inflight and inflight[0] <= self.clock[stream]:
@@ -145,6 +149,15 @@ class Timing:
             self.last_write_done = max(self.last_write_done, start + cycles)
             self.spans.append(Span(self.row_tracks[row], name, start, start + cycles))
             self.energy.memory += memory_j
+
+    def _write_cost(self, layer, block, machine) -> tuple[float, str]:
+        """(main-memory joules, span name) of a block's write into one row: the same every
+        inference, so computed once per block."""
+        key = (layer.name, block)
+        if key not in self._write_costs:
+            memory_j = self._block_bytes(layer, block, machine) * self.hw.energy.main_memory_j_per_byte
+            self._write_costs[key] = (memory_j, f"write {layer.name}[{block}]")
+        return self._write_costs[key]
 
     def _grid(self, layer) -> tuple[int, int, int, int]:
         """(K, N, kb, nb) of a layer's weight matrix (of each group) and block grid."""
@@ -202,7 +215,10 @@ class Timing:
         busiest = record.busiest_row_steps
         cycles = mvm_cycles(self.hw, windows, replicas, groups * k, groups * n, self.ports, steps, rerun, busiest)
         self._advance(stream, cycles, f"mvm {layer.name}", [self.row_tracks[r] for r in instr["rows"]])
-        crossbars, adds = self._block_crossbars_and_adds(layer, range(first, last + 1), machine)
+        key = (layer.name, first, last)
+        if key not in self._segment_work:
+            self._segment_work[key] = self._block_crossbars_and_adds(layer, range(first, last + 1), machine)
+        crossbars, adds = self._segment_work[key]
         e = self.hw.energy
         run_steps = crossbars * windows * steps if record.crossbar_steps is None else record.crossbar_steps
         crossbar_steps = run_steps + record.recovered_crossbar_steps

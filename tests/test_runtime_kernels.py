@@ -103,6 +103,7 @@ def test_requantize_is_the_integer_formula(seed, groups, relu, wide):
 def test_conv_windows_are_the_sliding_windows(seed, kernel, stride, padding, dilation, groups):
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (2, 4, 7, 8)).astype(np.uint8)
+    x[0, 0, 0, :4] = (0, 127, 128, 255)   # the ends of the int8 range
     attrs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups, "x_zp": 9}
     mats, (oh, ow) = conv_windows(x, attrs, kernel)
     (ph, pw), (dh, dw), (kh, kw) = padding, dilation, kernel
@@ -114,6 +115,12 @@ def test_conv_windows_are_the_sliding_windows(seed, kernel, stride, padding, dil
     for g, mat in enumerate(mats):
         part = view[:, g * per_group:(g + 1) * per_group].transpose(0, 2, 3, 1, 4, 5)
         assert np.array_equal(mat, part.reshape(2 * oh * ow, per_group * kh * kw).astype(np.float32))
+    # as the int8 products take them: the codes less 128, in int8
+    centred, _ = conv_windows(x, attrs, kernel, 128, np.int8)
+    for g, mat in enumerate(centred):
+        part = view[:, g * per_group:(g + 1) * per_group].transpose(0, 2, 3, 1, 4, 5)
+        assert mat.dtype == np.int8
+        assert np.array_equal(mat, part.reshape(2 * oh * ow, per_group * kh * kw).astype(np.int64) - 128)
 
 
 @settings(max_examples=40, deadline=None)
