@@ -7,7 +7,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from arasc.isa.hardware import default_hardware
 from arasc.isa.tiling import cell_levels
 from arasc.runtime.crossbar import BitSerial
-from arasc.runtime.kernels import requantize, write_cells
+from arasc.runtime.kernels import column_sums, requantize, write_cells
 from arasc.runtime.machine import _write_table
 from arasc.runtime.windows import conv_windows
 
@@ -150,3 +150,16 @@ def test_the_int8_probe_refuses_a_kernel_that_saturates(monkeypatch):
         assert not kernels.int8_products_exact()
     finally:
         kernels.int8_products_exact.cache_clear()
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 600), windows=st.integers(1, 50),
+       dtype=st.sampled_from([np.int8, np.float32]), transposed=st.booleans())
+def test_column_sums_are_the_window_sums(seed, k, windows, dtype, transposed):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(-128, 128, (k, windows))
+    codes[0] = -128   # the most negative code in every column
+    mat = codes.astype(dtype) if not transposed else np.ascontiguousarray(codes.T.astype(dtype)).T
+    out = np.full(windows, 7, np.int64)
+    column_sums(mat, out)
+    assert np.array_equal(out, codes.sum(0))
