@@ -267,12 +267,14 @@ class Machine:
 
     def _write_keys(self, layer: str, blocks: list[int], rows: list[int], partial: np.ndarray) -> list[tuple | None]:
         """What the pulses and changed cells of each write depend on, (what its row's cells hold,
-        layer, block), for `_write_counts`, or None where the cells are not known; and each row's
-        new state. A row's state names its cells' contents: 0 for the empty crossbar; after a
-        whole block, that block; after a partial block (cells outside it keep their levels), the
-        state before it and the block, up to MAX_PARTIAL_CHAIN partial writes in a row (then,
-        and after a bit-sliced write, whose cells merge slots, unknown). A steady-state inference
-        writes the same blocks over the same contents as the one before, so it finds every count."""
+        layer, block), for `_write_counts`, or None where the cells are not known; each row's
+        state moves on to the one its write leaves. A row's state names its cells' contents at
+        the slicing they hold: 0 for a fresh chip; after a whole block, or a block that
+        reprogrammed the row (`_reprogram`), that block; after a partial block (cells outside it
+        keep their levels), the state before it and the block, up to MAX_PARTIAL_CHAIN partial
+        writes in a row (then, and after a bit-sliced write, whose cells merge slots, unknown).
+        A steady-state inference writes the same blocks over the same contents as the one
+        before, so it finds every count; a key that is found was counted on the same cells."""
         keys: list[tuple | None] = []
         sliced = layer in self._slot_masks
         for block, row in zip(blocks, rows):
