@@ -1,7 +1,7 @@
 """Interpreter speed: one full-size inference on the interpreter-simulator vs PyTorch fp32 eager,
 measured side by side in one process.
 
-    .venv/bin/python benchmarks/interpreter_time.py [MODEL] [--adc-bits 6] [--repeat 3] [--ideal-only]
+    .venv/bin/python benchmarks/interpreter_time.py [MODEL] [--adc-bits 6] [--repeat 3] [--ideal-only] [--threads N]
 
 The interpreter executes the whole program: every block write into the crossbar state (with
 pulse counting) and every layer, from the cells. 'steady' reuses the machine of the previous
@@ -51,7 +51,13 @@ def main() -> None:
     parser.add_argument("--adc-bits", type=int, default=6)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--ideal-only", action="store_true", help="leave out the finite-ADC rows")
+    parser.add_argument("--threads", type=int, help="torch threads, for PyTorch and the interpreter's int8 "
+                        "products alike (default: torch's, one per core). On a loaded machine two threads "
+                        "on two cores wait spinning for each other; one thread each compares the engines "
+                        "without that")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     module, inputs = models.get(args.model).build()
     with tempfile.TemporaryDirectory() as folder:
         path = f"{folder}/{args.model}.aras"
