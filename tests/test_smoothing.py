@@ -216,7 +216,7 @@ def test_weight_codes_follow_the_quantize_pass(per_row):
 
 
 @pytest.mark.parametrize("per_row", [True, False])
-@pytest.mark.parametrize("block_rows", [256, 7])
+@pytest.mark.parametrize("block_rows", [(256, 1024), (3, 7)])
 def test_choice_matches_the_plain_float64_criterion(per_row, block_rows, monkeypatch):
     """The integer criterion chooses the alpha that the float64 statement of it chooses, and
     its errors agree with that statement's to rounding, on random values with outlier channels,
@@ -226,7 +226,8 @@ def test_choice_matches_the_plain_float64_criterion(per_row, block_rows, monkeyp
     from arasc.passes import smoothing
     from arasc.passes.smoothing import alpha_errors
 
-    monkeypatch.setattr(smoothing, "BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(smoothing, "FIRST_BLOCK_ROWS", block_rows[0])
+    monkeypatch.setattr(smoothing, "BLOCK_ROWS", block_rows[1])
     rng = np.random.default_rng(4)
     chosen, pruned = set(), 0
     for case in range(12):

@@ -42,8 +42,10 @@ import numpy as np
 from .calibrate import U8_LEVELS, QParams, channel_qparams
 
 ALPHAS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)   # 0.8 and above only helped on the rows they were fitted to
-BLOCK_ROWS = 256       # weight rows per step of an alpha's error: how often it checks whether to stop
-PRUNE_MARGIN = 1e-9    # relative: far above the rounding by which a bound's order of summation can differ
+FIRST_BLOCK_ROWS = 256   # weight rows of an alpha's first step, which ranks the alphas
+BLOCK_ROWS = 1024        # of each further step, after which it checks whether to stop: smaller blocks
+                         # cost more in per-call overhead (2x at 256 rows on a loaded machine) than they save
+PRUNE_MARGIN = 1e-9      # relative: far above the rounding by which a bound's order of summation can differ
 
 
 def smoothed_qparams(low: np.ndarray, high: np.ndarray, alpha: float) -> QParams:
@@ -111,11 +113,12 @@ def _alpha_error(alpha: float, folds: list[_Fold], readers: Sequence[np.ndarray 
     is the largest squared error of an output row over the mean squared exact row.
 
     Every term is >= 0, so the error only grows as it is computed: this generator yields a lower
-    bound of it after each block of BLOCK_ROWS weight rows (the rows' share of each output row's
-    squared error) and returns the error itself, summed in the same order whatever is pruned."""
+    bound of it after each block of weight rows (the rows' share of each output row's squared
+    error) and returns the error itself, summed in the same order whatever is pruned."""
     from .weight_codes import weight_codes  # numba: loaded only when a value is smoothed
 
     fold_errors: list[float] = []
+    rows = FIRST_BLOCK_ROWS
     for fold in folds:
         p = smoothed_qparams(fold.low, fold.high, alpha)
         codes, zp, scale = _codes(fold.test, p), np.asarray(p.zp), np.asarray(p.scale)
@@ -129,12 +132,14 @@ def _alpha_error(alpha: float, folds: list[_Fold], readers: Sequence[np.ndarray 
             else:
                 approx = np.empty_like(want)
                 partial = np.zeros(len(want))
-                step = BLOCK_ROWS if per_row_weights else len(weight)   # one range for the weight: all of it
-                for start in range(0, len(weight), step):
-                    block = slice(start, start + step)
+                start = 0
+                while start < len(weight):
+                    # one range for the weight (not per row): all of it at once
+                    block = slice(start, start + (rows if per_row_weights else len(weight)))
                     held = weight_codes(weight[block], scale, zp, per_row_weights)
                     approx[:, block] = _code_products(codes, zp, held) * held[2]
                     partial += np.square(want[:, block] - approx[:, block]).sum(axis=1)
+                    start, rows = block.stop, BLOCK_ROWS
                     yield done + total + float(partial.max()) / signal
             total += float(np.square(want - approx).sum(axis=1).max()) / signal
         fold_errors.append(total)
