@@ -29,8 +29,10 @@ tests, which check that both choose the same alpha.
 Most alphas need not be computed to the end. Every term of the error is >= 0, so the part
 computed so far bounds it from below: each alpha computes one block of weight rows, the one
 that looks best then runs to the end, and each other stops once its bound passes the least
-error found. The chosen alpha and the errors computed are the same as without stopping; on
-BERT-Large about a third of the weight codes and products are skipped.
+error found. The chosen alpha and the errors computed are the same as without stopping (all 96
+of BERT-Large's choices checked). It saves less than hoped: on the zoo's random weights the
+alphas' errors are often within 1 % of each other, and BERT-Large skips 7 % of the weight codes
+and products (blocks of 256 rows would skip more but cost more in per-call overhead).
 """
 from __future__ import annotations
 
