@@ -134,6 +134,9 @@ def compiled_summary(compiled) -> str:
 
 
 def cmd_compile(args, out: Console) -> int:
+    from .openmp import passive_waits
+
+    passive_waits()   # before torch loads (arasc/openmp.py)
     from .compile import compile_source, output_paths, weights_name, write_compiled
     from .loader import load_source
     from .options import options_from_args

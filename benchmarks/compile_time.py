@@ -26,6 +26,9 @@ GB = 1e9
 def compile_once(name: str) -> dict:
     """Run in the child process: import, build, compile (stages timed), emit into a temporary folder."""
     start, cpu_start = time.perf_counter(), time.process_time()
+    from arasc.openmp import passive_waits
+
+    passive_waits()   # as `arasc compile` does, before torch loads
     from arasc.compile import compile_source, weights_name, write_compiled
     from arasc.isa.hardware import default_hardware
     from arasc.loader import load_source

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arasc.ir import OPS, Graph, Layer, Model, TensorType, Value, WeightRef, evaluate, parse_graph, print_graph
-from arasc.ir.qops import MAX_SHIFT, fixed_point, rounding_shift, shared_fixed_point, softmax_table
+from arasc.ir.qops import MAX_SHIFT, fixed_point, fixed_points, rounding_shift, shared_fixed_point, softmax_table
 from arasc.models.digits import load_digits_split
 from arasc.passes import PassError, run_passes
 from arasc.passes.quantize import Quantize, QuantizeError
@@ -76,6 +76,26 @@ def test_shared_fixed_point_keeps_sign_and_precision(reals):
     assert 2**30 <= max(abs(m) for m in multipliers) < 2**31
     for m, r in zip(multipliers, reals, strict=True):
         assert abs(Fraction(m, 2**shift) - Fraction(r)) <= Fraction(1, 2**(shift + 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(reals=st.lists(st.one_of(st.floats(-2.0**20, 2.0**20).filter(lambda r: r != 0),
+                                st.floats(2.0**-80, 2.0**-20),
+                                st.integers(1, 2**31).map(lambda m: (2**31 - 0.5 * m / 2**31) / 2**31 * 3.0)),
+                      min_size=1, max_size=20),
+       bits=st.sampled_from([31, 29, 24]))
+def test_fixed_points_are_fixed_point_of_each(reals, bits):
+    """The vectorized form (per-channel multipliers) gives what the scalar one gives each entry,
+    degenerate multipliers and mantissas that round up to 2^bits included."""
+    multipliers, shifts = fixed_points(np.array(reals), bits)
+    assert [(int(m), int(s)) for m, s in zip(multipliers, shifts, strict=True)] == [fixed_point(r, bits) for r in reals]
+
+
+def test_fixed_points_raise_the_scalar_error():
+    with pytest.raises(ValueError, match="fixed-point range"):
+        fixed_points(np.array([0.5, 2.0**40]))
+    with pytest.raises(ValueError, match="nonzero"):
+        fixed_points(np.array([0.5, 0.0]))
 
 
 def test_fixed_point_rejects_multipliers_out_of_range():

@@ -209,18 +209,26 @@ def test_fixed_points_match_fixed_point_one_at_a_time(reals, bits):
 
 
 def test_the_center_choice_predicts_from_histograms_what_the_shifted_model_holds():
-    from arasc.passes.shift_weights import channel_histograms, predicted_center, predicted_skip
+    """... and the ranges the center choice reads off the histograms once (`channel_ranges`) plan
+    the same moves as each layer's histogram read anew."""
+    from arasc.passes.shift_weights import channel_histograms, channel_ranges, predicted_center, predicted_skip
 
     _, inputs = built("digits-cnn")
     per_channel = Quantize(calibration=(tuple(np.asarray(x) for x in inputs),)).run(lowered("digits-cnn"))
     for model in (quantized("resnet50-small"), per_channel):
         histograms = channel_histograms(model)
+        ranges = channel_ranges(model, histograms)
         assert predicted_center(model, histograms, None, "fit", HW)[0] == pytest.approx(predicted_skip(model, HW))
         for center, method in zip(CENTERS, ["clip", "fit"] * 3, strict=True):
             out, clipped = shifted(model, center, method)
             skip, clipped_predicted = predicted_center(model, histograms, center, method, HW)
             assert skip == pytest.approx(predicted_skip(out, HW), rel=1e-12)
             assert clipped_predicted == pytest.approx(clipped, rel=1e-12)
+            assert predicted_center(model, histograms, center, method, HW, ranges) == (skip, clipped_predicted)
+            again, _ = shifted(model, center, method, histograms=histograms, ranges=ranges)
+            assert again.weights.keys() == out.weights.keys()
+            assert all(np.array_equal(again.weights[k], out.weights[k]) for k in out.weights)
+            assert again.graph == out.graph
 
 
 def test_auto_costs_two_evaluations_when_the_best_center_passes(monkeypatch):

@@ -216,23 +216,35 @@ def test_weight_codes_follow_the_quantize_pass(per_row):
 
 
 @pytest.mark.parametrize("per_row", [True, False])
-def test_choice_matches_the_plain_float64_criterion(per_row):
+@pytest.mark.parametrize("block_rows", [(256, 1024), (3, 7)])
+def test_choice_matches_the_plain_float64_criterion(per_row, block_rows, monkeypatch):
     """The integer criterion chooses the alpha that the float64 statement of it chooses, and
     its errors agree with that statement's to rounding, on random values with outlier channels,
-    several linear readers and tables."""
-    from arasc.passes.smoothing import _fold_errors
+    several linear readers and tables. Pruning (alpha_errors' default) drops only alphas whose
+    error is above the least, and leaves the others' errors the same numbers; with 7 weight rows
+    per block the bound is checked inside a reader too."""
+    from arasc.passes import smoothing
+    from arasc.passes.smoothing import alpha_errors
 
+    monkeypatch.setattr(smoothing, "FIRST_BLOCK_ROWS", block_rows[0])
+    monkeypatch.setattr(smoothing, "BLOCK_ROWS", block_rows[1])
     rng = np.random.default_rng(4)
-    chosen = set()
+    chosen, pruned = set(), 0
     for case in range(12):
         channels = int(rng.choice([8, 24, 64, 200]))
         x, weight = random_case(rng, int(rng.choice([40, 96, 300])), channels, int(rng.choice([8, 40])))
         readers = [weight, None, random_case(rng, 1, channels, 16)[1]][:1 + case % 3]
         folds = (x[0::2], x[1::2])
         want = reference_errors(folds, readers, per_row)
-        got = np.add(_fold_errors(*folds, readers, per_row), _fold_errors(*folds[::-1], readers, per_row))
+        got = alpha_errors(folds, readers, per_row, prune=False)
         assert np.allclose(got, want, rtol=1e-9, atol=0), (got, want)
+        kept = alpha_errors(folds, readers, per_row)
+        finite = np.isfinite(kept)
+        assert np.array_equal(kept[finite], got[finite])
+        assert (got[~finite] > got.min()).all()
+        pruned += int((~finite).sum())
         alpha = choose_alpha(folds, readers, per_row)
-        assert alpha == ALPHAS[int(np.argmin(want))]
+        assert alpha == ALPHAS[int(np.argmin(want))] == ALPHAS[int(np.argmin(kept))]
         chosen.add(alpha)
     assert len(chosen) > 1, chosen    # the cases exercise the choice, not one answer
+    assert pruned > 20, pruned        # and the pruning: about half of the 84 alphas tried stop early

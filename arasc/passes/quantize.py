@@ -47,6 +47,7 @@ from ..ir.qops import (
     U8_MAX,
     crossbar_multiplier_bits,
     fixed_point,
+    fixed_points,
     shared_fixed_point,
     softmax_table,
 )
@@ -403,9 +404,9 @@ class _Rewriter:
         if np.all(reals == reals[0]):
             attrs["multiplier"], attrs["shift"] = fixed_point(float(reals[0]), bits)
         else:
-            pairs = [fixed_point(float(r), bits) for r in reals]
-            weights["multiplier"] = self.add_weight(f"{owner}.multiplier", np.array([m for m, _ in pairs], np.int32))
-            weights["shift"] = self.add_weight(f"{owner}.shift", np.array([s for _, s in pairs], np.int32))
+            multipliers, shifts = fixed_points(reals, bits)
+            weights["multiplier"] = self.add_weight(f"{owner}.multiplier", multipliers.astype(np.int32))
+            weights["shift"] = self.add_weight(f"{owner}.shift", shifts.astype(np.int32))
         if np.all(zps == zps[0]):
             attrs["out_zp"] = int(zps[0])
         else:

@@ -117,28 +117,55 @@ def channel_histograms(model: Model) -> dict[str, np.ndarray]:
     return result
 
 
-def _plan(model: Model, layer, histogram: np.ndarray, center: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class ChannelRanges:
+    """What `_plan` reads off one crossbar layer's histogram, whatever the center: per output
+    channel the weight zero point, the rounded mean code (the layer's where its zero point is one
+    per layer) and the lowest and highest code held, about the zero point. Made once per layer
+    for the center choice: the histogram's products cost 1 s per candidate center on BERT-Large."""
+    zp: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    one_zero_point: bool
+
+    @classmethod
+    def of(cls, model: Model, layer, histogram: np.ndarray) -> ChannelRanges:
+        zp = channel_param(model, layer, "w_zp")
+        codes = np.arange(256.0)   # float64: BLAS's product, exact (each sum is an integer below 255 k < 2^53)
+        counts = histogram.sum(1)
+        one_zero_point = layer.weight("w_zp") is None
+        if not one_zero_point:
+            means = (histogram @ codes) / np.maximum(counts, 1)
+        else:
+            means = np.full(len(zp), (histogram.sum(0) @ codes) / max(int(counts.sum()), 1))
+        held = histogram > 0
+        low = np.where(held.any(1), held.argmax(1), zp) - zp                 # the lowest code held, about zp
+        high = np.where(held.any(1), 255 - held[:, ::-1].argmax(1), zp) - zp  # the highest
+        return cls(zp, np.round(means).astype(np.int64), low, high, one_zero_point)
+
+
+def channel_ranges(model: Model, histograms: dict[str, np.ndarray]) -> dict[str, ChannelRanges]:
+    """`ChannelRanges` of every crossbar weight, from `channel_histograms(model)`."""
+    layers = {layer.weight("weight").name: layer for layer in model.graph.layers if is_crossbar_layer(layer)}
+    return {name: ChannelRanges.of(model, layers[name], histogram) for name, histogram in histograms.items()}
+
+
+def _plan(model: Model, layer, histogram: np.ndarray, center: int, method: str,
+          ranges: ChannelRanges | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(d, alpha) per output channel of one crossbar layer: the move d = center - mean code, of the
     layer's codes where its weight zero point is one per layer (the paper's Eq. 4) or of each
     channel's where it is one per channel, kept such that each zero point stays a code (0..255);
     and with "fit" the scale alpha <= 1 about the zero point that keeps the moved codes inside
-    0..255 (1 with "clip", which clips them instead)."""
-    zp = channel_param(model, layer, "w_zp")
-    codes = np.arange(256.0)   # float64: BLAS's product, exact (each sum is an integer below 255 k < 2^53)
-    counts = histogram.sum(1)
-    if layer.weight("w_zp") is not None:
-        means = (histogram @ codes) / np.maximum(counts, 1)
-    else:
-        means = np.full(len(zp), (histogram.sum(0) @ codes) / max(int(counts.sum()), 1))
-    d = np.clip(center - np.round(means).astype(np.int64), -zp, 255 - zp)
-    alpha = np.ones(len(zp))
+    0..255 (1 with "clip", which clips them instead). `ranges`: the layer's `ChannelRanges`, if
+    already made."""
+    r = ranges if ranges is not None else ChannelRanges.of(model, layer, histogram)
+    d = np.clip(center - r.mean, -r.zp, 255 - r.zp)
+    alpha = np.ones(len(r.zp))
     if method != "fit":
         return d, alpha
-    held = histogram > 0
-    low = np.where(held.any(1), held.argmax(1), zp) - zp                 # the lowest code held, about zp
-    high = np.where(held.any(1), 255 - held[:, ::-1].argmax(1), zp) - zp  # the highest
-    alpha = _fitting_scales(low, high, zp + d)
-    if layer.weight("w_zp") is None:   # one zero point for the layer: one alpha for it too
+    alpha = _fitting_scales(r.low, r.high, r.zp + d)
+    if r.one_zero_point:   # one zero point for the layer: one alpha for it too
         alpha[:] = alpha.min()
     # A channel that would have to shrink below half its step (its zero point at an end of the
     # range: all its weights of one sign) stays where it is.
@@ -163,10 +190,11 @@ def _moved(codes: np.ndarray, zp: np.ndarray, d: np.ndarray, alpha: np.ndarray) 
 
 
 def shifted(model: Model, center: int, method: str = "fit", keep: frozenset[str] = frozenset(),
-            histograms: dict[str, np.ndarray] | None = None) -> tuple[Model, float]:
+            histograms: dict[str, np.ndarray] | None = None,
+            ranges: dict[str, ChannelRanges] | None = None) -> tuple[Model, float]:
     """The model with its weights on `center`, and the fraction of shifted weights that clipped;
     every crossbar weight but the first moves, except those named in `keep`. `histograms`:
-    `channel_histograms(model)`, if already made.
+    `channel_histograms(model)`, and `ranges`: `channel_ranges` of them, if already made.
 
     "clip" is the paper's Eq. 5: codes past 0 or 255 are clipped. "fit" clips nothing: where a
     channel's shifted codes would leave [0, 255], its codes are scaled about the zero point by the
@@ -182,7 +210,7 @@ def shifted(model: Model, center: int, method: str = "fit", keep: frozenset[str]
             layers.append(layer)
             continue
         name = layer.weight("weight").name
-        d, alpha = _plan(model, layer, histograms[name], center, method)
+        d, alpha = _plan(model, layer, histograms[name], center, method, ranges[name] if ranges else None)
         zp, multiplier, shift = (channel_param(model, layer, p) for p in ("w_zp", "multiplier", "shift"))
         codes = _moved(np.asarray(model.weights[name]).reshape(len(zp), -1), zp, d, alpha)
         clipped += int(np.count_nonzero((codes < 0) | (codes > 255)))
@@ -204,7 +232,7 @@ def shifted(model: Model, center: int, method: str = "fit", keep: frozenset[str]
 
 
 def predicted_center(model: Model, histograms: dict[str, np.ndarray], center: int | None, method: str,
-                     hw: Hardware) -> tuple[float, float]:
+                     hw: Hardware, ranges: dict[str, ChannelRanges] | None = None) -> tuple[float, float]:
     """(Eq. 3's predicted skip, fraction of shifted weights that clip) of `shifted(model, center,
     method)` (None: of the model as it is), from the channel histograms alone: each channel's
     codes map through its move as a table of 256 entries, so no weights are copied."""
@@ -217,7 +245,8 @@ def predicted_center(model: Model, histograms: dict[str, np.ndarray], center: in
             code_histograms.append(histograms[name].sum(0))
             continue
         zp = channel_param(model, layers[name], "w_zp")
-        table = _moved(np.arange(256), zp, *_plan(model, layers[name], histograms[name], center, method))
+        table = _moved(np.arange(256), zp, *_plan(model, layers[name], histograms[name], center, method,
+                                                  ranges[name] if ranges else None))
         counts = histograms[name]
         clipped += int(counts[(table < 0) | (table > 255)].sum())
         total += int(counts.sum())
@@ -345,10 +374,11 @@ def _choose(model: Model, calibration, min_agreement: float, hw: Hardware, metho
     from ..ir.evaluate import evaluate
 
     histograms = channel_histograms(model)
+    ranges = channel_ranges(model, histograms)
     skip: dict[int | None, float] = {None: predicted_center(model, histograms, None, method, hw)[0]}
     clipped = {}
     for center in CENTERS:
-        skip[center], clipped[center] = predicted_center(model, histograms, center, method, hw)
+        skip[center], clipped[center] = predicted_center(model, histograms, center, method, hw, ranges)
     ranked = [c for c in sorted(CENTERS, key=lambda c: -skip[c]) if skip[c] > skip[None]]
     nothing = CenterChoice(None, skip, {}, clipped)
     if not ranked:
@@ -357,7 +387,7 @@ def _choose(model: Model, calibration, min_agreement: float, hw: Hardware, metho
     calibration = list(calibration)[:GUARD_BATCHES]
     reference = [[t.numpy() for t in evaluate(model, inputs)] for inputs in calibration]
     keep: frozenset[str] = frozenset()
-    candidate = shifted(model, center, method, histograms=histograms)[0]
+    candidate = shifted(model, center, method, histograms=histograms, ranges=ranges)[0]
     errors: dict[str, float] | None = None   # layer_errors of the full shift (the first candidate), when needed
     agreement: dict[int, float] = {}
     for _ in range(MAX_CHECKS):
@@ -379,7 +409,7 @@ def _choose(model: Model, calibration, min_agreement: float, hw: Hardware, metho
         # the previous candidate is let go before the next one is made: each holds a copy of every
         # crossbar weight (BERT-Large 0.34 GB), and two at once set the compile's peak memory
         candidate = model
-        candidate = shifted(model, center, method, keep, histograms)[0]
+        candidate = shifted(model, center, method, keep, histograms, ranges)[0]
     return CenterChoice(None, skip, agreement, clipped), model
 
 
