@@ -209,45 +209,48 @@ class Machine:
             blocks.append(instr["block"])
             rows_of.append(row)
         for name, (blocks, rows_of) in by_layer.items():
-            contents, masks, partial, used_cells = self.block_contents(self.layers[name])
-            slice_bits, cols = self.layer_hw[name].crossbar.cell_bits, self.layer_hw[name].block[1]
-            reslice = [a for a, row in enumerate(rows_of) if self.row_slice_bits[row] not in (0, slice_bits)]
-            for a in reslice:
-                self._reprogram(rows_of[a], contents[blocks[a]], masks[blocks[a]], self.layer_hw[name])
-                # what the row's cells of this slicing hold now is the block's alone (`_write_keys`)
-                self._row_state[rows_of[a]] = self._state_id(("reprogrammed", name, blocks[a]), 0)
-            self.writes.blocks += len(reslice)
-            for a in reversed(reslice):
-                self.owner[rows_of[a]] = (name, blocks.pop(a))
-                self.writes.row_writes[rows_of[a]] = self.writes.row_writes.get(rows_of[a], 0) + 1
-                del rows_of[a]
-            if not blocks:
-                continue
-            where = (self.cells[:, :, :cols], np.array(rows_of, np.int64), contents, np.array(blocks, np.int64), masks,
-                     partial)
-            if name in self._slot_masks:
-                # a slot cell that holds no weight (a squeezed-out or edge slice tile) keeps its level
-                bits = self._slot_masks[name][blocks]
-                merged = (contents[blocks] & bits) | (self.cells[rows_of] & ~bits)
-                where = (self.cells, where[1], merged, np.arange(len(blocks)), masks[:1], np.zeros(len(blocks), bool))
-            keys = self._write_keys(name, blocks, rows_of, partial)
-            known = [self._write_counts.get(key) for key in keys]
-            count = np.array([counts is None for counts in known])
-            pulses = np.array([0 if counts is None else counts[0] for counts in known], np.int64)
-            changed = np.array([0 if counts is None else counts[1] for counts in known], np.int64)
-            write_cells(*where, *self.write_tables[slice_bits], count, pulses, changed)
-            self.row_slice_bits[rows_of] = slice_bits
-            for key, counted, p, c in zip(keys, count, pulses, changed):
-                if counted and key is not None:
-                    self._write_counts[key] = (int(p), int(c))
-            total_pulses, total_changed = int(pulses.sum()), int(changed.sum())
-            self.writes.pulses += total_pulses
-            self.writes.cells_written += total_changed
-            self.writes.cells_skipped += int(used_cells[blocks].sum()) - total_changed
+            contents, masks, _, _ = self.block_contents(self.layers[name])
+            slice_bits = self.layer_hw[name].crossbar.cell_bits
+            resliced = [self.row_slice_bits[row] not in (0, slice_bits) for row in rows_of]
+            for block, row, reslice in zip(blocks, rows_of, resliced, strict=True):
+                if reslice:
+                    self._reprogram(row, contents[block], masks[block], self.layer_hw[name])
+                    # what the row's cells of this slicing hold now is the block's alone (`_write_keys`)
+                    self._row_state[row] = self._state_id(("reprogrammed", name, block), 0)
+            same = [(block, row) for block, row, reslice in zip(blocks, rows_of, resliced, strict=True) if not reslice]
+            if same:
+                self._write_at_row_slicing(name, [block for block, _ in same], [row for _, row in same])
             self.writes.blocks += len(blocks)
-            for block, row in zip(blocks, rows_of):
+            for block, row in zip(blocks, rows_of, strict=True):
                 self.owner[row] = (name, block)
                 self.writes.row_writes[row] = self.writes.row_writes.get(row, 0) + 1
+
+    def _write_at_row_slicing(self, name: str, blocks: list[int], rows_of: list[int]) -> None:
+        """Write blocks of layer `name` into rows (all different) that hold its slicing or are
+        fresh: one compiled pass, pulses counted per cell or found in `_write_counts`."""
+        contents, masks, partial, used_cells = self.block_contents(self.layers[name])
+        slice_bits, cols = self.layer_hw[name].crossbar.cell_bits, self.layer_hw[name].block[1]
+        where = (self.cells[:, :, :cols], np.array(rows_of, np.int64), contents, np.array(blocks, np.int64), masks,
+                 partial)
+        if name in self._slot_masks:
+            # a slot cell that holds no weight (a squeezed-out or edge slice tile) keeps its level
+            bits = self._slot_masks[name][blocks]
+            merged = (contents[blocks] & bits) | (self.cells[rows_of] & ~bits)
+            where = (self.cells, where[1], merged, np.arange(len(blocks)), masks[:1], np.zeros(len(blocks), bool))
+        keys = self._write_keys(name, blocks, rows_of, partial)
+        known = [self._write_counts.get(key) for key in keys]
+        count = np.array([counts is None for counts in known])
+        pulses = np.array([0 if counts is None else counts[0] for counts in known], np.int64)
+        changed = np.array([0 if counts is None else counts[1] for counts in known], np.int64)
+        write_cells(*where, *self.write_tables[slice_bits], count, pulses, changed)
+        self.row_slice_bits[rows_of] = slice_bits
+        for key, counted, p, c in zip(keys, count, pulses, changed, strict=True):
+            if counted and key is not None:
+                self._write_counts[key] = (int(p), int(c))
+        total_pulses, total_changed = int(pulses.sum()), int(changed.sum())
+        self.writes.pulses += total_pulses
+        self.writes.cells_written += total_changed
+        self.writes.cells_skipped += int(used_cells[blocks].sum()) - total_changed
 
     def _reprogram(self, row: int, codes: np.ndarray, mask: np.ndarray, hw: Hardware) -> None:
         """Write a block sliced as `hw` into an APU row that holds another slicing: every cell of the
