@@ -34,6 +34,7 @@ import numpy as np
 from ..ir import Layer, Model
 from ..isa.hardware import Hardware
 from ..isa.tiling import OFFSET_CENTER, slice_levels, weight_matrix
+from .shift_weights import channel_param
 from .tile import is_crossbar_layer
 from .weight_widths import weight_name
 
@@ -46,20 +47,14 @@ class WeightSlicingError(ValueError):
     """A slicing the chip cannot hold, or "auto" without a finite ADC or calibration: the user's to fix (exit 2)."""
 
 
-def model_weight_shape(layer: Layer) -> tuple[int, ...]:
-    ref = layer.weight("weight")
-    assert ref is not None, f"crossbar layer {layer.name} without weights"
-    return ref.type.shape
-
-
-def _windows(layer: Layer, x: np.ndarray) -> list[np.ndarray]:
-    """uint8 input codes of one layer -> its input windows per group, float32 [windows, K]."""
+def _windows(layer: Layer, kernel: tuple[int, int], x: np.ndarray) -> list[np.ndarray]:
+    """uint8 input codes of one layer (of a convolution: with this kernel) -> its input windows
+    per group, float32 [windows, K]."""
     from ..runtime.windows import conv_windows  # numba's im2col, loaded only when slicing is chosen
 
     if layer.op == "qconv2d":
-        kh, kw = model_weight_shape(layer)[2:]
         attrs = {"groups": 1, **dict(layer.attrs)}
-        return [np.ascontiguousarray(w) for w in conv_windows(x, attrs, (kh, kw))[0]]
+        return [np.ascontiguousarray(w) for w in conv_windows(x, attrs, kernel)[0]]
     return [x.reshape(-1, x.shape[-1]).astype(np.float32)]
 
 
@@ -111,12 +106,6 @@ def _layer_inputs(model: Model, inputs: Sequence[tuple]) -> dict[str, list[np.nd
     return seen
 
 
-def _weight_zero_points(model: Model, layer: Layer, channels: int) -> np.ndarray:
-    ref = layer.weight("w_zp")
-    value = model.weights[ref.name] if ref is not None else layer.attr("w_zp")
-    return np.broadcast_to(np.asarray(value, np.int64).reshape(-1), (channels,))
-
-
 def choose_slicing(model: Model, hw: Hardware, calibration: Sequence[tuple], budget: float) -> dict[str, tuple]:
     """Per crossbar layer: (chosen slice bits, {width tried: its ADC error})."""
     inputs = _layer_inputs(model, list(calibration)[:MEASURE_INPUTS])
@@ -126,9 +115,10 @@ def choose_slicing(model: Model, hw: Hardware, calibration: Sequence[tuple], bud
             continue
         codes = np.asarray(model.weights[weight_name(layer)])
         attrs = {"groups": 1, **dict(layer.attrs)}
-        per_input = [_windows(layer, x) for x in inputs[layer.inputs[0]]]
+        kernel = (codes.shape[2], codes.shape[3]) if codes.ndim == 4 else (1, 1)
+        per_input = [_windows(layer, kernel, x) for x in inputs[layer.inputs[0]]]
         windows = [_evenly(np.concatenate(group), MEASURE_WINDOWS) for group in zip(*per_input, strict=True)]
-        w_zp = _weight_zero_points(model, layer, codes.shape[0])
+        w_zp = channel_param(model, layer, "w_zp")
         errors = {}
         bits = 1
         for width in range(hw.crossbar.cell_bits, 1, -1):
