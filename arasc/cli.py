@@ -231,10 +231,13 @@ def cmd_compare(args, out: Console) -> int:
             if args.adc_bits is not None:
                 adc = adc_rows(program, weights, hw, inputs, args.adc_bits)
     else:
+        from .passes.slice_sparsity import SliceSparsity
         from .passes.weight_bits import WeightBits
 
         narrow = WeightBits(options.weight_bits, options.weight_bits_budget, calibration_arrays,
-                            options.squeeze_out == "on").run(quantized.model, hardware(args))
+                            options.squeeze_out != "off").run(quantized.model, hardware(args))
+        narrow = SliceSparsity(options.squeeze_out == "lossy", options.squeeze_out_budget,
+                               calibration_arrays).run(narrow, hardware(args))
         values = [all_values(narrow, x) for x in inputs]
     rows = compare(model, quantized.params, quantized.sources, values, inputs)
     table = Table(title=f"{model.graph.name}: {args.engine} against float, {len(inputs)} input(s)",
@@ -669,7 +672,8 @@ BAD_INPUT_ERRORS = (
     ("arasc.ir", "VerifyError"), ("arasc.isa.atomic", "OutputPathError"), ("arasc.isa.hardware", "HardwareConfigError"),
     ("arasc.isa.parser", "ProgramError"), ("arasc.isa.weights", "WeightFileError"), ("arasc.loader", "ModelLoadError"),
     ("arasc.passes.quantize", "QuantizeError"), ("arasc.passes.center_offset", "CenterOffsetError"),
-    ("arasc.passes.squeeze_out", "SqueezeOutError"), ("arasc.passes.weight_bits", "WeightBitsError"),
+    ("arasc.passes.squeeze_out", "SqueezeOutError"),
+    ("arasc.passes.slice_sparsity", "SliceSparsityError"), ("arasc.passes.weight_bits", "WeightBitsError"),
     ("arasc.passes.weight_slicing", "WeightSlicingError"), ("arasc.runtime.run", "RuntimeInputError"), ("arasc.evaluate", "DatasetError"),
     ("arasc.sweep.spec", "SweepSpecError"), ("arasc.sweep.table", "TableError"),
     ("arasc.sweep.runner", "RayMissingError"), ("arasc.sweep.runner", "RayStartError"),

@@ -8,6 +8,7 @@
     input-slicing  RAELLA's speculative input slices (passes/input_slicing.py, docs/adc.md; off by default)
     dynamic-precision  ReDy's dynamic activation precision, lossless (passes/dynamic_precision.py; off by default)
     weight-bits    SME's bit-sparsity: N-bit weights, whole top slices zero (passes/weight_bits.py; off by default)
+    slice-sparsity SME's bit-sparsity per crossbar tile, GPTQ-compensated (passes/slice_sparsity.py; --squeeze-out lossy)
     squeeze-out    SME's squeeze-out of all-zero slice tiles, bit-sliced chips (passes/squeeze_out.py; off by default)
     weight-slicing RAELLA's adaptive weight slicing, per layer (passes/weight_slicing.py, docs/adc.md; off by default)
     tile           128x128 blocks on APU rows (passes/tile.py, docs/tiling.md)
@@ -47,6 +48,7 @@ from .passes.dynamic_precision import DynamicPrecision
 from .passes.input_slicing import InputSlicing
 from .passes.quantize import Quantize
 from .passes.shift_weights import ShiftWeights
+from .passes.slice_sparsity import SliceSparsity
 from .passes.squeeze_out import SqueezeOut
 from .passes.tile import Tile
 from .passes.weight_bits import WeightBits
@@ -119,8 +121,10 @@ def compile_quantized(model: Model, hw: Hardware, calibration, example_inputs, w
     model = stages.ir_pass(InputSlicing(options.input_slice_bits), model, hw)
     model = stages.ir_pass(DynamicPrecision(options.dynamic_precision == "on"), model, hw)
     model = stages.ir_pass(WeightBits(options.weight_bits, options.weight_bits_budget, calibration,
-                                      options.squeeze_out == "on"), model, hw)
-    model = stages.ir_pass(SqueezeOut(options.squeeze_out == "on"), model, hw)
+                                      options.squeeze_out != "off"), model, hw)
+    model = stages.ir_pass(SliceSparsity(options.squeeze_out == "lossy", options.squeeze_out_budget, calibration),
+                           model, hw)
+    model = stages.ir_pass(SqueezeOut(options.squeeze_out != "off"), model, hw)
     model = stages.ir_pass(WeightSlicing(options.weight_slice_bits, options.weight_slice_budget, calibration), model, hw)
     model = stages.ir_pass(Tile(), model, hw)
     copies, packed = stages.run("replication", _plan, model, hw, options)

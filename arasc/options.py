@@ -18,7 +18,7 @@ from typing import Any
 # The driver's stages whose product is the layer IR, in order: the ones `--print-after`,
 # `--dump-dir` and `arasc ir --after` can show (arasc/compile.py runs them).
 IR_STAGES = ("lower", "quantize", "shift-weights", "center-offset", "input-slicing", "dynamic-precision", "weight-bits",
-             "squeeze-out", "weight-slicing", "tile")
+             "slice-sparsity", "squeeze-out", "weight-slicing", "tile")
 
 
 def _weight_center(text: str) -> int | str | None:
@@ -130,9 +130,15 @@ class CompileOptions:
         0.001, "--weight-bits auto: the largest loss of output cosine against the 8-bit program, 1 - mean cosine "
         "over the calibration inputs (at most 16 of them), that the narrower layers may cost", "weight-bits",
         parse=_budget, metavar="B")
-    squeeze_out: str = option("off", "SME's squeeze-out, lossless: crossbars whose weight slice is zero for every "
-                              "weight are neither written nor computed (needs a bit-sliced --hw, e.g. aras-sme; "
-                              "docs/tiling.md)", "squeeze-out", choices=("off", "on"))
+    squeeze_out: str = option("off", "SME's squeeze-out: crossbars whose weight slice is zero for every weight are "
+                              "neither written nor computed (needs a bit-sliced --hw, e.g. aras-sme; docs/tiling.md); "
+                              "lossy: first empty the lowest slices of the tiles where that saves APU rows at the least "
+                              "cost, within --squeeze-out-budget, the other weights compensating (GPTQ)", "squeeze-out",
+                              choices=("off", "on", "lossy"))
+    squeeze_out_budget: float = option(
+        0.003, "--squeeze-out lossy: the largest loss of output cosine against the program without it, 1 - mean "
+        "cosine over the calibration inputs (at most 16 of them), that the emptied slices may cost", "squeeze-out",
+        parse=_budget, metavar="B")
     weight_slice_bits: int | str = option(
         "chip", "RAELLA's adaptive weight slicing: weight bits per cell (pair) of every crossbar layer, at most the "
         "chip's cell_bits; chip: as the hardware file says; auto: per layer the widest slicing whose error through the "

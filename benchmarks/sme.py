@@ -7,13 +7,13 @@ inference, and the task metric (digits: top-1 on the held-out split; MiniLM: cos
 final hidden state and Spearman correlation of the sentence similarities against PyTorch float;
 zoo models with random weights: cosine of the output against PyTorch float on the example input).
 
-    .venv/bin/python benchmarks/sme.py [MODEL ...] [--bits 6 4] [--budgets B ...] [--auto-only] [--markdown]
+    .venv/bin/python benchmarks/sme.py [MODEL ...] [--bits 6 4] [--budgets B ...] [--lossy B ...] [--auto-only]
 
 MODEL: digits-cnn, digits-resnet, minilm-l6 (trained) or any zoo name (default: the three trained
 ones). Configurations: dense (aras-default), bit-sliced (aras-sme), bit-sliced + lossless
 squeeze-out, and bit-sliced + squeeze-out with --weight-bits N for each N of --bits; with
---budgets, also --weight-bits auto at each --weight-bits-budget B (--auto-only: only the dense
-and the auto rows). Each row's progress line goes out as soon as it is measured.
+--budgets, also --weight-bits auto at each --weight-bits-budget B; with --lossy, also
+--squeeze-out lossy at each --squeeze-out-budget B (--auto-only: only the dense, auto and lossy rows). Each row's progress line goes out as soon as it is measured.
 """
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ from arasc.runtime.run import execute, load_program
 TRAINED = ("digits-cnn", "digits-resnet", "minilm-l6")
 
 
-def configurations(bits: list[int], budgets: list[float], auto_only: bool) -> list[tuple[str, str, CompileOptions]]:
+def configurations(bits: list[int], budgets: list[float], auto_only: bool,
+                   lossy: list[float] = ()) -> list[tuple[str, str, CompileOptions]]:
     rows = [("dense (packed, aras-default)", "aras-default", CompileOptions())]
     if not auto_only:
         rows += [("bit-sliced (aras-sme)", "aras-sme", CompileOptions()),
@@ -48,6 +49,8 @@ def configurations(bits: list[int], budgets: list[float], auto_only: bool) -> li
                  for b in bits]
     rows += [(f"bit-sliced + squeeze-out, auto widths, budget {b:g}", "aras-sme",
               CompileOptions(squeeze_out="on", weight_bits="auto", weight_bits_budget=b)) for b in budgets]
+    rows += [(f"bit-sliced + lossy squeeze-out, budget {b:g}", "aras-sme",
+              CompileOptions(squeeze_out="lossy", squeeze_out_budget=b)) for b in lossy]
     return rows
 
 
@@ -57,9 +60,14 @@ def widths_text(model) -> str:
     for layer in model.graph.layers:
         if is_crossbar_layer(layer):
             counts[layer.attr("weight_bits", 8)] = counts.get(layer.attr("weight_bits", 8), 0) + 1
-    loss = dict(model.graph.meta).get("weight_bits_loss")
-    return ", ".join(f"{n} at {b}" for b, n in sorted(counts.items(), reverse=True)) + (
+    meta = dict(model.graph.meta)
+    loss = meta.get("weight_bits_loss")
+    text = ", ".join(f"{n} at {b}" for b, n in sorted(counts.items(), reverse=True)) + (
         f" (calibration loss {loss:.5f})" if loss is not None else "")
+    if "slice_sparsity_loss" in meta:
+        text += (f"; {meta['slice_tiles_emptied']} slice tiles emptied (calibration loss "
+                 f"{meta['slice_sparsity_loss']:.5f})")
+    return text
 
 
 def slice_sparsity(quantized, bits: list[int]) -> list[str]:
@@ -95,7 +103,7 @@ def slice_sparsity(quantized, bits: list[int]) -> list[str]:
 
 
 def measure(name: str, bits: list[int], markdown: bool, sparsity_only: bool = False, budgets: list[float] = (),
-            auto_only: bool = False) -> None:
+            auto_only: bool = False, lossy: list[float] = ()) -> None:
     start = time.time()
     module, example = models.get(name).build()
     model = import_module(module, example, name)
@@ -114,7 +122,7 @@ def measure(name: str, bits: list[int], markdown: bool, sparsity_only: bool = Fa
         print("\n".join(sparsity))
         return
     with tempfile.TemporaryDirectory() as folder:
-        for tag, (label, hw_name, options) in enumerate(configurations(bits, budgets, auto_only)):
+        for tag, (label, hw_name, options) in enumerate(configurations(bits, budgets, auto_only, lossy)):
             hw = bundled_hardware(hw_name)
             path = f"{folder}/{name}-{tag}.aras"
             result = compile_quantized(quantized, hw, calibration, example, weights_name(path), options)
@@ -151,7 +159,7 @@ def measure(name: str, bits: list[int], markdown: bool, sparsity_only: bool = Fa
                  f"{s['inferences_per_second'] / dense_bound:.1%}", f"{s['upper_bound_inferences_per_second']:.1f}",
                  f"{s['energy_joules']['total'] * 1e3:.3f}"] + [metric[m] for m in metric_names]
         print("| " + " | ".join(cells) + " |")
-    if budgets:
+    if budgets or lossy:
         print(f"\nWeight widths of {name}'s crossbar layers:\n")
         print("\n".join(f"- {label}: {text}" for label, text in widths.items()))
     print(f"\nAll-zero slice tiles of {name}'s crossbar layers:\n")
@@ -166,10 +174,12 @@ def main() -> None:
     parser.add_argument("--sparsity-only", action="store_true", help="only the table of all-zero slice tiles")
     parser.add_argument("--budgets", nargs="*", type=float, default=[],
                         help="also --weight-bits auto with each --weight-bits-budget B")
-    parser.add_argument("--auto-only", action="store_true", help="only the dense and the auto rows")
+    parser.add_argument("--lossy", nargs="*", type=float, default=[],
+                        help="also --squeeze-out lossy with each --squeeze-out-budget B")
+    parser.add_argument("--auto-only", action="store_true", help="only the dense, the auto and the lossy rows")
     args = parser.parse_args()
     for name in args.models:
-        measure(name, args.bits, args.markdown, args.sparsity_only, args.budgets, args.auto_only)
+        measure(name, args.bits, args.markdown, args.sparsity_only, args.budgets, args.auto_only, args.lossy)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ from arasc.passes.quantize import Quantize
 from arasc.passes.tile import is_crossbar_layer
 from arasc.passes.weight_widths import (
     MEASURE_INPUTS,
-    _outputs,
     candidate_widths,
     layer_moves,
+    model_outputs,
     narrowed,
     ordered,
     output_loss,
@@ -72,13 +72,13 @@ def main() -> None:
         print(f"| {i + 1} | {m.layer} | {m.bits} | {m.rows_saved} | {m.sensitivity:.2e} | {m.sensitivity / m.rows_saved:.2e} |")
     prefixes = args.prefixes if args.prefixes is not None else sorted(
         {0, len(order)} | {1 << k for k in range(len(order).bit_length()) if 1 << k < len(order)})
-    reference = _outputs(quantized, measure)
+    reference = model_outputs(quantized, measure)
     dense = blocks(quantized)
     print("\n| prefix | layers at 8 / 6 / 4 bits | blocks | of dense | calibration loss | held-out metric |\n|---|---|---|---|---|---|")
     for length in prefixes:
         widths = prefix_widths(order, length)
         candidate = narrowed(quantized, widths)
-        loss = output_loss(reference, _outputs(candidate, measure))
+        loss = output_loss(reference, model_outputs(candidate, measure))
         outputs = [evaluate(candidate, x)[0].numpy() for x in held_out]
         if labels is not None:
             metric = task_metrics(args.model, module, [x[0] for x in held_out], labels, outputs)

@@ -27,9 +27,9 @@ from arasc.passes.quantize import Quantize
 from arasc.passes.tile import is_crossbar_layer
 from arasc.passes.weight_widths import (
     Move,
-    _outputs,
     choose_widths,
     layer_moves,
+    model_outputs,
     narrowed,
     ordered,
     output_loss,
@@ -109,13 +109,13 @@ def test_no_budget_lowers_every_saving_layer_and_a_zero_budget_none(chain):
 def test_the_budget_holds_and_one_more_move_breaks_it(chain, budget):
     _, _, quantized, calibration = chain
     choice = choose_widths(quantized, SME, calibration, budget)
-    reference = _outputs(quantized, calibration)
-    loss = output_loss(reference, _outputs(narrowed(quantized, choice.widths), calibration))
+    reference = model_outputs(quantized, calibration)
+    loss = output_loss(reference, model_outputs(narrowed(quantized, choice.widths), calibration))
     assert loss == pytest.approx(choice.loss, abs=1e-12) and loss <= budget + 1e-12   # a cosine of 1 rounds to 1 - 1e-16
     taken = next(n for n in range(len(choice.order) + 1) if prefix_widths(choice.order, n) == choice.widths)
     if taken < len(choice.order):
         longer = prefix_widths(choice.order, taken + 1)
-        assert output_loss(reference, _outputs(narrowed(quantized, longer), calibration)) > budget
+        assert output_loss(reference, model_outputs(narrowed(quantized, longer), calibration)) > budget
 
 
 def test_auto_program_equals_the_reference_at_the_chosen_widths(chain, tmp_path):

@@ -47,7 +47,7 @@ class WeightSlicingError(ValueError):
     """A slicing the chip cannot hold, or "auto" without a finite ADC or calibration: the user's to fix (exit 2)."""
 
 
-def _windows(layer: Layer, kernel: tuple[int, int], x: np.ndarray) -> list[np.ndarray]:
+def layer_windows(layer: Layer, kernel: tuple[int, int], x: np.ndarray) -> list[np.ndarray]:
     """uint8 input codes of one layer (of a convolution: with this kernel) -> its input windows
     per group, float32 [windows, K]."""
     from ..runtime.windows import conv_windows  # numba's im2col, loaded only when slicing is chosen
@@ -90,7 +90,7 @@ def adc_error(windows: list[np.ndarray], codes: np.ndarray, attrs: dict, w_zp: n
     return error / signal if signal > 0 else (0.0 if error == 0 else float("inf"))
 
 
-def _layer_inputs(model: Model, inputs: Sequence[tuple]) -> dict[str, list[np.ndarray]]:
+def layer_inputs(model: Model, inputs: Sequence[tuple]) -> dict[str, list[np.ndarray]]:
     """Every crossbar layer's input codes on each of `inputs`, by the integer reference."""
     from ..ir import evaluate
 
@@ -108,7 +108,7 @@ def _layer_inputs(model: Model, inputs: Sequence[tuple]) -> dict[str, list[np.nd
 
 def choose_slicing(model: Model, hw: Hardware, calibration: Sequence[tuple], budget: float) -> dict[str, tuple]:
     """Per crossbar layer: (chosen slice bits, {width tried: its ADC error})."""
-    inputs = _layer_inputs(model, list(calibration)[:MEASURE_INPUTS])
+    inputs = layer_inputs(model, list(calibration)[:MEASURE_INPUTS])
     chosen = {}
     for layer in model.graph.layers:
         if not is_crossbar_layer(layer):
@@ -116,7 +116,7 @@ def choose_slicing(model: Model, hw: Hardware, calibration: Sequence[tuple], bud
         codes = np.asarray(model.weights[weight_name(layer)])
         attrs = {"groups": 1, **dict(layer.attrs)}
         kernel = (codes.shape[2], codes.shape[3]) if codes.ndim == 4 else (1, 1)
-        per_input = [_windows(layer, kernel, x) for x in inputs[layer.inputs[0]]]
+        per_input = [layer_windows(layer, kernel, x) for x in inputs[layer.inputs[0]]]
         windows = [_evenly(np.concatenate(group), MEASURE_WINDOWS) for group in zip(*per_input, strict=True)]
         w_zp = channel_param(model, layer, "w_zp")
         errors = {}

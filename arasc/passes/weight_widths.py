@@ -29,7 +29,7 @@ used (the integer reference of a transformer takes about half a second per input
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,7 +143,7 @@ def prefix_widths(order: list[Move], length: int) -> dict[str, int]:
     return widths
 
 
-def _outputs(model: Model, inputs: Sequence[tuple]) -> list[np.ndarray]:
+def model_outputs(model: Model, inputs: Sequence[tuple]) -> list[np.ndarray]:
     return [np.concatenate([t.double().numpy().ravel() for t in evaluate(model, x)]) for x in inputs]
 
 
@@ -154,6 +154,21 @@ def output_loss(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float
         norm = np.linalg.norm(a) * np.linalg.norm(b)
         cosines.append(float(a @ b / norm) if norm > 0 else float(np.array_equal(a, b)))
     return 1.0 - float(np.mean(cosines))
+
+
+def longest_prefix_within(loss: Callable[[int], float], length: int, budget: float) -> int:
+    """The longest prefix of `length` moves whose `loss` is at most `budget`, by bisection: every
+    prefix it returns was measured. It assumes the loss grows with the prefix."""
+    if length and loss(length) <= budget:
+        return length
+    good, bad = 0, length       # loss(good) <= budget; bad: the shortest prefix known to exceed it
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        if loss(middle) <= budget:
+            good = middle
+        else:
+            bad = middle
+    return good
 
 
 @dataclass(frozen=True)
@@ -172,23 +187,13 @@ def choose_widths(model: Model, hw: Hardware, calibration: Sequence[tuple], budg
     model-level loss on the calibration inputs is at most `budget`."""
     inputs = list(calibration)[:MEASURE_INPUTS]
     order = ordered(layer_moves(model, hw, inputs, candidate_widths(hw, narrowest)))
-    reference = _outputs(model, inputs)
+    reference = model_outputs(model, inputs)
     measured = {0: 0.0}
 
     def loss(length: int) -> float:
         if length not in measured:
-            measured[length] = output_loss(reference, _outputs(narrowed(model, prefix_widths(order, length)), inputs))
+            measured[length] = output_loss(reference, model_outputs(narrowed(model, prefix_widths(order, length)), inputs))
         return measured[length]
 
-    good, bad = 0, len(order) + 1       # loss(good) <= budget; bad: the shortest prefix known to exceed it
-    if order and loss(len(order)) <= budget:
-        good = len(order)
-    else:
-        bad = len(order)
-        while bad - good > 1:
-            middle = (good + bad) // 2
-            if loss(middle) <= budget:
-                good = middle
-            else:
-                bad = middle
+    good = longest_prefix_within(loss, len(order), budget)
     return Choice(prefix_widths(order, good), measured[good], order, measured)
