@@ -22,7 +22,7 @@ from conftest import built
 
 ISA_DIR = Path(__file__).resolve().parent.parent / "isa"
 STAGES = ["capture", "lower", "quantize", "shift-weights", "center-offset", "input-slicing", "dynamic-precision",
-          "weight-bits", "squeeze-out", "weight-slicing", "tile",
+          "weight-bits", "slice-sparsity", "squeeze-out", "weight-slicing", "tile",
           "replication", "schedule", "banks", "emit"]
 
 
@@ -48,7 +48,7 @@ def test_every_option_is_one_flag_with_its_default():
         choices = f.metadata["choices"] or {"weight_center": ("none",), "channel_groups": ("4",), "smooth": ("0.5",),
                                             "input_slice_bits": ("2",), "weight_bits": ("6",),
                                             "weight_bits_budget": ("0.01",), "weight_slice_bits": ("1",),
-                                            "weight_slice_budget": ("0.01",)}[f.name]
+                                            "weight_slice_budget": ("0.01",), "squeeze_out_budget": ("0.01",)}[f.name]
         value = next(c for c in choices if c != f.default)
         options = options_from_args(parser.parse_args(base + [flag, value]))
         assert getattr(options, f.name) != f.default, flag
