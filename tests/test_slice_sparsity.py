@@ -61,6 +61,29 @@ def pair():
     return model, quantized, calibration
 
 
+class Convs(torch.nn.Module):
+    """A 3x3 convolution 32 -> 256 (K 288: 3 K-chunks, the last partial, x 2 column blocks) and a
+    1x1 convolution of 2 groups 256 -> 512 (per group K 128 x 2 column blocks)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(32, 256, 3, padding=1)
+        self.b = torch.nn.Conv2d(256, 512, 1, groups=2)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+@pytest.fixture(scope="module")
+def convs():
+    torch.manual_seed(1)
+    module = Convs().eval()
+    calibration = tuple((torch.randn(1, 32, 5, 5).numpy(),) for _ in range(3))
+    model = import_module(module, (torch.from_numpy(calibration[0][0]),), "convs")
+    quantized = run_passes(model, SME, [Quantize(calibration=calibration)])
+    return model, quantized, calibration
+
+
 @given(codes=st.lists(st.integers(0, 255), min_size=1, max_size=64), depth=st.integers(1, 3))
 def test_the_grid_is_the_nearest_multiple_halves_to_even(codes, depth):
     step = 4 ** depth
@@ -110,6 +133,21 @@ def test_each_move_saves_the_row_the_tile_pass_counts(pair):
     assert dense == 2 * 4 + 4 * 1 and len(order) == 6 and {m.layer for m in order} == {"a"}
     for length in range(len(order) + 1):
         assert _rows(requantize(depths(order, length)), layers) == dense - length
+
+
+def test_convolutions_and_groups_save_the_rows_predicted(convs):
+    _, quantized, calibration = convs
+    layers, order, requantize = _requantized(quantized, calibration)
+    dense = _rows(quantized, layers)
+    # a: 3 K-chunks x 2 blocks: 8 slots, 2 rows each -> 1 move each; b: 2 groups x 1 K-chunk x 2 blocks: 1 move each
+    assert dense == 3 * 2 + 2 * 2 and len(order) == 5
+    assert sorted((m.layer, m.group, m.chunk) for m in order) == [("a", 0, 0), ("a", 0, 1), ("a", 0, 2),
+                                                                   ("b", 0, 0), ("b", 1, 0)]
+    for length in range(len(order) + 1):
+        model = requantize(depths(order, length))
+        assert _rows(model, layers) == dense - length
+    x = calibration[0]
+    assert output_loss(model_outputs(quantized, [x]), model_outputs(model, [x])) < 0.05
 
 
 def test_the_dropped_slices_are_zero_and_the_codes_stay_in_range(pair):
