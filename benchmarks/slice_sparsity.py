@@ -13,25 +13,13 @@ import argparse
 import time
 
 import numpy as np
-import torch
-from sme import TRAINED
-from trained_accuracy import data, task_metrics
+from weight_widths import HW, Trial
 
-from arasc import models
-from arasc.frontend import import_module
-from arasc.ir import evaluate
-from arasc.isa.hardware import bundled_hardware
 from arasc.isa.tiling import weight_matrix
-from arasc.options import CompileOptions
-from arasc.passes import run_passes
-from arasc.passes.quantize import Quantize
 from arasc.passes.slice_sparsity import _grid, _Requantizer, depths, input_grams, layer_moves
 from arasc.passes.tile import is_crossbar_layer
 from arasc.passes.weight_slicing import layer_inputs
 from arasc.passes.weight_widths import MEASURE_INPUTS, model_outputs, output_loss, squeezed_rows, weight_name
-from arasc.runtime.report import cosine
-
-HW = bundled_hardware("aras-sme")
 
 
 def rounded(model, chosen):
@@ -59,16 +47,8 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=10, help="moves to list (default 10)")
     args = parser.parse_args()
     start = time.time()
-    module, example = models.get(args.model).build()
-    model = import_module(module, example, args.model)
-    if args.model in TRAINED:
-        calibration, held_out, labels = data(args.model, example[0])
-        held_out = [(np.asarray(x),) for x in held_out]
-    else:
-        calibration, held_out, labels = [example], [tuple(np.asarray(x) for x in example)], None
-    calibration = tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration)
-    quantized = run_passes(model, HW, [Quantize(calibration=calibration, **CompileOptions().quantization())])
-    measure = list(calibration)[:MEASURE_INPUTS]
+    trial = Trial(args.model)
+    quantized, measure = trial.quantized, list(trial.calibration)[:MEASURE_INPUTS]
     seen = layer_inputs(quantized, measure)
     layers = [layer for layer in quantized.graph.layers if is_crossbar_layer(layer)]
     grams = {layer.name: input_grams(quantized, layer, seen[layer.inputs[0]]) for layer in layers}
@@ -87,15 +67,7 @@ def main() -> None:
         return sum(squeezed_rows(m.weights[weight_name(layer)], layer, HW) for layer in layers)
 
     def metric(candidate) -> str:
-        outputs = [evaluate(candidate, x)[0].numpy() for x in held_out]
-        if labels is not None:
-            found = task_metrics(args.model, module, [x[0] for x in held_out], labels, outputs)
-        else:
-            with torch.no_grad():
-                want = module(*[torch.from_numpy(np.asarray(x)) for x in example])
-            want = want[0] if isinstance(want, tuple) else want
-            found = {"cosine": f"{cosine(want.numpy().ravel().astype(np.float64), outputs[0].ravel().astype(np.float64)):.4f}"}
-        return ", ".join(f"{k} {v}" for k, v in found.items())
+        return ", ".join(f"{k} {v}" for k, v in trial.metric(candidate).items())
 
     print("\n| prefix | blocks | of dense | compensated: calibration loss | held-out metric | rounded only: calibration loss "
           "| held-out metric |\n|---|---|---|---|---|---|---|")

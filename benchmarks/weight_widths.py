@@ -43,6 +43,33 @@ from arasc.runtime.report import cosine
 HW = bundled_hardware("aras-sme")
 
 
+class Trial:
+    """A model quantized on its calibration inputs, and its task metric on held-out inputs by the
+    integer reference (MiniLM: similarity Spearman against PyTorch float; digits: top-1; other zoo
+    models: the output cosine against PyTorch float on the example input)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.module, self.example = models.get(name).build()
+        model = import_module(self.module, self.example, name)
+        if name in TRAINED:
+            calibration, held_out, self.labels = data(name, self.example[0])
+            self.held_out = [(np.asarray(x),) for x in held_out]
+        else:
+            calibration, self.held_out, self.labels = [self.example], [tuple(np.asarray(x) for x in self.example)], None
+        self.calibration = tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration)
+        self.quantized = run_passes(model, HW, [Quantize(calibration=self.calibration, **CompileOptions().quantization())])
+
+    def metric(self, model) -> dict[str, str]:
+        outputs = [evaluate(model, x)[0].numpy() for x in self.held_out]
+        if self.labels is not None:
+            return task_metrics(self.name, self.module, [x[0] for x in self.held_out], self.labels, outputs)
+        with torch.no_grad():
+            want = self.module(*[torch.from_numpy(np.asarray(x)) for x in self.example])
+        want = want[0] if isinstance(want, tuple) else want
+        return {"cosine": f"{cosine(want.numpy().ravel().astype(np.float64), outputs[0].ravel().astype(np.float64)):.4f}"}
+
+
 def blocks(model) -> int:
     return sum(squeezed_rows(model.weights[weight_name(layer)], layer, HW)
                for layer in model.graph.layers if is_crossbar_layer(layer))
@@ -55,16 +82,8 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=20, help="moves to list (default 20)")
     args = parser.parse_args()
     start = time.time()
-    module, example = models.get(args.model).build()
-    model = import_module(module, example, args.model)
-    if args.model in TRAINED:
-        calibration, held_out, labels = data(args.model, example[0])
-        held_out = [(np.asarray(x),) for x in held_out]
-    else:
-        calibration, held_out, labels = [example], [tuple(np.asarray(x) for x in example)], None
-    calibration = tuple(tuple(np.asarray(x) for x in inputs) for inputs in calibration)
-    quantized = run_passes(model, HW, [Quantize(calibration=calibration, **CompileOptions().quantization())])
-    measure = list(calibration)[:MEASURE_INPUTS]
+    trial = Trial(args.model)
+    quantized, measure = trial.quantized, list(trial.calibration)[:MEASURE_INPUTS]
     order = ordered(layer_moves(quantized, HW, measure, candidate_widths(HW, 4)))
     print(f"\n## {args.model}: {len(order)} moves that save APU rows ({time.time() - start:.0f} s)\n")
     print("| # | layer | bits | rows saved | sensitivity | per row saved |\n|---|---|---|---|---|---|")
@@ -79,14 +98,7 @@ def main() -> None:
         widths = prefix_widths(order, length)
         candidate = narrowed(quantized, widths)
         loss = output_loss(reference, model_outputs(candidate, measure))
-        outputs = [evaluate(candidate, x)[0].numpy() for x in held_out]
-        if labels is not None:
-            metric = task_metrics(args.model, module, [x[0] for x in held_out], labels, outputs)
-        else:
-            with torch.no_grad():
-                want = module(*[torch.from_numpy(np.asarray(x)) for x in example])
-            want = want[0] if isinstance(want, tuple) else want
-            metric = {"cosine": f"{cosine(want.numpy().ravel().astype(np.float64), outputs[0].ravel().astype(np.float64)):.4f}"}
+        metric = trial.metric(candidate)
         count = [sum(1 for layer in quantized.graph.layers if is_crossbar_layer(layer) and widths.get(layer.name, 8) == b)
                  for b in (8, 6, 4)]
         n = blocks(candidate)
