@@ -28,13 +28,21 @@ from arasc.passes.slice_sparsity import (
     _Requantizer,
     choose_depths,
     compensated_codes,
+    damped_inverse,
     depths,
     input_grams,
     layer_inputs,
     layer_moves,
 )
 from arasc.passes.tile import is_crossbar_layer
-from arasc.passes.weight_widths import longest_prefix_within, model_outputs, output_loss, squeezed_rows, weight_name
+from arasc.passes.weight_widths import (
+    longest_prefix_doubling,
+    longest_prefix_within,
+    model_outputs,
+    output_loss,
+    squeezed_rows,
+    weight_name,
+)
 from arasc.runtime.run import run_file
 
 SME = bundled_hardware("aras-sme")
@@ -100,14 +108,14 @@ def test_uncorrelated_inputs_leave_nothing_to_compensate():
     rng = np.random.default_rng(1)
     target = rng.integers(0, 256, (5, 6)).astype(np.float64)
     steps = np.array([4, 1, 16, 1, 4, 1])
-    codes = compensated_codes(target, steps, 255, np.diag(rng.uniform(1, 9, 6)))
+    codes = compensated_codes(target, steps, 255, damped_inverse(np.diag(rng.uniform(1, 9, 6))))
     assert np.array_equal(codes, np.stack([_grid(target[:, k], steps[k], 255) for k in range(6)], axis=1))
 
 
 def test_equal_inputs_move_the_coarse_error_to_the_fine_weight():
     # x0 == x1 always: only w0 + w1 matters. w0 = 2 on a grid of 4 rounds (half to even) to 0; the
     # lost 2 goes to w1 = 10 -> 12, so the sum 12 is kept (the 1 % damping moves it by far less than 0.5)
-    codes = compensated_codes(np.array([[2.0, 10.0]]), np.array([4, 1]), 255, np.ones((2, 2)))
+    codes = compensated_codes(np.array([[2.0, 10.0]]), np.array([4, 1]), 255, damped_inverse(np.ones((2, 2))))
     assert codes.tolist() == [[0, 12]]
 
 
@@ -192,6 +200,19 @@ def test_the_longest_prefix_within_a_budget_by_hand():
     assert longest_prefix_within(loss, 5, 0.3) == 2 and calls == [5, 2, 3]
     assert longest_prefix_within(lambda n: 0.0, 5, 0.0) == 5
     assert longest_prefix_within(lambda n: 1.0, 0, 0.5) == 0
+
+
+def test_the_doubling_search_by_hand():
+    calls = []
+
+    def loss(n):
+        calls.append(n)
+        return [0, 0.1, 0.2, 0.25, 0.3, 0.5, 0.6, 0.9, 1, 1][n]
+
+    assert longest_prefix_doubling(loss, 9, 0.3) == 4 and calls == [1, 2, 4, 8, 6, 5]
+    assert longest_prefix_doubling(lambda n: 0.0, 9, 0.0) == 9
+    assert longest_prefix_doubling(lambda n: 1.0, 9, 0.5) == 0
+    assert longest_prefix_doubling(lambda n: 1.0, 0, 0.5) == 0
 
 
 def test_the_program_equals_the_reference_and_writes_fewer_blocks(pair, tmp_path):

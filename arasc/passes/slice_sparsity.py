@@ -17,8 +17,9 @@ layer's output codes, relative to their squared size, is computed from the Gram 
 layer's centred inputs on the calibration inputs (sum_n M_n^2 d_n' G d_n, M_n the output
 channel's requantization multiplier). A move saves one APU row of one K-chunk by emptying its
 cheapest slots; the moves are ordered by cost, and the longest prefix whose model-level loss
-stays within the budget is kept (the bisection of weight_widths.py, same loss: 1 - mean output
-cosine against the program before this pass, on at most `MEASURE_INPUTS` calibration inputs).
+stays within the budget is kept (as in weight_widths.py, same loss: 1 - mean output
+cosine against the program before this pass, on at most `MEASURE_INPUTS` calibration inputs),
+searched from the short prefixes up: a long prefix costs a requantization of many column blocks.
 
 How the codes are made: rounding a tile alone throws its error away. Instead each column block
 is requantized as GPTQ does (Frantar et al., "GPTQ: Accurate Post-Training Quantization for
@@ -49,7 +50,7 @@ from ..isa.tiling import block_grid, slice_tile_nonzero, weight_matrix
 from .shift_weights import channel_param
 from .tile import is_crossbar_layer
 from .weight_slicing import layer_inputs, layer_windows
-from .weight_widths import MEASURE_INPUTS, longest_prefix_within, model_outputs, output_loss, weight_name
+from .weight_widths import MEASURE_INPUTS, longest_prefix_doubling, model_outputs, output_loss, weight_name
 
 DAMPING = 0.01      # of the Gram matrix's mean diagonal, added to it before inverting (GPTQ's choice)
 LAZY_COLUMNS = 128  # input rows rounded before their error is spread over the rest in one product (GPTQ's lazy batch)
@@ -153,16 +154,22 @@ def layer_moves(model: Model, layer, grams: list[np.ndarray], hw: Hardware) -> l
     return moves
 
 
-def compensated_codes(target: np.ndarray, steps: np.ndarray, top: int, gram: np.ndarray) -> np.ndarray:
+def damped_inverse(gram: np.ndarray) -> np.ndarray:
+    """(G + DAMPING mean(diag G) I)^-1: G's inverse once the inputs no sample excites are damped."""
+    h = gram.copy()
+    mean = float(np.mean(np.diag(h)))
+    h[np.diag_indices(len(h))] += DAMPING * mean if mean > 0 else 1.0
+    return np.linalg.inv(h)
+
+
+def compensated_codes(target: np.ndarray, steps: np.ndarray, top: int, inverse: np.ndarray) -> np.ndarray:
     """GPTQ (module docstring): codes [rows, K] for the float `target` [rows, K], input row k a
     multiple of steps[k] within 0..top, minimising sum over rows of e' G e (e the row's error)
-    greedily, the coarsest input rows first."""
+    greedily, the coarsest input rows first. `inverse`: `damped_inverse(G)`, which a reordering
+    of the rows only permutes, so one serves every column block of a layer."""
     k = target.shape[1]
     order = np.argsort(-steps, kind="stable")
-    h = gram[np.ix_(order, order)].copy()
-    mean = float(np.mean(np.diag(h)))
-    h[np.diag_indices(k)] += DAMPING * mean if mean > 0 else 1.0
-    upper = np.linalg.cholesky(np.linalg.inv(h)).T
+    upper = np.linalg.cholesky(inverse[np.ix_(order, order)]).T
     w = target[:, order].astype(np.float64)
     step = steps[order]
     codes = np.empty_like(w)
@@ -196,6 +203,12 @@ class _Requantizer:
         self.model, self.grams, self.hw = model, grams, hw
         self.layers = {layer.name: layer for layer in model.graph.layers}
         self.done: dict[tuple, np.ndarray] = {}
+        self.inverses: dict[tuple[str, int], np.ndarray] = {}
+
+    def _inverse(self, name: str, group: int) -> np.ndarray:
+        if (name, group) not in self.inverses:
+            self.inverses[name, group] = damped_inverse(self.grams[name][group])
+        return self.inverses[name, group]
 
     def __call__(self, chosen: dict[Tile, int]) -> Model:
         rows, cols = self.hw.block
@@ -218,7 +231,7 @@ class _Requantizer:
                     for i, depth in chunk_depths.items():
                         steps[i * rows:(i + 1) * rows] = 1 << (self.hw.crossbar.cell_bits * depth)
                     self.done[key] = compensated_codes(matrix[:, c].T.astype(np.float64), steps,
-                                                       (1 << _layer_bits(layer)) - 1, self.grams[name][g])
+                                                       (1 << _layer_bits(layer)) - 1, self._inverse(name, g))
                 matrix[:, c] = self.done[key].T
             weights[weight_name(layer)] = codes
         return self.model.replace(weights=weights)
@@ -255,7 +268,7 @@ def choose_depths(model: Model, hw: Hardware, calibration: Sequence[tuple], budg
             measured[length] = output_loss(reference, model_outputs(models[length], inputs))
         return measured[length]
 
-    length = longest_prefix_within(loss, len(order), budget)
+    length = longest_prefix_doubling(loss, len(order), budget)
     return Choice(depths(order, length), measured[length], order, measured), models[length]
 
 

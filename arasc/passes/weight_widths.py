@@ -171,6 +171,28 @@ def longest_prefix_within(loss: Callable[[int], float], length: int, budget: flo
     return good
 
 
+def longest_prefix_doubling(loss: Callable[[int], float], length: int, budget: float) -> int:
+    """As `longest_prefix_within`, but trying prefixes of 1, 2, 4, ... moves until one exceeds the
+    budget, then bisecting between the last two: for moves whose prefixes cost in proportion to
+    their length to build (slice_sparsity.py), so that the search costs what the answer does."""
+    good, bad = 0, None
+    while good < length:
+        probe = min(max(1, 2 * good), length)
+        if loss(probe) > budget:
+            bad = probe
+            break
+        good = probe
+    if bad is None:
+        return good
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        if loss(middle) <= budget:
+            good = middle
+        else:
+            bad = middle
+    return good
+
+
 @dataclass(frozen=True)
 class Choice:
     """The chosen widths (layers left at 8 bits are not named), their measured loss, and the search."""
