@@ -158,6 +158,27 @@ def test_convolutions_and_groups_save_the_rows_predicted(convs):
     assert output_loss(model_outputs(quantized, [x]), model_outputs(model, [x])) < 0.05
 
 
+def test_input_grams_equal_torchs_unfold(convs):
+    _, quantized, calibration = convs
+    seen = layer_inputs(quantized, calibration)
+    for layer in quantized.graph.layers:
+        if not is_crossbar_layer(layer):
+            continue
+        weight = np.asarray(quantized.weights[weight_name(layer)])
+        groups = layer.attr("groups", 1)
+        per_group = weight.shape[1]
+        want = [np.zeros((per_group * 9 if weight.shape[2] == 3 else per_group,) * 2) for _ in range(groups)]
+        for x in seen[layer.inputs[0]]:
+            centred = torch.from_numpy(x.astype(np.float64) - layer.attr("x_zp"))
+            for g in range(groups):
+                # padding with 0 after centring is padding with x_zp, the code of real 0
+                u = torch.nn.functional.unfold(centred[:, g * per_group:(g + 1) * per_group], weight.shape[2:],
+                                               padding=layer.attr("padding"), stride=layer.attr("stride"))
+                want[g] += sum((m @ m.T).numpy() for m in u)
+        for got, expected in zip(input_grams(quantized, layer, seen[layer.inputs[0]]), want, strict=True):
+            assert np.allclose(got, expected, rtol=1e-12, atol=1e-6)
+
+
 def test_the_dropped_slices_are_zero_and_the_codes_stay_in_range(pair):
     _, quantized, calibration = pair
     layers, order, requantize = _requantized(quantized, calibration)
