@@ -360,8 +360,8 @@ def layer_errors(model: Model, center: int, method: str, histograms: dict[str, n
 
     From the channel histograms: a channel's shifted code is a function of its code (`_moved`'s
     table of 256 entries), so each sum over the channel's weights is a sum over its 256 codes
-    weighted by their counts, without the weights (computed on BERT-Large's 0.3 G weights, in
-    float64 for both models, it took 2 s of a quiet compile)."""
+    weighted by their counts, without the weights (from BERT-Large's 0.3 G weights of both models
+    it took 5.1 s of an 81 s profiled compile at load 7)."""
     histograms = histograms if histograms is not None else channel_histograms(model)
     names = crossbar_weights(model)
     layers = {layer.weight("weight").name: layer for layer in model.graph.layers if is_crossbar_layer(layer)}
