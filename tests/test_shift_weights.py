@@ -257,13 +257,43 @@ def test_the_fallback_leaves_the_layers_the_shift_changes_most_unshifted(monkeyp
     monkeypatch.setattr(shift_weights, "task_agreement", lambda reference, outputs: next(verdicts))
     choice = choose_center(model, calibration, 0.999, HW)
     assert choice.center is not None
-    errors = shift_weights.layer_errors(model, shifted(model, choice.center)[0])
+    errors = shift_weights.layer_errors(model, choice.center, "fit")
     changed = sorted((name for name, e in errors.items() if e > 0), key=errors.get)
     assert len(changed) >= 2 and choice.kept == frozenset(changed[len(changed) // 2:])
     out = ShiftWeights("auto", calibration).run(model, HW)
     for name in crossbar_weights(model)[1:]:
         same = np.array_equal(out.weights[name], model.weights[name])
         assert same == (name in choice.kept), name
+
+
+def weight_changes(model, candidate):
+    """The simple statement of `layer_errors`: ||W' - W|| / ||W|| per crossbar weight, from the
+    weights of both models, W = m (q - z) per output channel."""
+    def real_rows(m, layer):
+        zp, multiplier, shift = (channel_param(m, layer, p) for p in ("w_zp", "multiplier", "shift"))
+        codes = np.asarray(m.weights[layer.weight("weight").name]).reshape(len(zp), -1)
+        return (codes - zp[:, None].astype(np.float64)) * (multiplier / 2.0 ** shift)[:, None]
+
+    before = {c.weight("weight").name: c for c in model.graph.layers if OPS[c.op].kind == "mvm"}
+    after = {c.weight("weight").name: c for c in candidate.graph.layers if OPS[c.op].kind == "mvm"}
+    return {name: float(np.linalg.norm(real_rows(candidate, after[name]) - real_rows(model, layer))
+                        / np.linalg.norm(real_rows(model, layer))) for name, layer in before.items()}
+
+
+@pytest.mark.parametrize("name, weights, center, method", [
+    ("resnet50-small", "tensor", 152, "fit"), ("resnet50-small", "tensor", 88, "clip"),
+    ("digits-cnn", "channel", 104, "fit"), ("digits-cnn", "channel", 168, "clip")])
+def test_layer_errors_from_the_histograms_are_those_of_the_shifted_weights(name, weights, center, method):
+    from arasc.passes.shift_weights import layer_errors
+
+    _, inputs = built(name)
+    model = Quantize(calibration=(tuple(np.asarray(x) for x in inputs),), weights=weights).run(lowered(name))
+    want = weight_changes(model, shifted(model, center, method)[0])
+    got = layer_errors(model, center, method)
+    assert list(got) == crossbar_weights(model) and got[crossbar_weights(model)[0]] == 0.0
+    assert sum(e > 0 for e in want.values()) >= 2     # layers the shift changes, so the check means something
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-15), key
 
 
 def test_the_plan_reads_each_channels_range_and_mean_off_its_histogram():
