@@ -54,6 +54,7 @@ from .weight_slicing import layer_inputs, layer_windows
 from .weight_widths import MEASURE_INPUTS, longest_prefix_doubling, model_outputs, output_loss, weight_name
 
 DAMPING = 0.01      # of the Gram matrix's mean diagonal, added to it before inverting (GPTQ's choice)
+LAZY_COLUMNS = 128  # input rows rounded before their error is spread over the rest in one product (GPTQ's lazy batch)
 
 Tile = tuple[str, int, int, int]   # (layer, group, K-chunk i, column block j)
 
@@ -163,34 +164,29 @@ def damped_inverse(gram: np.ndarray) -> np.ndarray:
 
 
 def compensated_codes(target: np.ndarray, steps: np.ndarray, top: int, inverse: np.ndarray) -> np.ndarray:
-    """GPTQ's compensation (module docstring): codes [rows, K] for the float `target` [rows, K],
-    input row k a multiple of steps[k] within 0..top. The coarse input rows (step > 1) are rounded
-    one at a time, coarsest first, each one's error spread over the rows not yet rounded as GPTQ
-    does; the fine rows, having absorbed it, are rounded last, as the quantizer rounded them.
-    `inverse`: `damped_inverse(G)`. Only the coarse rows' part of GPTQ's factor is needed: with
-    P = inverse, its rows for the coarse inputs c are [U_cc, U_cf], U_cc the upper Cholesky factor
-    of P_cc and U_cf = U_cc^-T P_cf, a factorisation of the coarse rows only. (torch's linear
-algebra: numpy's Cholesky factorisation runs 20-300x slower once torch is loaded, its OpenBLAS
-threads contending with torch's.)"""
-    coarse = np.flatnonzero(steps > 1)
-    coarse = coarse[np.argsort(-steps[coarse], kind="stable")]
-    fine = np.flatnonzero(steps == 1)
-    w = target.astype(np.float64)
+    """GPTQ (module docstring): codes [rows, K] for the float `target` [rows, K], input row k a
+    multiple of steps[k] within 0..top, minimising sum over rows of e' G e (e the row's error)
+    greedily, the coarsest input rows first. `inverse`: `damped_inverse(G)`, which a reordering
+    of the rows only permutes, so one serves every column block of a layer. (torch's linear
+    algebra: numpy's Cholesky factorisation runs 20-300x slower once torch is loaded, its OpenBLAS
+    threads contending with torch's.)"""
+    k = target.shape[1]
+    order = np.argsort(-steps, kind="stable")
+    upper = torch.linalg.cholesky(torch.from_numpy(inverse[np.ix_(order, order)])).numpy().T
+    w = target[:, order].astype(np.float64)
+    step = steps[order]
     codes = np.empty_like(w)
-    if len(coarse):
-        lower = torch.linalg.cholesky(torch.from_numpy(inverse[np.ix_(coarse, coarse)]))
-        u_cf = torch.linalg.solve_triangular(lower, torch.from_numpy(inverse[np.ix_(coarse, fine)]), upper=False).numpy()
-        u_cc = lower.numpy().T
-        rows = w[:, coarse]
-        errors = np.empty_like(rows)
-        for c, step in enumerate(steps[coarse]):
-            rounded = _grid(rows[:, c], int(step), top)
-            errors[:, c] = (rows[:, c] - rounded) / u_cc[c, c]
-            rows[:, c + 1:] -= np.outer(errors[:, c], u_cc[c, c + 1:])
-            codes[:, coarse[c]] = rounded
-        w[:, fine] -= errors @ u_cf
-    codes[:, fine] = _grid(w[:, fine], 1, top)
-    return codes.astype(np.uint8)
+    for b0 in range(0, k, LAZY_COLUMNS):
+        b1 = min(b0 + LAZY_COLUMNS, k)
+        errors = np.empty((len(w), b1 - b0))
+        for c in range(b0, b1):
+            codes[:, c] = _grid(w[:, c], int(step[c]), top)
+            errors[:, c - b0] = (w[:, c] - codes[:, c]) / upper[c, c]
+            w[:, c + 1:b1] -= np.outer(errors[:, c - b0], upper[c, c + 1:b1])
+        w[:, b1:] -= errors @ upper[b0:b1, b1:]
+    result = np.empty_like(codes)
+    result[:, order] = codes
+    return result.astype(np.uint8)
 
 
 def depths(order: list[RowMove], length: int) -> dict[Tile, int]:
