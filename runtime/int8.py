@@ -48,3 +48,19 @@ def int8_products_exact() -> bool:
         except RuntimeError:   # no int8 GEMM in this torch build
             return False
     return True
+
+
+def int8_bitline_sums(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """int32 values @ levels of int8 matrices (`int8_product`), on one of torch's threads: the
+    finite-ADC shortcuts' bitline sums (runtime/crossbar.py), many GEMMs of a few million
+    multiply-adds each, where torch's second thread waits spinning more than it helps (on this
+    project's 2-core machine, under other engineers' load, 3-10x slower than one thread). About
+    4x float32 BLAS on one thread here (AVX-512 VNNI)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return int8_product(values, levels)
+    finally:
+        torch.set_num_threads(threads)
