@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .int8 import int8_bitline_sums
+from .int8 import float32_product, int8_bitline_sums
 
 WINDOW_CHUNK = 2048  # windows per bit-serial step, bounding the [bits, windows, cells] temporary
 SUMS_CHUNK = 1 << 22  # bitline sums per product of the shortcuts, bounding their temporaries
@@ -62,7 +62,7 @@ class BitSerial:
     samples: int = 0
     clipped: int = 0
     recovered: int = 0  # speculative samples that saturated and were read again (speculative_product)
-    int8: bool = False  # the shortcuts' bitline sums as int8 GEMMs (`int8_bitline_sums`), else float32
+    int8: bool = False  # the shortcuts' products in torch on one thread, bitline sums in int8 (runtime/int8.py)
 
     @property
     def adc_range(self) -> tuple[int, int]:
@@ -112,7 +112,7 @@ class BitSerial:
         windows, rows = x.shape
         levels = levels[:rows]  # rows past the inputs get none
         self.samples += windows * self.input_bits * levels.shape[1]
-        result = x @ weights
+        result = float32_product(x, weights) if self.int8 else x @ weights
         columns = self._saturable(levels, 1, saturable)
         if not columns.index.size:
             return result
@@ -198,7 +198,7 @@ class BitSerial:
         levels = levels[:rows]
         steps = -(-self.input_bits // slice_bits)
         recovered = np.zeros((windows, steps), bool)
-        result = x @ weights
+        result = float32_product(x, weights) if self.int8 else x @ weights
         self.samples += windows * steps * levels.shape[1]
         if self.adc_bits is None:
             return result, recovered
