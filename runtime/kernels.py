@@ -132,24 +132,22 @@ def rows_out_of_range(sums, low, top, out):  # pragma: no cover - compiled
         out[i] = highest > top or lowest < low
 
 
-SCAN_BLOCK = 32  # columns checked at once, vectorized, before any one is looked at
-
-
 @njit(cache=True, nogil=True)
-def out_of_range(row, low, top, found):  # pragma: no cover - compiled
+def out_of_range(row, low, top, found, flags):  # pragma: no cover - compiled
     """The columns of `row` whose sample leaves low..top, into found[:count]; returns count.
-    Few are (under 1 % of a row that has one, on ResNet-50), so each block of SCAN_BLOCK
-    columns is first checked as a whole, in one vectorized pass, and only then scanned."""
-    count = 0
+    Few do (a few % of a row that has one, on ResNet-50): so one vectorized pass marks them in
+    `flags` (uint8, at least len(row) rounded up to 8, zeros past len(row)), and only the
+    8-column words of flags that are not 0 are looked into."""
+    n = row.shape[0]
     span = np.uint32(top - low)
-    for start in range(0, row.shape[0], SCAN_BLOCK):
-        stop = min(start + SCAN_BLOCK, row.shape[0])
-        farthest = np.uint32(0)
-        for c in range(start, stop):  # a sample below low wraps to a large distance too
-            farthest = max(farthest, np.uint32(np.int64(row[c]) - low))
-        if farthest > span:
-            for c in range(start, stop):
-                if row[c] < low or row[c] > top:
+    for c in range(n):  # a sample below low wraps around to a large distance too
+        flags[c] = np.uint32(np.int64(row[c]) - low) > span
+    words = flags.view(np.uint64)
+    count = 0
+    for k in range(words.shape[0]):
+        if words[k]:
+            for c in range(8 * k, min(8 * k + 8, n)):
+                if flags[c]:
                     found[count] = c
                     count += 1
     return count
@@ -163,9 +161,10 @@ def clip_samples(sums, rows, windows, low, top, weight, significance, cut):  # p
     added to cut[windows[i], weight[c]]. Returns how many samples were clipped."""
     clipped = 0
     found = np.empty(sums.shape[1], np.int64)
+    flags = np.zeros(-(-sums.shape[1] // 8) * 8, np.uint8)
     for i in rows:
         w = windows[i]
-        for k in range(out_of_range(sums[i], low, top, found)):
+        for k in range(out_of_range(sums[i], low, top, found, flags)):
             c = found[k]
             s = np.int64(sums[i, c])
             excess = s - top if s > top else s - low
@@ -187,10 +186,11 @@ def recover_samples(sums, rows, windows, codes, by_column, first, width, low, to
     saturated = 0
     clipped = 0
     found = np.empty(sums.shape[1], np.int64)
+    flags = np.zeros(-(-sums.shape[1] // 8) * 8, np.uint8)
     for i in rows:
         w = windows[i]
         x = codes[w]
-        count = out_of_range(sums[i], low, top, found)
+        count = out_of_range(sums[i], low, top, found, flags)
         saturated += count
         if count:
             again[w] = True
