@@ -125,7 +125,7 @@ class BitSerial:
                 self.clipped += clip_samples(sums, rows_out, part, low, top, columns.weight,
                                              columns.significance * float(1 << b), cut)
         if cut is not None:
-            result -= cut  # exact: float64 integers, and the result is the float32 product's
+            result -= cut  # float64 integers: exact, as is what they leave (the emulation's result, below 2^24)
         return result
 
     def _saturable(self, levels: np.ndarray, most_value: int, cache: dict | None) -> SaturableColumns:
