@@ -20,20 +20,28 @@ model, and on random crossbars):
   bottom) never saturates, whatever the input; with 1-bit differential slices that leaves out
   61 % of ResNet-50's columns, mostly upper slices of small weights. A window driving D rows
   reaches at most D x the largest level of the rest. Their bitline sums, (hot windows) x
-  (saturable columns) for each input bit, are float32 GEMMs of about 9x the ideal product's
-  multiply-adds on ResNet-50, where the window bound alone gave 23x; only the windows where one
-  saturates go further. (int8 GEMMs, torch._int_mm, were 1.4x faster on one thread but up to 10x
-  slower on two threads of a loaded machine: torch's threads wait spinning.) ResNet-50's
-  interpreter with 1-bit slices: 36.7x PyTorch fp32 eager, was 97.4x (docs/results.md).
+  (saturable columns) for each input bit, are GEMMs of about 9x the ideal product's
+  multiply-adds on ResNet-50 with 1-bit slices (where the window bound alone gave 23x), and
+  nearly every sample with 2-bit signed slices or wider input slices. They are made as int8
+  GEMMs with int32 sums (torch._int_mm, VNNI) on one of torch's threads, 4x float32 BLAS per
+  thread on this CPU, where torch's second thread waits spinning more than it helps on a loaded
+  2-core machine; float32 BLAS where torch is not loaded (runtime/int8.py). numba kernels
+  (runtime/kernels.py) then take each row's extremes, and only in rows with a sample out of
+  range find those samples and subtract what the ADC cut off (`clip_samples`).
   `speculative_product` bounds its wider input slices the same way and replaces only the
-  saturated samples (73.0x, was 150.6x). The machine keeps each read's weights, levels and saturable columns per (layer, blocks held), as
-  they depend only on the weights written (runtime/machine.py `_shortcut_operands`).
+  saturated samples, each read again bit by bit as a dot product of its window's bits with its
+  column's levels (`recover_samples`). Both are exact integer arithmetic: the results and counts
+  are the sample-by-sample emulation's. The machine keeps each read's weights, levels and
+  saturable columns per (layer, blocks held), as they depend only on the weights written
+  (runtime/machine.py `_shortcut_operands`). Speeds against PyTorch: docs/results.md.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from .int8 import float32_product, int8_bitline_sums
 
 WINDOW_CHUNK = 2048  # windows per bit-serial step, bounding the [bits, windows, cells] temporary
 SUMS_CHUNK = 1 << 22  # bitline sums per product of the shortcuts, bounding their temporaries
@@ -54,6 +62,7 @@ class BitSerial:
     samples: int = 0
     clipped: int = 0
     recovered: int = 0  # speculative samples that saturated and were read again (speculative_product)
+    int8: bool = False  # the shortcuts' products in torch on one thread, bitline sums in int8 (runtime/int8.py)
 
     @property
     def adc_range(self) -> tuple[int, int]:
@@ -95,27 +104,28 @@ class BitSerial:
         `product`) -> float32 [windows, crossbars * weights per row] (exact integers).
         `saturable` (optional) keeps `saturable_columns` answers between reads of the same
         levels, by largest wordline value."""
+        from .kernels import clip_samples  # numba: a compile imports it only where it slices weights
+
         if self.adc_bits is None or self.adc_lsb != 1:
             raise ValueError("clipping_product models a finite ADC of unit step")
         low, top = self.adc_range
         windows, rows = x.shape
         levels = levels[:rows]  # rows past the inputs get none
         self.samples += windows * self.input_bits * levels.shape[1]
-        result = x @ weights
+        result = float32_product(x, weights) if self.int8 else x @ weights
         columns = self._saturable(levels, 1, saturable)
         if not columns.index.size:
             return result
-        codes = x.astype(np.uint8)
+        codes = np.ascontiguousarray(x, np.uint8)  # x is often transposed windows: the sums and recovery read rows
+        cut = None
         for b in range(self.input_bits):
             bits = (codes >> b) & 1
-            driven = bits.sum(1, dtype=np.int32)
-            hot = np.flatnonzero((driven * columns.largest > top) | (driven * columns.most_negative < low))
-            for sums, windows_read in self._saturating(bits, hot, columns):
-                excess = np.maximum(sums - top, 0) + np.minimum(sums - low, 0)
-                self.clipped += int(np.count_nonzero(excess))
-                every = np.zeros((len(windows_read), levels.shape[1]), np.float32)
-                every[:, columns.index] = excess
-                result[windows_read] -= self._shift_add(every) * float(1 << b)
+            for sums, part, rows_out in self._saturating(bits, columns):
+                cut = np.zeros(result.shape) if cut is None else cut
+                self.clipped += clip_samples(sums, rows_out, part, low, top, columns.weight,
+                                             columns.significance * float(1 << b), cut)
+        if cut is not None:
+            result -= cut  # float64 integers: exact, as is what they leave (the emulation's result, below 2^24)
         return result
 
     def _saturable(self, levels: np.ndarray, most_value: int, cache: dict | None) -> SaturableColumns:
@@ -123,36 +133,42 @@ class BitSerial:
         cache = {} if cache is None else cache
         if most_value not in cache:
             low, top = self.adc_range
-            cache[most_value] = saturable_columns(levels, most_value, low, top)
+            cache[most_value] = saturable_columns(levels, most_value, low, top, self.cell_bits,
+                                                  self.cells_per_weight, self.int8 and most_value < 1 << 7)
         return cache[most_value]
 
-    def _saturating(self, values: np.ndarray, hot: np.ndarray, columns: SaturableColumns):
-        """The bitline sums of the saturable `columns` for the hot windows' wordline `values`,
-        made in chunks of at most SUMS_CHUNK samples, of the windows where one saturates: as
-        (their sums [windows, columns], their indices). Most windows have none (the bounds are
-        loose), and only a per-window maximum and minimum are taken of theirs."""
-        if not hot.size:
-            return
-        chunk = max(1, SUMS_CHUNK // len(columns.index))
+    def _saturating(self, values: np.ndarray, columns: SaturableColumns):
+        """The bitline sums of the saturable `columns` for the wordline `values` [windows, rows]
+        of one input step, in chunks of at most SUMS_CHUNK samples, where a sample saturates:
+        as (the chunk's sums [windows, columns], its windows' indices, the rows of the sums
+        where a sample leaves the ADC's range). Windows whose values sum to too little to reach
+        the ADC's ends are left out (`saturable_columns`); most of the others have no sample
+        out of range either (the bounds are loose), and only each row's extremes are taken."""
+        from .kernels import rows_out_of_range
+
         low, top = self.adc_range
+        driven = values.sum(1, dtype=np.int32)
+        hot = np.flatnonzero((driven * columns.largest > top) | (driven * columns.most_negative < low))
+        chunk = max(1, SUMS_CHUNK // len(columns.index))
         for start in range(0, len(hot), chunk):
             part = hot[start:start + chunk]
-            sums = self._bitline_sums(values[part], columns.levels)
-            saturating = np.flatnonzero((sums.max(1) > top) | (sums.min(1) < low))
-            if saturating.size:
-                yield sums[saturating], part[saturating]
+            every = len(part) == len(values)  # often every window is hot: no copy of the values then
+            sums = self._bitline_sums(values if every else values[part], columns.levels)
+            out = np.empty(len(part), bool)
+            rows_out_of_range(sums, low, top, out)
+            rows_out = np.flatnonzero(out)
+            if rows_out.size:
+                yield sums, part, rows_out
 
     @staticmethod
     def _bitline_sums(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
-        """values [windows, rows] uint8 @ levels [rows, columns] float32, exact in float32
-        (`product` checks that its sums stay below 2^24; these are smaller)."""
+        """values [windows, rows] uint8 @ levels [rows, columns]: in int8 with int32 sums
+        (torch's int8 GEMM on one thread, `int8_bitline_sums`) where the levels are int8
+        (`BitSerial.int8`), else in float32, exact (`product` checks that its sums stay below 2^24;
+        these are smaller)."""
+        if levels.dtype == np.int8:
+            return int8_bitline_sums(values.view(np.int8), levels)  # values are at most 2^7 - 1
         return values.astype(np.float32) @ levels
-
-    def _shift_add(self, samples: np.ndarray) -> np.ndarray:
-        """[windows, weights]: the periphery's shift-and-add over the cells of `samples` [windows,
-        every column of the read] of one input step."""
-        cell_weight = (2.0 ** (self.cell_bits * np.arange(self.cells_per_weight))).astype(np.float32)
-        return samples.reshape(len(samples), -1, self.cells_per_weight) @ cell_weight
 
     def sample(self, partial: np.ndarray) -> np.ndarray:
         """The ADC: ideal, or round to `adc_lsb` steps and saturate at the ends of `adc_range`."""
@@ -179,61 +195,61 @@ class BitSerial:
         if self.adc_lsb != 1:
             raise ValueError("speculative input slicing is modelled for an ADC of unit step")
         windows, rows = x.shape
-        levels = levels[:rows].astype(np.float32)
+        levels = levels[:rows]
         steps = -(-self.input_bits // slice_bits)
         recovered = np.zeros((windows, steps), bool)
-        result = x @ weights
+        result = float32_product(x, weights) if self.int8 else x @ weights
         self.samples += windows * steps * levels.shape[1]
         if self.adc_bits is None:
             return result, recovered
+        from .kernels import recover_samples
+
         low, top = self.adc_range
-        codes = x.astype(np.uint8)
+        codes = np.ascontiguousarray(x, np.uint8)  # x is often transposed windows: the sums and recovery read rows
         saturable = {} if saturable is None else saturable
+        cut = None
         for step in range(steps):
             first = step * slice_bits
             width = min(slice_bits, self.input_bits - first)
             columns = self._saturable(levels, (1 << width) - 1, saturable)  # the last slice may be narrower
             if not columns.index.size:
                 continue
-            values = (codes >> first) & ((1 << width) - 1)
-            driven = values.sum(1, dtype=np.int32)
-            hot = np.flatnonzero((driven * columns.largest > top) | (driven * columns.most_negative < low))
-            for speculative, again_windows in self._saturating(values, hot, columns):
-                saturated = (speculative > top) | (speculative < low)
-                self.recovered += int(np.count_nonzero(saturated))
-                recovered[again_windows, step] = True
-                self.samples += len(again_windows) * width * levels.shape[1]
-                # only the saturated samples are replaced: their windows' sums of the columns that hold one
-                read_again = np.flatnonzero(saturated.any(0))
-                window, column = np.nonzero(saturated[:, read_again])
-                cut = np.zeros(len(window), np.float32)
-                for b in range(first, first + width):
-                    sums = self._bitline_sums((codes[again_windows] >> b) & 1, columns.levels[:, read_again])
-                    sample = sums[window, column]
-                    excess = np.maximum(sample - top, 0) + np.minimum(sample - low, 0)
-                    self.clipped += int(np.count_nonzero(excess))
-                    cut += excess * float(1 << b)
-                every = np.zeros((len(again_windows), levels.shape[1]), np.float32)
-                every[window, columns.index[read_again][column]] = cut
-                result[again_windows] -= self._shift_add(every)
+            again = np.zeros(windows, bool)
+            for sums, part, rows_out in self._saturating((codes >> first) & ((1 << width) - 1), columns):
+                cut = np.zeros(result.shape) if cut is None else cut
+                saturated, clipped = recover_samples(sums, rows_out, part, codes, columns.by_column, first, width,
+                                                     low, top, columns.weight, columns.significance, cut, again)
+                self.recovered += saturated
+                self.clipped += clipped
+            recovered[:, step] = again
+            self.samples += int(again.sum()) * width * levels.shape[1]  # the recovery's single-bit reads
+        if cut is not None:
+            result -= cut  # exact, as in clipping_product
         return result, recovered
 
 
 @dataclass
 class SaturableColumns:
     """The columns of a crossbar read that can saturate (`saturable_columns`): their `index`
-    among the read's columns, their `levels` float32 [rows, len(index)], and the largest and
-    most negative level among them."""
+    among the read's columns, their `levels` [rows, len(index)] as the bitline sums take them
+    (int8, or float32) and `by_column` (int8 [len(index), rows], as the recovery reads them),
+    the largest and most negative level among them, and each one's place in the shift-and-add:
+    the `weight` (product column) it holds a slice of, and that slice's `significance`."""
 
     index: np.ndarray
     levels: np.ndarray
+    by_column: np.ndarray
     largest: float
     most_negative: float
+    weight: np.ndarray
+    significance: np.ndarray
 
 
-def saturable_columns(levels: np.ndarray, most_value: int, low: int, top: int) -> SaturableColumns:
-    """The columns of `levels` [rows, columns] whose sample can leave low..top for some input
-    with wordline values 0..most_value.
+def saturable_columns(levels: np.ndarray, most_value: int, low: int, top: int, cell_bits: int = 1,
+                      cells_per_weight: int = 1, int8: bool = False) -> SaturableColumns:
+    """The columns of `levels` [rows, columns] (of weights of `cells_per_weight` slices of
+    `cell_bits` bits) whose sample can leave low..top for some input with wordline values
+    0..most_value.
 
     A column's sample sum_r v_r l_r lies between most_value x (its negative levels' sum) and
     most_value x (its positive levels' sum), so a column whose bounds stay inside the ADC's range
@@ -244,5 +260,7 @@ def saturable_columns(levels: np.ndarray, most_value: int, low: int, top: int) -
     positive = np.maximum(levels, 0).sum(0, dtype=np.int64) * most_value
     negative = np.minimum(levels, 0).sum(0, dtype=np.int64) * most_value
     index = np.flatnonzero((positive > top) | (negative < low))
-    chosen = levels[:, index].astype(np.float32)
-    return SaturableColumns(index, chosen, float(chosen.max(initial=0)), float(chosen.min(initial=0)))
+    chosen = levels[:, index].astype(np.int8)   # levels are at most 2^cell_bits - 1 in magnitude, cell_bits <= 7
+    return SaturableColumns(index, chosen if int8 else chosen.astype(np.float32), np.ascontiguousarray(chosen.T),
+                            float(chosen.max(initial=0)), float(chosen.min(initial=0)), index // cells_per_weight,
+                            2.0 ** (cell_bits * (index % cells_per_weight)))

@@ -5,6 +5,7 @@ kernels (`kernels.py`) so that a compile does not import numba (0.1 GB and 0.1-0
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 
@@ -48,3 +49,36 @@ def int8_products_exact() -> bool:
         except RuntimeError:   # no int8 GEMM in this torch build
             return False
     return True
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """torch on one thread for the finite-ADC shortcuts' products (runtime/crossbar.py): many
+    GEMMs of a few million multiply-adds each, where a second thread waits spinning more than it
+    helps on this project's 2-core machine under other engineers' load (3-10x slower than one
+    thread), as do OpenBLAS's threads beside torch's (numpy's float32 GEMMs of the old shortcuts
+    took 8x their single-threaded time inside an inference)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def int8_bitline_sums(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """int32 values @ levels of int8 matrices (`int8_product`) on one thread: about 4x float32
+    BLAS per thread on this project's CPUs (AVX-512 VNNI)."""
+    with one_torch_thread():
+        return int8_product(values, levels)
+
+
+def float32_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b of float32 matrices (any strides) by torch on one thread; the same numbers as numpy's
+    where the shortcuts take it, exact integers below 2^24."""
+    import torch
+
+    with one_torch_thread():
+        return (torch.from_numpy(a) @ torch.from_numpy(b)).numpy()

@@ -116,3 +116,97 @@ def qadd_pair(a, b, zps, multipliers, bias, shift, floor, ceiling, out):  # prag
         q = ((np.int64(a[i]) - zps[0]) * multipliers[0] + (np.int64(b[i]) - zps[1]) * multipliers[1] + bias) >> shift
         out[i] = min(max(q, floor), ceiling)
 
+
+
+@njit(cache=True, nogil=True)
+def rows_out_of_range(sums, low, top, out):  # pragma: no cover - compiled
+    """out[i] = whether some sample of row i of sums [windows, columns] leaves low..top: one pass
+    keeping each row's extremes (numpy takes a pass for each, and one more to compare)."""
+    for i in range(sums.shape[0]):
+        row = sums[i]
+        highest = row[0]
+        lowest = row[0]
+        for c in range(1, row.shape[0]):
+            highest = max(highest, row[c])
+            lowest = min(lowest, row[c])
+        out[i] = highest > top or lowest < low
+
+
+@njit(cache=True, nogil=True)
+def out_of_range(row, low, top, found, flags):  # pragma: no cover - compiled
+    """The columns of `row` whose sample leaves low..top, into found[:count]; returns count.
+    Few do (a few % of a row that has one, on ResNet-50): so one vectorized pass marks them in
+    `flags` (uint8, at least len(row) rounded up to 8, zeros past len(row)), and only the
+    8-column words of flags that are not 0 are looked into."""
+    n = row.shape[0]
+    span = np.uint32(top - low)
+    for c in range(n):  # a sample below low wraps around to a large distance too
+        flags[c] = np.uint32(np.int64(row[c]) - low) > span
+    words = flags.view(np.uint64)
+    count = 0
+    for k in range(words.shape[0]):
+        if words[k]:
+            for c in range(8 * k, min(8 * k + 8, n)):
+                if flags[c]:
+                    found[count] = c
+                    count += 1
+    return count
+
+
+@njit(cache=True, nogil=True)
+def clip_samples(sums, rows, windows, low, top, weight, significance, cut):  # pragma: no cover - compiled
+    """The ADC's cut of the samples of `rows` of sums [hot windows, columns] (bitline sums of one
+    input bit): a sample s outside low..top reads as the end it passed, so its window's output
+    `weight[c]` loses (s - end) x significance[c] (the sample's place in the shift-and-add):
+    added to cut[windows[i], weight[c]]. Returns how many samples were clipped."""
+    clipped = 0
+    found = np.empty(sums.shape[1], np.int64)
+    flags = np.zeros(-(-sums.shape[1] // 8) * 8, np.uint8)
+    for i in rows:
+        w = windows[i]
+        for k in range(out_of_range(sums[i], low, top, found, flags)):
+            c = found[k]
+            s = np.int64(sums[i, c])
+            excess = s - top if s > top else s - low
+            clipped += 1
+            cut[w, weight[c]] += excess * significance[c]
+    return clipped
+
+
+@njit(cache=True, nogil=True)
+def recover_samples(sums, rows, windows, codes, by_column, first, width, low, top, weight, significance, cut,
+                    again):  # pragma: no cover - compiled
+    """RAELLA's recovery of the speculative samples of `rows` of sums [hot windows, columns]
+    (bitline sums of input bits first..first + width - 1 driven at once): a sample outside
+    low..top is read again one bit at a time, sum_r bit_b(codes[w, r]) x by_column[c, r],
+    through the same ADC, and its window's output `weight[c]` loses what the ADC cut of those
+    samples, sum_b (s_b - clipped s_b) 2^b x significance[c] (the exact sum it stood for is the
+    product's), into cut[w, weight[c]]; again[w] marks the windows read again. Returns (saturated
+    speculative samples, clipped single-bit samples)."""
+    saturated = 0
+    clipped = 0
+    found = np.empty(sums.shape[1], np.int64)
+    flags = np.zeros(-(-sums.shape[1] // 8) * 8, np.uint8)
+    for i in rows:
+        w = windows[i]
+        x = codes[w]
+        count = out_of_range(sums[i], low, top, found, flags)
+        saturated += count
+        if count:
+            again[w] = True
+        for k in range(count):
+            c = found[k]
+            levels = by_column[c]
+            lost = 0
+            for b in range(first, first + width):
+                single = 0
+                for r in range(x.shape[0]):
+                    single += ((x[r] >> b) & 1) * np.int64(levels[r])
+                if single > top:
+                    clipped += 1
+                    lost += (single - top) << b
+                elif single < low:
+                    clipped += 1
+                    lost += (single - low) << b
+            cut[w, weight[c]] += lost * significance[c]
+    return saturated, clipped

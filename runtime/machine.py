@@ -126,6 +126,8 @@ class Machine:
         self.w_center = OFFSET_CENTER if self.products == "exact" or hw.differential else 0
         int8 = int8_products_wanted() if int8 is None else int8
         self.int8 = int8 and self.products == "exact" and xbar.weight_bits == 8 and int8_products_exact()
+        # the finite-ADC shortcuts' bitline sums (small levels, wordline values below 2^7) likewise
+        self.bit_serial.int8 = int8 and self.products == "clipping" and int8_products_exact()
         largest = (1 << 7) * (1 << (xbar.weight_bits - 1)) * rows
         # the inputs as the products take them (x - 128 of uint8 codes is exact in int8)
         self._input_type = np.int8 if self.int8 else np.float32
