@@ -161,7 +161,11 @@ def longest_prefix_within(loss: Callable[[int], float], length: int, budget: flo
     prefix it returns was measured. It assumes the loss grows with the prefix."""
     if length and loss(length) <= budget:
         return length
-    good, bad = 0, length       # loss(good) <= budget; bad: the shortest prefix known to exceed it
+    return _bisect(loss, 0, length, budget)
+
+
+def _bisect(loss: Callable[[int], float], good: int, bad: int, budget: float) -> int:
+    """The longest prefix between `good` (loss within budget) and `bad` (known to exceed it)."""
     while bad - good > 1:
         middle = (good + bad) // 2
         if loss(middle) <= budget:
@@ -182,15 +186,7 @@ def longest_prefix_doubling(loss: Callable[[int], float], length: int, budget: f
             bad = probe
             break
         good = probe
-    if bad is None:
-        return good
-    while bad - good > 1:
-        middle = (good + bad) // 2
-        if loss(middle) <= budget:
-            good = middle
-        else:
-            bad = middle
-    return good
+    return good if bad is None else _bisect(loss, good, bad, budget)
 
 
 @dataclass(frozen=True)
