@@ -20,23 +20,18 @@ ranges did not see is what rejects the alphas that overfit the observed channel 
 
 The criterion costs a quantization of every reader's weight for each alpha and fold (7 x 2),
 which made it most of a BERT-Large compile (86 s of 117 s on a quiet machine). It is computed
-in integers: one numba pass per weight row makes the row's uint8 codes and its zero point and
-scale (the quantize pass's rule, weight_codes.py), and the product with the value's codes is an
-exact int8 x int8 -> int32 GEMM (`_code_products`); the readers' exact outputs are made once per
-fold. The float64 statement of the same criterion (decode the weights, multiply) is kept in the
-tests, which check that both choose the same alpha.
-
-Most alphas need not be computed to the end. Every term of the error is >= 0, so the part
-computed so far bounds it from below: each alpha computes one block of weight rows, the one
-that looks best then runs to the end, and each other stops once its bound passes the least
-error found. The chosen alpha and the errors computed are the same as without stopping (all 96
-of BERT-Large's choices checked). It saves less than hoped: on the zoo's random weights the
-alphas' errors are often within 1 % of each other, and BERT-Large skips 7 % of the weight codes
-and products (blocks of 256 rows would skip more but cost more in per-call overhead).
+in integers: one numba pass over the weight's rows makes each row's uint8 codes, zero point and
+scale for all seven alphas while the row is in cache (the quantize pass's rule,
+weight_codes.py), and each product with the value's codes is an exact int8 x int8 -> int32
+GEMM (`_code_products`); the readers' exact outputs are made once per fold. The float64
+statement of the same criterion (decode the weights, multiply) is kept in the tests, which check
+that both choose the same alpha. (An earlier version computed one alpha at a time and stopped
+those whose partial error passed the least one found: on the zoo's random weights the alphas'
+errors are within 1 % of each other, so it skipped only 7 % of BERT-Large's weight codes.)
 """
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,10 +39,8 @@ import numpy as np
 from .calibrate import U8_LEVELS, QParams, channel_qparams
 
 ALPHAS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)   # 0.8 and above only helped on the rows they were fitted to
-FIRST_BLOCK_ROWS = 256   # weight rows of an alpha's first step, which ranks the alphas
-BLOCK_ROWS = 1024        # of each further step, after which it checks whether to stop: smaller blocks
-                         # cost more in per-call overhead (2x at 256 rows on a loaded machine) than they save
-PRUNE_MARGIN = 1e-9      # relative: far above the rounding by which a bound's order of summation can differ
+BLOCK_BYTES = 1 << 25   # codes of all alphas for one block of a reader's weight rows: bounds the memory a
+                        # large reader (a vocabulary projection) takes
 
 
 def smoothed_qparams(low: np.ndarray, high: np.ndarray, alpha: float) -> QParams:
@@ -68,14 +61,14 @@ def _codes(rows: np.ndarray, p: QParams) -> np.ndarray:
 
 
 def _code_products(codes: np.ndarray, x_zp: np.ndarray, weight: tuple) -> np.ndarray:
-    """sum_k (codes[m, k] - x_zp[k]) (w[n, k] - w_zp[n]) for uint8 `codes` [m, k] and a weight from
-    `weight_codes`, exact (int64): with a = codes - 128 and c = w - 128 (int8), the sum is
+    """sum_k (codes[m, k] - x_zp[k]) (w[n, k] - w_zp[n]) for uint8 `codes` [m, k] and one alpha's
+    weight from `weight_codes` (codes less 128, zero points, zero-point terms), exact (int64): with a = codes - 128 and c = w - 128 (int8), the sum is
     a @ c.T + sum_k (128 - x_zp[k]) c[n, k] + (128 - w_zp[n]) sum_k (codes[m, k] - x_zp[k]).
     a @ c.T is torch's int8 GEMM where it is exact on this CPU (|sum| <= 2^14 k < 2^31), else
     float64 (integers below 2^53: exact too)."""
     from ..runtime.int8 import int8_product, int8_products_exact
 
-    centred, w_zp, _, zp_term = weight
+    centred, w_zp, zp_term = weight
     a = (codes ^ np.uint8(128)).view(np.int8)
     if int8_products_exact() and codes.shape[1] < 1 << 17:
         products = int8_product(a, centred.T).astype(np.int64)
@@ -105,82 +98,48 @@ def _folds(folds: tuple[np.ndarray, np.ndarray], readers: Sequence[np.ndarray | 
     return result
 
 
-def _alpha_error(alpha: float, folds: list[_Fold], readers: Sequence[np.ndarray | None],
-                 per_row_weights: bool) -> Generator[float, None, float]:
-    """The error of `alpha` (module docstring): for each fold, the squared error of what each
+def _fold_errors(fold: _Fold, readers: Sequence[np.ndarray | None], per_row_weights: bool) -> np.ndarray:
+    """One fold's error of each alpha of ALPHAS (module docstring): the squared error of what each
     reader computes from the test rows coded with the parameters the fit rows give, relative to
-    its exact result, summed over readers, then over the two folds. A reader is a linear layer's
-    float weight [n, k] (its columns take the channel scales, then it is quantized as the crossbar
-    holds it: per row or per weight) or None for a table, which sees the decoded value; its error
-    is the largest squared error of an output row over the mean squared exact row.
-
-    Every term is >= 0, so the error only grows as it is computed: this generator yields a lower
-    bound of it after each block of weight rows (the rows' share of each output row's squared
-    error) and returns the error itself, summed in the same order whatever is pruned."""
+    its exact result, summed over readers. A reader is a linear layer's float weight [n, k] (its
+    columns take the channel scales, then it is quantized as the crossbar holds it: per row or
+    per weight) or None for a table, which sees the decoded value; its error is the largest
+    squared error of an output row over the mean squared exact row."""
     from .weight_codes import weight_codes  # numba: loaded only when a value is smoothed
 
-    fold_errors: list[float] = []
-    rows = FIRST_BLOCK_ROWS
-    for fold in folds:
-        p = smoothed_qparams(fold.low, fold.high, alpha)
-        codes, zp, scale = _codes(fold.test, p), np.asarray(p.zp), np.asarray(p.scale)
-        done = sum(fold_errors)
-        total = 0.0
-        for weight, want, signal in zip(readers, fold.exact, fold.signals, strict=True):
-            if signal <= 0:
-                continue
-            if weight is None:
-                approx = (codes - zp) * scale
-            else:
-                approx = np.empty_like(want)
-                partial = np.zeros(len(want))
-                start = 0
-                while start < len(weight):
-                    # one range for the weight (not per row): all of it at once
-                    block = slice(start, start + (rows if per_row_weights else len(weight)))
-                    held = weight_codes(weight[block], scale, zp, per_row_weights)
-                    approx[:, block] = _code_products(codes, zp, held) * held[2]
-                    partial += np.square(want[:, block] - approx[:, block]).sum(axis=1)
-                    start, rows = block.stop, BLOCK_ROWS
-                    yield done + total + float(partial.max()) / signal
-            total += float(np.square(want - approx).sum(axis=1).max()) / signal
-        fold_errors.append(total)
-    return fold_errors[0] + fold_errors[1]
-
-
-def _step(run: Generator[float, None, float]) -> tuple[bool, float]:
-    """(finished, the error) or (not finished, a lower bound of it)."""
-    try:
-        return False, next(run)
-    except StopIteration as stop:
-        return True, stop.value
+    params = [smoothed_qparams(fold.low, fold.high, alpha) for alpha in ALPHAS]
+    channels = fold.test.shape[1]
+    scales = np.stack([np.broadcast_to(p.scale, (channels,)) for p in params]).astype(np.float64)
+    zps = np.stack([np.broadcast_to(p.zp, (channels,)) for p in params]).astype(np.int64)
+    codes = [_codes(fold.test, p) for p in params]
+    errors = np.zeros(len(ALPHAS))
+    for weight, want, signal in zip(readers, fold.exact, fold.signals, strict=True):
+        if signal <= 0:
+            continue
+        squared = np.zeros((len(ALPHAS), len(want)))   # per alpha, each output row's squared error
+        if weight is None:
+            for alpha, alpha_codes in enumerate(codes):
+                squared[alpha] = np.square(want - (alpha_codes - zps[alpha]) * scales[alpha]).sum(axis=1)
+        else:
+            # one range for the weight (not per row): all of it at once
+            rows = max(1, BLOCK_BYTES // (len(ALPHAS) * channels)) if per_row_weights else len(weight)
+            for start in range(0, len(weight), rows):
+                block = slice(start, start + rows)
+                centred, w_zp, w_scale, zp_term = weight_codes(weight[block], scales, zps, per_row_weights)
+                for alpha, alpha_codes in enumerate(codes):
+                    held = (centred[alpha], w_zp[alpha], zp_term[alpha])
+                    approx = _code_products(alpha_codes, zps[alpha], held) * w_scale[alpha]
+                    squared[alpha] += np.square(want[:, block] - approx).sum(axis=1)
+        errors += squared.max(axis=1) / signal
+    return errors
 
 
 def alpha_errors(folds: tuple[np.ndarray, np.ndarray], readers: Sequence[np.ndarray | None],
-                 per_row_weights: bool = True, prune: bool = True) -> np.ndarray:
-    """The two-fold cross-validated error of each alpha of ALPHAS; with `prune`, inf for an alpha
-    whose error is certainly above the least one. Each alpha first computes one block; the one
-    with the least bound then runs to the end, and every other stops once its bound passes the
-    least error found (by more than rounding could account for: the bound sums the rows'
-    squared errors in another order). The errors computed are the same numbers either way."""
-    prepared = _folds(folds, readers)
-    runs = [_alpha_error(alpha, prepared, readers, per_row_weights) for alpha in ALPHAS]
-    errors = np.full(len(ALPHAS), np.inf)
-    pending = []
-    for index, run in enumerate(runs):
-        finished, value = _step(run)
-        if finished:
-            errors[index] = value
-        else:
-            pending.append((value, index))
-    for bound, index in sorted(pending):   # the alpha that looks best after one block goes first
-        while not (prune and bound > errors.min() * (1 + PRUNE_MARGIN)):
-            finished, bound = _step(runs[index])
-            if finished:
-                errors[index] = bound
-                break
-        runs[index].close()
-    return errors
+                 per_row_weights: bool = True) -> np.ndarray:
+    """The two-fold cross-validated error of each alpha of ALPHAS: ranges from one fold's rows,
+    error on the other's, and the other way round (`_fold_errors`), added."""
+    first, second = (_fold_errors(fold, readers, per_row_weights) for fold in _folds(folds, readers))
+    return first + second
 
 
 def choose_alpha(folds: tuple[np.ndarray, np.ndarray], readers: Sequence[np.ndarray | None],
