@@ -512,9 +512,9 @@ def _crossbar(rw: _Rewriter, layer: Layer) -> None:
     largest_bias = 0
     if bias is not None or x.per_channel:
         q_bias = np.zeros(n) if bias is None else np.round(bias / (x_scale * w_scale))
-        if x.per_channel:
-            held = q_weight.astype(np.int64) - np.asarray(w.zp, np.int64).reshape(-1, 1)
-            q_bias = q_bias - held @ x.zp.astype(np.int64)
+        if x.per_channel:   # (Q - w_zp) z = Q z - w_zp sum(z), Q z in float64: integers below 2^53, exact
+            held_z = (q_weight.astype(np.float64) @ x.zp.astype(np.float64)).astype(np.int64)
+            q_bias = q_bias - (held_z - np.asarray(w.zp, np.int64).reshape(-1) * int(x.zp.sum()))
         largest_bias = np.abs(q_bias).max()
         if largest_bias > INT32.max:
             if layer.weight("bias") is None:   # a bias made only of folded channel zero points

@@ -9,6 +9,29 @@ import numpy as np
 from numba import njit, prange
 
 
+SIGN_BIT = np.int64(-(1 << 63))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _order_key(bits):  # pragma: no cover (numba)
+    """An int64 that orders as the float64 of these bits does (a negative float's magnitude bits
+    flipped; an involution, so it also maps a key back): LLVM vectorizes min and max of
+    integers, not numba's float min and max, which keep Python's NaN rules (4x slower)."""
+    return bits ^ ((bits >> 63) & ~SIGN_BIT)
+
+
+@njit(cache=True, nogil=True)
+def _range(row):  # pragma: no cover (numba)
+    """min(0, row) and max(0, row)."""
+    bits = row.view(np.int64)
+    lo, hi = np.int64(0), np.int64(0)   # the key of 0.0
+    for j in range(len(bits)):
+        key = _order_key(bits[j])
+        lo, hi = min(lo, key), max(hi, key)
+    ends = np.array([_order_key(lo), _order_key(hi)]).view(np.float64)
+    return ends[0], ends[1]
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def weight_codes(weight, column_scales, x_zps, per_row):  # pragma: no cover (numba)
     """The crossbar's view of the float weight [n, k] with its columns scaled by each row of
@@ -34,11 +57,7 @@ def weight_codes(weight, column_scales, x_zps, per_row):  # pragma: no cover (nu
         for a in range(scalings):
             for j in range(k):
                 row[j] = weight[i, j] * column_scales[a, j]
-            lo, hi = low[a], high[a]
-            if per_row:
-                lo, hi = 0.0, 0.0
-                for j in range(k):
-                    lo, hi = min(lo, row[j]), max(hi, row[j])
+            lo, hi = _range(row) if per_row else (low[a], high[a])
             span = hi - lo
             s = span / 255.0 if span > 0 else 1.0
             z = np.rint(-lo / s)
