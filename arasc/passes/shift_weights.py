@@ -104,16 +104,16 @@ def channel_histograms(model: Model) -> dict[str, np.ndarray]:
     """[channels, 256] counts (unsigned, as narrow as the row length allows) per crossbar weight: how many of each output channel's weights hold
     each code. Everything the center choice needs (means, ranges, Eq. 3's level distributions,
     clipping) follows from these, without copying the weights per candidate center."""
+    from .weight_moves import count_codes
+
     layers = {layer.weight("weight").name: layer for layer in model.graph.layers if is_crossbar_layer(layer)}
     result = {}
     for name in crossbar_weights(model):
         channels = len(channel_param(model, layers[name], "w_zp"))
-        codes = np.asarray(model.weights[name]).reshape(channels, -1)
-        step = max(1, (1 << 22) // max(codes.shape[1], 1))   # channels per bincount: a bounded index temporary
-        counts = np.min_scalar_type(codes.shape[1])   # a count is at most the row length: BERT-Large's
-        result[name] = np.concatenate([                # 222 K channels take 0.11 GB in uint16, 0.45 in int64
-            np.bincount((np.arange(len(rows))[:, None] * 256 + rows).ravel(), minlength=len(rows) * 256)
-            .reshape(len(rows), 256).astype(counts) for rows in (codes[i:i + step] for i in range(0, channels, step))])
+        codes = np.ascontiguousarray(model.weights[name]).reshape(channels, -1)
+        # a count is at most the row length: BERT-Large's 222 K channels take 0.11 GB in uint16, 0.45 in int64
+        result[name] = np.zeros((channels, 256), np.min_scalar_type(codes.shape[1]))
+        count_codes(codes, result[name])
     return result
 
 
@@ -173,22 +173,6 @@ def _plan(model: Model, layer, histogram: np.ndarray, center: int, method: str,
     return np.where(stay, 0, d), np.where(stay, 1.0, alpha)
 
 
-def _moved(codes: np.ndarray, zp: np.ndarray, d: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Codes [channels, ...] (or [256], the same codes for every channel: the table the center
-    choice maps histograms through) scaled by alpha about their zero point (rounded in float64)
-    and moved by d, before clipping to 0..255: -255..510, so int16, a quarter of int64's memory
-    traffic."""
-    moved = np.add(codes, d.astype(np.int16)[:, None], dtype=np.int16)
-    squeezed = np.flatnonzero(alpha < 1.0)
-    if len(squeezed):
-        zs = zp[squeezed, None]
-        scaled = np.subtract(codes if codes.ndim == 1 else codes[squeezed], zs, dtype=np.float64)
-        scaled *= alpha[squeezed, None]
-        np.rint(scaled, out=scaled)
-        moved[squeezed] = scaled.astype(np.int16) + (zs + d[squeezed, None]).astype(np.int16)
-    return moved
-
-
 def shifted(model: Model, center: int, method: str = "fit", keep: frozenset[str] = frozenset(),
             histograms: dict[str, np.ndarray] | None = None,
             ranges: dict[str, ChannelRanges] | None = None) -> tuple[Model, float]:
@@ -200,6 +184,8 @@ def shifted(model: Model, center: int, method: str = "fit", keep: frozenset[str]
     channel's shifted codes would leave [0, 255], its codes are scaled about the zero point by the
     largest alpha <= 1 that keeps them inside, and its requantization multiplier and bias are
     rescaled to match (a coarser weight step, one more rounding of each weight)."""
+    from .weight_moves import move_codes
+
     histograms = histograms if histograms is not None else channel_histograms(model)
     moving = set(crossbar_weights(model)[1:]) - keep
     weights = dict(model.weights)
@@ -212,10 +198,10 @@ def shifted(model: Model, center: int, method: str = "fit", keep: frozenset[str]
         name = layer.weight("weight").name
         d, alpha = _plan(model, layer, histograms[name], center, method, ranges[name] if ranges else None)
         zp = channel_param(model, layer, "w_zp")
-        codes = _moved(np.asarray(model.weights[name]).reshape(len(zp), -1), zp, d, alpha)
-        clipped += int(np.count_nonzero((codes < 0) | (codes > 255)))
+        codes, clipped_here = move_codes(np.ascontiguousarray(model.weights[name]).reshape(len(zp), -1), zp, d, alpha)
+        clipped += int(clipped_here)
         total += codes.size
-        weights[name] = np.clip(codes, 0, 255).astype(np.uint8).reshape(np.shape(model.weights[name]))
+        weights[name] = codes.reshape(np.shape(model.weights[name]))
         params = {"w_zp": zp + d}
         if (alpha < 1.0).any():
             bias, params["multiplier"], params["shift"] = _rescaled(model, layer, alpha, codes.shape[1])
@@ -242,7 +228,9 @@ def predicted_center(model: Model, histograms: dict[str, np.ndarray], center: in
                      hw: Hardware, ranges: dict[str, ChannelRanges] | None = None) -> tuple[float, float]:
     """(Eq. 3's predicted skip, fraction of shifted weights that clip) of `shifted(model, center,
     method)` (None: of the model as it is), from the channel histograms alone: each channel's
-    codes map through its move as a table of 256 entries, so no weights are copied."""
+    counts map through its move, so no weights are copied."""
+    from .weight_moves import moved_counts
+
     layers = {layer.weight("weight").name: layer for layer in model.graph.layers if is_crossbar_layer(layer)}
     names = crossbar_weights(model)
     code_histograms = [histograms[names[0]].sum(0)]
@@ -252,14 +240,11 @@ def predicted_center(model: Model, histograms: dict[str, np.ndarray], center: in
             code_histograms.append(histograms[name].sum(0))
             continue
         zp = channel_param(model, layers[name], "w_zp")
-        table = _moved(np.arange(256), zp, *_plan(model, layers[name], histograms[name], center, method,
-                                                  ranges[name] if ranges else None))
-        counts = histograms[name]
-        clipped += int(counts[(table < 0) | (table > 255)].sum())
-        total += int(counts.sum())
-        np.clip(table, 0, 255, out=table)
-        # float64 weights: sums of counts, integers below 2^53, exact in any order
-        code_histograms.append(np.bincount(table.ravel(), weights=counts.ravel(), minlength=256))
+        d, alpha = _plan(model, layers[name], histograms[name], center, method, ranges[name] if ranges else None)
+        histogram, clipped_here = moved_counts(histograms[name], zp, d, alpha)
+        clipped += int(clipped_here)
+        total += int(histogram.sum())
+        code_histograms.append(histogram)
     return _skip(code_histograms, hw), clipped / max(total, 1)
 
 
@@ -289,7 +274,9 @@ def _fixed_points(reals: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]
 
 def predicted_skip(model: Model, hw: Hardware) -> float:
     """Eq. 3 between consecutive crossbar layers of the model as it is (see `_skip`)."""
-    return _skip([np.bincount(np.asarray(model.weights[name]).reshape(-1), minlength=256)
+    from .weight_moves import code_histogram
+
+    return _skip([code_histogram(np.ascontiguousarray(model.weights[name]).reshape(-1))
                   for name in crossbar_weights(model)], hw)
 
 
@@ -358,10 +345,12 @@ def layer_errors(model: Model, center: int, method: str, histograms: dict[str, n
     so the criterion ranks layers by how much the shift can disturb them, without an evaluation.
     0 where the shift is exact (the first layer, which is not shifted).
 
-    From the channel histograms: a channel's shifted code is a function of its code (`_moved`'s
-    table of 256 entries), so each sum over the channel's weights is a sum over its 256 codes
+    From the channel histograms: a channel's shifted code is a function of its code (a table of
+    256 entries, `weight_moves.code_tables`), so each sum over the channel's weights is a sum over its 256 codes
     weighted by their counts, without the weights (from BERT-Large's 0.3 G weights of both models
     it took 5.1 s of an 81 s profiled compile at load 7)."""
+    from .weight_moves import code_tables
+
     histograms = histograms if histograms is not None else channel_histograms(model)
     names = crossbar_weights(model)
     layers = {layer.weight("weight").name: layer for layer in model.graph.layers if is_crossbar_layer(layer)}
@@ -376,7 +365,7 @@ def layer_errors(model: Model, center: int, method: str, histograms: dict[str, n
             _, multiplier_after, shift_after = _rescaled(model, layer, alpha, row_length)
         else:
             multiplier_after, shift_after = multiplier, shift
-        moved = np.clip(_moved(codes, zp, d, alpha), 0, 255)
+        moved = np.clip(code_tables(zp, d, alpha), 0, 255)
         before = (codes - zp[:, None].astype(np.float64)) * (multiplier / 2.0 ** shift)[:, None]
         after = (moved - (zp + d)[:, None].astype(np.float64)) * (multiplier_after / 2.0 ** shift_after)[:, None]
         counts = histograms[name]

@@ -1,13 +1,13 @@
 """The weight codes SmoothQuant's alpha choice tries (smoothing.py): one numba loop, parallel over
-the weight's rows, which are independent, that makes a row's codes for every candidate alpha
-while the row is in cache, so the weight is read from memory once, not once per alpha (memory
-traffic was most of the criterion's cost: 0.8 ns a weight per alpha on two cores). Imported only
-when a value is smoothed: numba costs 0.1 GB and 0.1-0.3 s to load."""
+the weight's rows, which are independent, that makes a row's codes for every candidate alpha in
+one visit. It is most of a BERT-Large compile's quantize pass, bound by arithmetic rather than
+memory: per weight and alpha about 1.1 ns on one core, half of it the row's range while that
+was a float min and max (see `_range`). Imported only when a value is smoothed: numba costs
+0.1 GB and 0.1-0.3 s to load."""
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
-
 
 SIGN_BIT = np.int64(-(1 << 63))
 
