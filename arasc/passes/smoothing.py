@@ -71,7 +71,8 @@ def _code_products(codes: np.ndarray, x_zp: np.ndarray, weight: tuple) -> np.nda
     centred, w_zp, zp_term = weight
     a = (codes ^ np.uint8(128)).view(np.int8)
     if int8_products_exact() and codes.shape[1] < 1 << 17:
-        products = int8_product(a, centred.T).astype(np.int64)
+        # c @ a.T, the weight on the left as the interpreter has it: 1.4-1.8x faster than a @ c.T
+        products = int8_product(centred, a.T).T.astype(np.int64)
     else:
         products = (a.astype(np.float64) @ centred.T.astype(np.float64)).astype(np.int64)
     x_sums = (codes.astype(np.int64) - x_zp).sum(1)

@@ -40,23 +40,26 @@ def code_histogram(codes):  # pragma: no cover (numba)
     return partial.sum(axis=0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def moved_counts(counts, zp, d, alpha):  # pragma: no cover (numba)
     """The code histogram, int64 [256], of a layer whose channels' code counts are `counts`
     [C, 256] once each channel's codes are moved (`moved_code`) and clipped to 0..255; and how
     many of its weights clipped."""
-    histogram = np.zeros(256, np.int64)
-    clipped = 0
-    for c in range(counts.shape[0]):
-        for code in range(256):
-            n = np.int64(counts[c, code])
-            if n:
-                moved = moved_code(code, zp[c], d[c], alpha[c])
-                if moved < 0 or moved > 255:
-                    clipped += n
-                    moved = min(max(moved, 0), 255)
-                histogram[moved] += n
-    return histogram, clipped
+    parts = 64   # groups of channels counted apart in parallel, then added
+    histograms = np.zeros((parts, 256), np.int64)
+    clipped = np.zeros(parts, np.int64)
+    size = (counts.shape[0] + parts - 1) // parts
+    for p in prange(parts):
+        for c in range(p * size, min((p + 1) * size, counts.shape[0])):
+            for code in range(256):
+                n = np.int64(counts[c, code])
+                if n:
+                    moved = moved_code(code, zp[c], d[c], alpha[c])
+                    if moved < 0 or moved > 255:
+                        clipped[p] += n
+                        moved = min(max(moved, 0), 255)
+                    histograms[p, moved] += n
+    return histograms.sum(axis=0), clipped.sum()
 
 
 @njit(cache=True, nogil=True, parallel=True)
