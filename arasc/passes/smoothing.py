@@ -55,34 +55,40 @@ def smoothed_qparams(low: np.ndarray, high: np.ndarray, alpha: float) -> QParams
     return QParams(scale, np.clip(np.round(-low / scale), 0, U8_LEVELS).astype(np.int64))
 
 
-def _codes(rows: np.ndarray, p: QParams) -> np.ndarray:
-    """uint8 codes of `rows` under the per-channel parameters `p`."""
-    return np.clip(np.round(rows / p.scale) + p.zp, 0, U8_LEVELS).astype(np.uint8)
+@dataclass(frozen=True)
+class _Coded:
+    """A fold's test rows [m, k] coded with one alpha's parameters, as the products need them."""
+    codes: np.ndarray     # uint8 [m, k]
+    zp: np.ndarray        # int64 [k]
+    scale: np.ndarray     # float64 [k]
+    centred: np.ndarray   # int8 [k, m]: the codes less 128, transposed (the GEMM's right operand)
+    sums: np.ndarray      # int64 [m]: sum_k (codes - zp)
+
+    @classmethod
+    def of(cls, rows: np.ndarray, p: QParams) -> _Coded:
+        zp, scale = np.asarray(p.zp, np.int64), np.asarray(p.scale, np.float64)
+        codes = np.clip(np.round(rows / scale) + zp, 0, U8_LEVELS).astype(np.uint8)
+        centred = np.ascontiguousarray((codes ^ np.uint8(128)).view(np.int8).T)
+        return cls(codes, zp, scale, centred, (codes.astype(np.int64) - zp).sum(1))
 
 
-def _code_products(codes: np.ndarray, x_zp: np.ndarray, weight: tuple) -> np.ndarray:
-    """sum_k (codes[m, k] - x_zp[k]) (w[n, k] - w_zp[n]) for uint8 `codes` [m, k] and one alpha's
-    weight from `weight_codes` (codes less 128, zero points, zero-point terms), exact (int64): with a = codes - 128 and c = w - 128 (int8), the sum is
-    a @ c.T + sum_k (128 - x_zp[k]) c[n, k] + (128 - w_zp[n]) sum_k (codes[m, k] - x_zp[k]).
-    a @ c.T is torch's int8 GEMM where it is exact on this CPU (|sum| <= 2^14 k < 2^31), else
-    float64 (integers below 2^53: exact too)."""
+def _code_products(x: _Coded, centred: np.ndarray) -> np.ndarray:
+    """c @ a.T, int64 [n, m], for weight codes less 128 c [n, k] and the test rows' a = codes - 128:
+    torch's int8 GEMM where it is exact on this CPU (|sum| <= 2^14 k < 2^31), else float64
+    (integers below 2^53: exact too). The weight goes on the left, as the interpreter has it:
+    1.4-1.8x faster than a @ c.T."""
     from ..runtime.int8 import int8_product, int8_products_exact
 
-    centred, w_zp, zp_term = weight
-    a = (codes ^ np.uint8(128)).view(np.int8)
-    if int8_products_exact() and codes.shape[1] < 1 << 17:
-        # c @ a.T, the weight on the left as the interpreter has it: 1.4-1.8x faster than a @ c.T
-        products = int8_product(centred, a.T).T.astype(np.int64)
-    else:
-        products = (a.astype(np.float64) @ centred.T.astype(np.float64)).astype(np.int64)
-    x_sums = (codes.astype(np.int64) - x_zp).sum(1)
-    return products + zp_term + np.outer(x_sums, 128 - w_zp)
+    if int8_products_exact() and centred.shape[1] < 1 << 17:
+        return int8_product(centred, x.centred)
+    return (centred.astype(np.float64) @ x.centred.astype(np.float64)).astype(np.int64)
 
 
 @dataclass(frozen=True)
 class _Fold:
     """One direction of the cross-validation: channel ranges from the `fit` rows, error on the
-    `test` rows; each reader's exact result on them and its mean squared row."""
+    `test` rows [m, k]; each reader's exact result on them, transposed ([outputs, m], as the
+    products come), and its mean squared row."""
     low: np.ndarray
     high: np.ndarray
     test: np.ndarray
@@ -93,9 +99,9 @@ class _Fold:
 def _folds(folds: tuple[np.ndarray, np.ndarray], readers: Sequence[np.ndarray | None]) -> list[_Fold]:
     result = []
     for fit, test in (folds, folds[::-1]):
-        exact = [test if weight is None else test @ weight.T for weight in readers]
+        exact = [np.ascontiguousarray(test.T) if weight is None else weight @ test.T for weight in readers]
         result.append(_Fold(fit.min(0), fit.max(0), test, exact,
-                            [float(np.vdot(e, e)) / max(len(e), 1) for e in exact]))
+                            [float(np.vdot(e, e)) / max(len(test), 1) for e in exact]))
     return result
 
 
@@ -106,31 +112,28 @@ def _fold_errors(fold: _Fold, readers: Sequence[np.ndarray | None], per_row_weig
     columns take the channel scales, then it is quantized as the crossbar holds it: per row or
     per weight) or None for a table, which sees the decoded value; its error is the largest
     squared error of an output row over the mean squared exact row."""
-    from .weight_codes import weight_codes  # numba: loaded only when a value is smoothed
+    from .weight_codes import add_squared_errors, weight_codes  # numba: loaded only when a value is smoothed
 
-    params = [smoothed_qparams(fold.low, fold.high, alpha) for alpha in ALPHAS]
-    channels = fold.test.shape[1]
-    scales = np.stack([np.broadcast_to(p.scale, (channels,)) for p in params]).astype(np.float64)
-    zps = np.stack([np.broadcast_to(p.zp, (channels,)) for p in params]).astype(np.int64)
-    codes = [_codes(fold.test, p) for p in params]
+    coded = [_Coded.of(fold.test, smoothed_qparams(fold.low, fold.high, alpha)) for alpha in ALPHAS]
+    scales = np.stack([np.broadcast_to(x.scale, (fold.test.shape[1],)) for x in coded])
+    zps = np.stack([np.broadcast_to(x.zp, (fold.test.shape[1],)) for x in coded])
     errors = np.zeros(len(ALPHAS))
     for weight, want, signal in zip(readers, fold.exact, fold.signals, strict=True):
         if signal <= 0:
             continue
-        squared = np.zeros((len(ALPHAS), len(want)))   # per alpha, each output row's squared error
+        squared = np.zeros((len(ALPHAS), len(fold.test)))   # per alpha, each output row's squared error
         if weight is None:
-            for alpha, alpha_codes in enumerate(codes):
-                squared[alpha] = np.square(want - (alpha_codes - zps[alpha]) * scales[alpha]).sum(axis=1)
+            for alpha, x in enumerate(coded):
+                squared[alpha] = np.square(want - ((x.codes - x.zp) * x.scale).T).sum(axis=0)
         else:
             # one range for the weight (not per row): all of it at once
-            rows = max(1, BLOCK_BYTES // (len(ALPHAS) * channels)) if per_row_weights else len(weight)
+            rows = max(1, BLOCK_BYTES // (len(ALPHAS) * weight.shape[1])) if per_row_weights else len(weight)
             for start in range(0, len(weight), rows):
                 block = slice(start, start + rows)
                 centred, w_zp, w_scale, zp_term = weight_codes(weight[block], scales, zps, per_row_weights)
-                for alpha, alpha_codes in enumerate(codes):
-                    held = (centred[alpha], w_zp[alpha], zp_term[alpha])
-                    approx = _code_products(alpha_codes, zps[alpha], held) * w_scale[alpha]
-                    squared[alpha] += np.square(want[:, block] - approx).sum(axis=1)
+                for alpha, x in enumerate(coded):
+                    add_squared_errors(_code_products(x, centred[alpha]), zp_term[alpha], w_zp[alpha], x.sums,
+                                       w_scale[alpha], want[block], squared[alpha])
         errors += squared.max(axis=1) / signal
     return errors
 

@@ -68,3 +68,18 @@ def weight_codes(weight, column_scales, x_zps, per_row):  # pragma: no cover (nu
                 term += (128 - x_zps[a, j]) * centred[a, i, j]
             zp[a, i], scale[a, i], zp_term[a, i] = np.int64(z), s, term
     return centred, zp, scale, zp_term
+
+
+@njit(cache=True, nogil=True)
+def add_squared_errors(products, zp_term, w_zp, x_sums, w_scale, want, squared):  # pragma: no cover (numba)
+    """squared[m] += sum_n (held[n, m] - want[n, m])^2, where held is what the crossbar computes of
+    test row m at output n with one alpha's weight codes: w_scale[n] sum_k (w[n, k] - w_zp[n])
+    (codes[m, k] - x_zp[k]), whose integer sum is, with c = w - 128 and a = codes - 128,
+    products[n, m] (c @ a.T) + zp_term[n] + (128 - w_zp[n]) x_sums[m] (`weight_codes` makes
+    zp_term, x_sums is sum_k (codes[m, k] - x_zp[k])). One pass: numpy's version of the same
+    took a temporary per term, as long as the int8 GEMM itself."""
+    n, m = products.shape
+    for i in range(n):
+        for j in range(m):
+            error = (products[i, j] + zp_term[i] + (128 - w_zp[i]) * x_sums[j]) * w_scale[i] - want[i, j]
+            squared[j] += error * error
