@@ -1,4 +1,5 @@
-"""OpenMP's wait policy for a compile (arasc/openmp.py): set before torch loads, a user's kept."""
+"""The wait policy of a compile's thread pools (arasc/openmp.py): set before numpy and torch load, a
+user's kept."""
 import os
 import subprocess
 import sys
@@ -11,21 +12,22 @@ original = openmp.passive_waits
 openmp.passive_waits = lambda: seen.append(original()) or seen[-1]
 from arasc import cli
 status = cli.main(["compile", "digits-cnn", "-o", sys.argv[1], "-q"])
-print(status, seen, os.environ.get("OMP_WAIT_POLICY"))
+print(status, seen, os.environ.get("OMP_WAIT_POLICY"), os.environ.get("OPENBLAS_THREAD_TIMEOUT"))
 """
 
 
 def compile_in_a_fresh_process(tmp_path, **env) -> str:
-    environment = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | env
+    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")} | env
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "d.aras")], capture_output=True, text=True,
                           env=environment, timeout=300)
     assert done.returncode == 0, done.stderr
     return done.stdout.split("\n")[-2]
 
 
-def test_arasc_compile_sets_passive_waits_before_torch_loads(tmp_path):
-    assert compile_in_a_fresh_process(tmp_path) == "0 [True] PASSIVE"
+def test_arasc_compile_sets_passive_waits_before_numpy_and_torch_load(tmp_path):
+    assert compile_in_a_fresh_process(tmp_path) == "0 [True] PASSIVE 4"
 
 
 def test_a_users_wait_policy_is_kept(tmp_path):
-    assert compile_in_a_fresh_process(tmp_path, OMP_WAIT_POLICY="ACTIVE") == "0 [True] ACTIVE"
+    assert compile_in_a_fresh_process(tmp_path, OMP_WAIT_POLICY="ACTIVE", OPENBLAS_THREAD_TIMEOUT="20") \
+        == "0 [True] ACTIVE 20"
