@@ -61,15 +61,14 @@ class _Coded:
     codes: np.ndarray     # uint8 [m, k]
     zp: np.ndarray        # int64 [k]
     scale: np.ndarray     # float64 [k]
-    centred: np.ndarray   # int8 [k, m]: the codes less 128, transposed (the GEMM's right operand)
+    centred: np.ndarray   # int8 [k, m]: the codes less 128, a transposed view (the GEMM's right operand)
     sums: np.ndarray      # int64 [m]: sum_k (codes - zp)
 
     @classmethod
     def of(cls, rows: np.ndarray, p: QParams) -> _Coded:
         zp, scale = np.asarray(p.zp, np.int64), np.asarray(p.scale, np.float64)
         codes = np.clip(np.round(rows / scale) + zp, 0, U8_LEVELS).astype(np.uint8)
-        centred = np.ascontiguousarray((codes ^ np.uint8(128)).view(np.int8).T)
-        return cls(codes, zp, scale, centred, (codes.astype(np.int64) - zp).sum(1))
+        return cls(codes, zp, scale, (codes ^ np.uint8(128)).view(np.int8).T, (codes.astype(np.int64) - zp).sum(1))
 
 
 def _code_products(x: _Coded, centred: np.ndarray) -> np.ndarray:
