@@ -8,41 +8,49 @@ Every kernel is exact integer arithmetic; tests compare each with its plain nump
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def write_cells(cells, rows, contents, blocks, masks, partial, pulse_table, changed_table, count,
                 pulses, changed):  # pragma: no cover - compiled
     """cells[rows[b]] <- contents[blocks[b]] where masks[blocks[b]] (everywhere when the block
     is not `partial`), for rows that are all different. pulse_table and changed_table, indexed
     by new << 8 | old, give the write pulses and the changed cells of a weight; where count[b],
     pulses[b] and changed[b] receive their sums over write b's cells, elsewhere the cells are
-    only copied (the caller knows the counts)."""
-    height, width = cells.shape[1], cells.shape[2]
-    for b in range(len(rows)):
-        dst, src, block = cells[rows[b]], contents[blocks[b]], blocks[b]
-        whole = not partial[block]
-        if not count[b]:
-            if whole:
-                dst[:, :] = src
-            else:
-                for r in range(height):
-                    for col in range(width):
-                        if masks[block, r, col]:
-                            dst[r, col] = src[r, col]
-            continue
-        p = 0
-        c = 0
-        for r in range(height):
-            for col in range(width):
-                if whole or masks[block, r, col]:  # a cell outside a partial block keeps its level
-                    pair = (np.int64(src[r, col]) << 8) | dst[r, col]
-                    p += pulse_table[pair]
-                    c += changed_table[pair]
-                    dst[r, col] = src[r, col]
-        pulses[b] = p
-        changed[b] = c
+    only copied (the caller knows the counts). The rows are apart, so they are written in
+    parallel."""
+    for b in prange(len(rows)):
+        block = blocks[b]
+        p, c = _write_row(cells[rows[b]], contents[block], masks[block], not partial[block], count[b], pulse_table,
+                          changed_table)
+        if count[b]:
+            pulses[b], changed[b] = p, c
+
+
+@njit(cache=True, nogil=True)
+def _write_row(dst, src, mask, whole, count, pulse_table, changed_table):  # pragma: no cover - compiled
+    """One write of `write_cells`: its (pulses, changed cells) where `count`, else (0, 0) uncounted."""
+    height, width = dst.shape
+    p = 0
+    c = 0
+    if not count:
+        if whole:
+            dst[:, :] = src
+        else:
+            for r in range(height):
+                for col in range(width):
+                    if mask[r, col]:
+                        dst[r, col] = src[r, col]
+        return p, c
+    for r in range(height):
+        for col in range(width):
+            if whole or mask[r, col]:  # a cell outside a partial block keeps its level
+                pair = (np.int64(src[r, col]) << 8) | dst[r, col]
+                p += pulse_table[pair]
+                c += changed_table[pair]
+                dst[r, col] = src[r, col]
+    return p, c
 
 
 @njit(cache=True, nogil=True)
@@ -65,37 +73,45 @@ def requantize(acc, x_sums, w_zp, multiplier, column_terms, shift, floor, ceilin
                     out[b, g * n + c, p] = min(max(q, low), ceiling)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def im2col(x, first_channel, kernel, stride, padding, dilation, pad_value, offset, out_hw, out):  # pragma: no cover
     """The windows of a convolution, transposed, less `offset`: out[(c, i, j), (b, oy, ox)] =
     x[b, first_channel + c, oy sh - ph + i dh, ox sw - pw + j dw], or pad_value outside the image.
     Transposed, each row is written in order and read from a row of x; along a row of windows
-    only the ends fall in the padding, so the middle is a strided copy without bounds checks."""
+    only the ends fall in the padding, so the middle is a strided copy without bounds checks.
+    The input channels' rows are apart, so they are made in parallel."""
+    kh, kw = kernel
+    for c in prange(out.shape[0] // (kh * kw)):
+        _channel_windows(x, first_channel + c, kernel, stride, padding, dilation, pad_value - offset, offset, out_hw,
+                         out[c * kh * kw:(c + 1) * kh * kw])
+
+
+@njit(cache=True, nogil=True)
+def _channel_windows(x, channel, kernel, stride, padding, dilation, pad, offset, out_hw, out):  # pragma: no cover
+    """`im2col`'s rows (i, j) of one input channel."""
     batch, _, height, width = x.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel, stride, padding, dilation, out_hw
-    pad = pad_value - offset
-    for c in range(out.shape[0] // (kh * kw)):
-        for i in range(kh):
-            for j in range(kw):
-                row = out[(c * kh + i) * kw + j]
-                # windows ox in [lo, hi) read inside the image: 0 <= ox sw - pw + j dw < width
-                shift = j * dw - pw
-                lo = min(ow, max(0, -(shift // sw) if shift < 0 else 0))
-                hi = max(lo, min(ow, (width - 1 - shift) // sw + 1))
-                w = 0
-                for b in range(batch):
-                    image = x[b, first_channel + c]
-                    for oy in range(oh):
-                        y = oy * sh - ph + i * dh
-                        if y < 0 or y >= height:
-                            row[w:w + ow] = pad
-                        else:
-                            line = image[y]
-                            row[w:w + lo] = pad
-                            for ox in range(lo, hi):
-                                row[w + ox] = line[ox * sw + shift] - offset
-                            row[w + hi:w + ow] = pad
-                        w += ow
+    for i in range(kh):
+        for j in range(kw):
+            row = out[i * kw + j]
+            # windows ox in [lo, hi) read inside the image: 0 <= ox sw - pw + j dw < width
+            shift = j * dw - pw
+            lo = min(ow, max(0, -(shift // sw) if shift < 0 else 0))
+            hi = max(lo, min(ow, (width - 1 - shift) // sw + 1))
+            w = 0
+            for b in range(batch):
+                image = x[b, channel]
+                for oy in range(oh):
+                    y = oy * sh - ph + i * dh
+                    if y < 0 or y >= height:
+                        row[w:w + ow] = pad
+                    else:
+                        line = image[y]
+                        row[w:w + lo] = pad
+                        for ox in range(lo, hi):
+                            row[w + ox] = line[ox * sw + shift] - offset
+                        row[w + hi:w + ow] = pad
+                    w += ow
 
 
 @njit(cache=True, nogil=True)
