@@ -53,24 +53,24 @@ def _write_row(dst, src, mask, whole, count, pulse_table, changed_table):  # pra
     return p, c
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def requantize(acc, x_sums, w_zp, multiplier, column_terms, shift, floor, ceiling, out):  # pragma: no cover
     """out[b, g*N + c, p] = clip(((acc[g, c, w] - w_zp[g, c] x_sums[g, w]) * multiplier[g, c]
     + column_terms[g, c]) >> shift[g, c], floor[g, c], ceiling) for window w = b * positions + p;
     acc (float32, float64 or int64), x_sums and w_zp (float64) hold exact integers whose
     products and difference stay below 2^53, so they are exact in float64; out [batch, channels,
     positions] is NCHW for a convolution (positions = OH x OW). Every [g, c] parameter is the
-    layer's own or its output channel's."""
+    layer's own or its output channel's. The output channels are apart: made in parallel."""
     groups, n, _ = acc.shape
     batch, _, positions = out.shape
-    for g in range(groups):
-        for c in range(n):
-            column, m, s, low, zp = column_terms[g, c], multiplier[g, c], shift[g, c], floor[g, c], w_zp[g, c]
-            for b in range(batch):
-                for p in range(positions):
-                    w = b * positions + p
-                    q = (np.int64(acc[g, c, w] - zp * x_sums[g, w]) * m + column) >> s
-                    out[b, g * n + c, p] = min(max(q, low), ceiling)
+    for channel in prange(groups * n):
+        g, c = channel // n, channel % n
+        column, m, s, low, zp = column_terms[g, c], multiplier[g, c], shift[g, c], floor[g, c], w_zp[g, c]
+        for b in range(batch):
+            for p in range(positions):
+                w = b * positions + p
+                q = (np.int64(acc[g, c, w] - zp * x_sums[g, w]) * m + column) >> s
+                out[b, channel, p] = min(max(q, low), ceiling)
 
 
 @njit(cache=True, nogil=True, parallel=True)
