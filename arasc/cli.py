@@ -134,9 +134,6 @@ def compiled_summary(compiled) -> str:
 
 
 def cmd_compile(args, out: Console) -> int:
-    from .openmp import passive_waits
-
-    passive_waits()   # before torch loads (arasc/openmp.py)
     from .compile import compile_source, output_paths, weights_name, write_compiled
     from .loader import load_source
     from .options import options_from_args
@@ -714,6 +711,9 @@ def report(kind: str, message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .openmp import passive_waits
+
+    passive_waits()   # before numpy and torch load (arasc/openmp.py)
     args = build_parser().parse_args(argv)
     # markup, emoji and highlighting off: the console prints arasc's tables and user strings as they are
     out = Console(highlight=False, markup=False, emoji=False)

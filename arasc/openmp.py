@@ -1,4 +1,4 @@
-"""The wait policy of a compile's thread pools (issue 15): idle threads sleep at once.
+"""The wait policy of the thread pools of a compile and a run (issue 15): idle threads sleep at once.
 
 A compile runs three pools of worker threads side by side: torch's own libgomp (its int8 GEMM
 and tensor ops), the system's libgomp under numba's parallel loops (SmoothQuant's weight codes,
@@ -14,20 +14,37 @@ the time of numba's weight codes in a BERT-Base compile (0.77-1.18 ns a weight a
 of 0.41) and took 7 of the 22 CPU seconds of BERT-Large's quantize pass. The results are the same
 numbers: only when the threads wait changes.
 
-A runtime reads its setting when it loads, so both are set before numpy and torch are
-imported; a value the user set is kept. `arasc compile` and benchmarks/compile_time.py set
-them; the interpreter does not (`arasc run` leaves them as they are)."""
+The interpreter mixes the same pools: numpy's float32 products (the products of a plain `arasc
+run`, which does not load torch) and numba's parallel loops (im2col, block writes,
+requantization). Without torch, ResNet-50's steady-state inference took 0.15-0.17 s with the
+default policies, 0.12 s with both set (numba's loops serial, before the eighth session:
+0.12-0.13 s). So every `arasc` command sets both (`passive_waits`, in `cli.main`).
+
+A runtime reads its setting when it loads, so these are set before numpy and torch are
+imported; a value the user set is kept. The interpreter's benchmarks time PyTorch beside the
+interpreter and shorten only OpenBLAS's spin (`short_blas_waits`): PyTorch's own inference,
+whose threads wait for each other in quick succession, measured 0.054 s with OpenMP's default
+policy and 0.072 s with PASSIVE."""
 from __future__ import annotations
 
 import os
 import sys
 
-SETTINGS = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
+BLAS_SETTINGS = {"OPENBLAS_THREAD_TIMEOUT": "4"}
+OPENMP_SETTINGS = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def short_blas_waits() -> bool:
+    """Ask OpenBLAS, if loaded from now on, to put idle threads to sleep; False if numpy is
+    already loaded (its OpenBLAS keeps the setting it read)."""
+    for name, value in BLAS_SETTINGS.items():
+        os.environ.setdefault(name, value)
+    return "numpy" not in sys.modules
 
 
 def passive_waits() -> bool:
-    """Ask the thread pools loaded from now on to put idle threads to sleep; False if numpy or
-    torch is already loaded (its pools keep the setting they read)."""
-    for name, value in SETTINGS.items():
+    """Ask the thread pools loaded from now on, OpenMP's and OpenBLAS's, to put idle threads to
+    sleep; False if numpy or torch is already loaded (its pools keep the setting they read)."""
+    for name, value in OPENMP_SETTINGS.items():
         os.environ.setdefault(name, value)
-    return "torch" not in sys.modules and "numpy" not in sys.modules
+    return short_blas_waits() and "torch" not in sys.modules

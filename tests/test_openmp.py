@@ -31,3 +31,13 @@ def test_arasc_compile_sets_passive_waits_before_numpy_and_torch_load(tmp_path):
 def test_a_users_wait_policy_is_kept(tmp_path):
     assert compile_in_a_fresh_process(tmp_path, OMP_WAIT_POLICY="ACTIVE", OPENBLAS_THREAD_TIMEOUT="20") \
         == "0 [True] ACTIVE 20"
+
+
+
+def test_every_command_sets_them():
+    """`arasc run` (and any command) mixes numpy's products with numba's parallel loops too."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
+    script = SCRIPT.replace('["compile", "digits-cnn", "-o", sys.argv[1], "-q"]', '["models"]')
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "0 [True] PASSIVE 4"
