@@ -538,7 +538,7 @@ def _held_weight(weight: np.ndarray, x: QParams, per_channel: bool, zero_point: 
     layer's weight with asymmetric codes per row goes through the alpha choice's numba kernel:
     the same codes (tests/test_smoothing.py), in one pass where numpy takes five over float64
     (1.2 s of BERT-Large's compile)."""
-    if x.per_channel and per_channel and zero_point == "asymmetric":
+    if x.per_channel and per_channel and zero_point == "asymmetric" and weight.ndim == 2:
         from .weight_codes import weight_codes
 
         centred, zp, scale, _ = weight_codes(weight, np.asarray(x.scale, np.float64)[None],
