@@ -83,34 +83,39 @@ def im2col(x, first_channel, kernel, stride, padding, dilation, pad_value, offse
     kh, kw = kernel
     for c in prange(out.shape[0] // (kh * kw)):
         _channel_windows(x, first_channel + c, kernel, stride, padding, dilation, pad_value - offset, offset, out_hw,
-                         out[c * kh * kw:(c + 1) * kh * kw])
+                         out, c * kh * kw)
 
 
 @njit(cache=True, nogil=True)
-def _channel_windows(x, channel, kernel, stride, padding, dilation, pad, offset, out_hw, out):  # pragma: no cover
-    """`im2col`'s rows (i, j) of one input channel."""
-    batch, _, height, width = x.shape
+def _channel_windows(x, channel, kernel, stride, padding, dilation, pad, offset, out_hw, out, first_row):  # pragma: no cover
+    """`im2col`'s rows (i, j) of one input channel, rows first_row + i kw + j of out. x and out
+    are C-contiguous and the copy indexes both flat with unsigned indices: numba wraps signed
+    negative indices, a branch per element that kept LLVM from vectorizing the copy (3-6x
+    slower on ResNet-50's convolutions)."""
+    batch, channels, height, width = x.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel, stride, padding, dilation, out_hw
+    src, dst = x.reshape(-1), out.reshape(-1)
+    step = np.uint64(sw)
     for i in range(kh):
         for j in range(kw):
-            row = out[i * kw + j]
+            w = (first_row + i * kw + j) * out.shape[1]
             # windows ox in [lo, hi) read inside the image: 0 <= ox sw - pw + j dw < width
             shift = j * dw - pw
             lo = min(ow, max(0, -(shift // sw) if shift < 0 else 0))
             hi = max(lo, min(ow, (width - 1 - shift) // sw + 1))
-            w = 0
             for b in range(batch):
-                image = x[b, channel]
                 for oy in range(oh):
                     y = oy * sh - ph + i * dh
                     if y < 0 or y >= height:
-                        row[w:w + ow] = pad
+                        dst[w:w + ow] = pad
                     else:
-                        line = image[y]
-                        row[w:w + lo] = pad
-                        for ox in range(lo, hi):
-                            row[w + ox] = line[ox * sw + shift] - offset
-                        row[w + hi:w + ow] = pad
+                        dst[w:w + lo] = pad
+                        # the first pixel read, x[b, channel, y, lo sw + shift], flat
+                        first = np.uint64(((b * channels + channel) * height + y) * width + lo * sw + shift)
+                        at = np.uint64(w + lo)
+                        for ox in range(np.uint64(hi - lo)):
+                            dst[at + ox] = src[first + ox * step] - offset
+                        dst[w + hi:w + ow] = pad
                     w += ow
 
 
