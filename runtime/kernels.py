@@ -35,13 +35,17 @@ def _write_row(dst, src, mask, whole, count, pulse_table, changed_table):  # pra
     p = 0
     c = 0
     if not count:
-        if whole:
-            dst[:, :] = src
-        else:
-            for r in range(height):
-                for col in range(width):
-                    if mask[r, col]:
-                        dst[r, col] = src[r, col]
+        # row by row with unsigned indices: a vectorized copy (numba's 2-D slice assignment, and
+        # signed indices, which it wraps when negative, kept it elementwise; see `_channel_windows`)
+        for r in range(height):
+            d, s, m = dst[r], src[r], mask[r]
+            if whole:
+                for col in range(np.uint64(width)):
+                    d[col] = s[col]
+            else:
+                for col in range(np.uint64(width)):
+                    if m[col]:
+                        d[col] = s[col]
         return p, c
     for r in range(height):
         for col in range(width):
