@@ -537,7 +537,7 @@ def _held_weight(weight: np.ndarray, x: QParams, per_channel: bool, zero_point: 
     per-channel input codes (x_k = s_k (q_k - z_k)) the columns take s_k first. A smoothed linear
     layer's weight with asymmetric codes per row goes through the alpha choice's numba kernel:
     the same codes (tests/test_smoothing.py), in one pass where numpy takes five over float64
-    (1.2 s of BERT-Large's compile)."""
+    (BERT-Large's quantize pass, side by side: 10.1-10.4 s without, 8.7-9.1 s with)."""
     if x.per_channel and per_channel and zero_point == "asymmetric" and weight.ndim == 2:
         from .weight_codes import weight_codes
 

@@ -37,7 +37,7 @@ def weight_codes(weight, column_scales, x_zps, per_row):  # pragma: no cover (nu
     """The crossbar's view of the float weight [n, k] with its columns scaled by each row of
     `column_scales` [a, k]: per scaling, uint8 codes less 128 (int8) [a, n, k], and per row the
     zero point, the scale and sum_k (128 - x_zps[., k]) (code - 128) [a, n], the term that
-    `smoothing._code_products` needs of the row. Zero points and scales per row (`per_row`) or
+    `add_squared_errors` needs of the row. Zero points and scales per row (`per_row`) or
     one for the weight, each range widened to include 0, rounding half to even: the same
     arithmetic, in the same order, as the quantize pass's `_weight_params` and
     `calibrate.quantize_array` (tests compare them)."""
