@@ -19,27 +19,27 @@ from arasc.openmp import short_blas_waits
 
 short_blas_waits()   # before numpy loads; OpenMP's policy stays PyTorch's default (arasc/openmp.py)
 
-import argparse  # noqa: E402
-import functools  # noqa: E402
-import itertools  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+import argparse
+import functools
+import itertools
+import os
+import statistics
+import tempfile
+from dataclasses import dataclass, field
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
 
-from arasc import models  # noqa: E402
-from arasc.compile import compile_model, weights_name, write_compiled  # noqa: E402
-from arasc.frontend import import_module  # noqa: E402
-from arasc.isa.hardware import bundled_hardware  # noqa: E402
-from arasc.isa.tiling import layer_hardware  # noqa: E402
-from arasc.options import CompileOptions  # noqa: E402
-from arasc.runtime.report import cosine, run_summary  # noqa: E402
-from arasc.runtime.run import execute, load_program  # noqa: E402
+from arasc import models
+from arasc.compile import compile_model, weights_name, write_compiled
+from arasc.frontend import import_module
+from arasc.isa.hardware import bundled_hardware
+from arasc.isa.tiling import layer_hardware
+from arasc.options import CompileOptions
+from arasc.runtime.report import cosine, run_summary
+from arasc.runtime.run import execute, load_program
 
 SMALL = ("vgg16-small", "resnet50-small", "densenet161-small", "bert-base-small", "bert-large-small", "digits-cnn")
 FULL = ("vgg16", "resnet50", "densenet161", "bert-base", "bert-large")

@@ -18,22 +18,22 @@ from arasc.openmp import short_blas_waits
 
 short_blas_waits()   # before numpy loads; OpenMP's policy stays PyTorch's default (arasc/openmp.py)
 
-import argparse  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import resource
+import statistics
+import tempfile
+import time
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
 
-from arasc import models  # noqa: E402
-from arasc.compile import compile_model, weights_name, write_compiled  # noqa: E402
-from arasc.frontend import import_module  # noqa: E402
-from arasc.isa.hardware import default_hardware  # noqa: E402
-from arasc.runtime.run import execute, load_program, read_inputs  # noqa: E402
+from arasc import models
+from arasc.compile import compile_model, weights_name, write_compiled
+from arasc.frontend import import_module
+from arasc.isa.hardware import default_hardware
+from arasc.runtime.run import execute, load_program, read_inputs
 
 
 def peak_mb() -> float:
